@@ -1,0 +1,41 @@
+"""The LocalStorage prober on a real directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trafficd.config.storage import DRIVERS, StorageLocation
+from trafficd.probers import backend_for, probe_storage
+from trafficd.probers.base import StorageProbeSettings
+
+
+def location(path: Path) -> StorageLocation:
+    params = DRIVERS["LocalStorage"].model_validate({"storage_path": str(path)})
+    return StorageLocation(name="local", driver="LocalStorage", params=params, source="test")
+
+
+async def test_canary_round_trip_in_the_directory(tmp_path: Path) -> None:
+    backend = backend_for(location(tmp_path), timeout=2.0)
+    obs = await probe_storage(
+        backend,
+        location="local",
+        storage_path=str(tmp_path),
+        settings=StorageProbeSettings("us-east", 2.0),
+    )
+    assert obs.ok is True, obs
+    assert (tmp_path / "trafficd" / "us-east").is_dir()
+    assert not (tmp_path / "trafficd" / "us-east" / "canary").exists()
+
+
+async def test_a_missing_mount_fails_and_is_not_created(tmp_path: Path) -> None:
+    missing = tmp_path / "not-mounted"
+    backend = backend_for(location(missing), timeout=2.0)
+    for mode in ("write", "read"):
+        obs = await probe_storage(
+            backend,
+            location="local",
+            storage_path=str(missing),
+            settings=StorageProbeSettings("us-east", 2.0, mode),
+        )
+        assert (obs.ok, obs.reason) == (False, "connect")
+    assert not missing.exists()

@@ -1,0 +1,112 @@
+"""Probe scheduling on a fake clock: jitter, intervals, overruns, and a failing task."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+import pytest
+
+from trafficd.config import load
+from trafficd.model import Observation, Probe
+from trafficd.probers.quay import make_session
+from trafficd.probers.schedule import ProbeTask, probe_tasks, run_probe_loop
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        if len(self.sleeps) > 6:
+            raise asyncio.CancelledError
+
+
+def obs(target: str = "eu") -> Observation:
+    return Observation(t=0.0, vantage="v", probe=Probe.ENDTOEND, target=target, ok=True)
+
+
+async def test_jittered_start_then_one_probe_per_interval() -> None:
+    fake = FakeClock()
+    seen: list[Observation] = []
+
+    async def run() -> Observation:
+        fake.now += 0.3  # the probe takes 300 ms
+        return obs()
+
+    task = ProbeTask("endtoend/eu", Probe.ENDTOEND, "eu", 2.0, run)
+    with pytest.raises(asyncio.CancelledError):
+        await run_probe_loop(
+            task, seen.append, vantage="v", sleep=fake.sleep, clock=fake.clock, rng=random.Random(7)
+        )
+    assert 0 <= fake.sleeps[0] < 2.0
+    assert fake.sleeps[1:] == pytest.approx([1.7] * 6)  # interval minus the probe's own time
+    assert len(seen) == 6
+
+
+async def test_an_overrunning_probe_skips_ticks_instead_of_bursting() -> None:
+    fake = FakeClock()
+
+    async def run() -> Observation:
+        fake.now += 5.0
+        return obs()
+
+    task = ProbeTask("endtoend/eu", Probe.ENDTOEND, "eu", 2.0, run)
+    with pytest.raises(asyncio.CancelledError):
+        await run_probe_loop(
+            task,
+            lambda o: None,
+            vantage="v",
+            sleep=fake.sleep,
+            clock=fake.clock,
+            rng=random.Random(1),
+        )
+    assert fake.sleeps[1:] == [0.0] * 6
+
+
+async def test_a_task_that_raises_becomes_an_unknown_observation() -> None:
+    fake = FakeClock()
+    seen: list[Observation] = []
+
+    async def run() -> Observation:
+        raise RuntimeError("prober bug")
+
+    task = ProbeTask("storage/x", Probe.STORAGE, "x", 1.0, run)
+    with pytest.raises(asyncio.CancelledError):
+        await run_probe_loop(
+            task, seen.append, vantage="v", sleep=fake.sleep, clock=fake.clock, rng=random.Random(1)
+        )
+    assert {(o.ok, o.reason, o.detail, o.target) for o in seen} == {
+        (None, "error", "RuntimeError", "x")
+    }
+
+
+async def test_probe_tasks_cover_every_site_probe_and_location(tmp_path: Path) -> None:
+    conf = tmp_path / "c.yaml"
+    conf.write_text(
+        "vantage: v\n"
+        "storage:\n"
+        "  a: [LocalStorage, {storage_path: /a}]\n"
+        "  b: [LocalStorage, {storage_path: /b}]\n"
+        "sites:\n  one: {url: 'http://q.example.com', connect: '127.0.0.1:1', storage: [a]}\n"
+        "probes: {interval: 1s, timeout: 500ms, storage_interval: 5s}\n"
+    )
+    config = load(conf)
+    async with make_session() as session:
+        tasks, backends = probe_tasks(config, session)
+        assert [(t.name, t.interval) for t in tasks] == [
+            ("endtoend/one", 1.0),
+            ("instance/one", 1.0),
+            ("storage/a", 5.0),
+            ("storage/b", 5.0),
+        ]
+        assert len(backends) == 2
+        result = await tasks[0].run()  # nothing listens on port 1
+        assert (result.ok, result.reason, result.target) == (False, "connect", "one")

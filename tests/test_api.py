@@ -1,0 +1,235 @@
+"""The HTTP API in process: routes, tokens, errors, the public listener, manual commands.
+
+The daemon object is real (engine, store, metrics); observations are fed by
+hand and rounds run with an explicit `now`, so every answer is deterministic.
+The end-to-end test (tests/e2e) covers the same API through a running process.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from trafficd.api import MAX_BODY, build_apps
+from trafficd.config import load
+from trafficd.daemon import Daemon
+from trafficd.model import Observation, Probe
+from trafficd.simulate import read_timeline
+from trafficd.store import read_events
+
+ADMIN, READ = "admin-token-0123456789abcdef", "read-token-0123456789abcdef"
+T0 = 1_800_000_000.0
+Client = TestClient[web.Request, web.Application]
+MakeClient = Callable[[web.Application], Awaitable[Client]]
+
+
+def write_config(tmp: Path, extra: str = "") -> Path:
+    (tmp / "token").write_text(ADMIN + "\n")
+    (tmp / "read").write_text(READ + "\n")
+    path = tmp / "trafficd.yaml"
+    path.write_text(f"""
+vantage: test
+state_dir: state
+api_token_file: token
+api_tokens:
+  - {{name: grafana, role: read, token: "${{file:read}}"}}
+storage:
+  usstorage: [LocalStorage, {{storage_path: {tmp}/us}}]
+  eustorage: [LocalStorage, {{storage_path: {tmp}/eu}}]
+sites:
+  us: {{url: "http://q.test", connect: "127.0.0.1:1", storage: [usstorage],
+        addresses: [192.0.2.10]}}
+  eu: {{url: "http://q.test", connect: "127.0.0.1:2", storage: [eustorage],
+        addresses: [192.0.2.20]}}
+probes: {{interval: 1s, timeout: 500ms}}
+policy: {{fall: 2, rise: 2, hold_down: 0s, min_active_sites: 1}}
+{extra}
+""")
+    return path
+
+
+def healthy(daemon: Daemon, t: float, *, eu_storage: bool = True) -> None:
+    for site in ("us", "eu"):
+        services = {"auth": True, "database": True, "redis": True, "storage": True}
+        if site == "eu" and not eu_storage:  # corroborated by eu's own endtoend
+            bad = {**services, "storage": False}
+            daemon.observe(Observation(t, "test", Probe.ENDTOEND, site, False, 503, "storage", bad))
+        else:
+            daemon.observe(Observation(t, "test", Probe.ENDTOEND, site, True, 200, None, services))
+        daemon.observe(Observation(t, "test", Probe.INSTANCE, site, True, 200))
+    for loc in ("usstorage", "eustorage"):
+        up = eu_storage or loc != "eustorage"
+        daemon.observe(
+            Observation(t, "test", Probe.STORAGE, loc, up, reason=None if up else "connect")
+        )
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
+    path = write_config(tmp_path)
+    d = Daemon(path, load(path))
+    yield d
+    d.store.close()
+
+
+@pytest.fixture
+async def api(daemon: Daemon, aiohttp_client: MakeClient) -> Client:
+    main, public = build_apps(daemon, public_separate=False)
+    assert public is None
+    return await aiohttp_client(main)
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_readiness_and_verdicts(daemon: Daemon, api: Client) -> None:
+    assert (await api.get("/healthz")).status == 503  # loops not running yet
+    assert (await api.get("/readyz")).status == 503
+    daemon.alive = True
+    healthy(daemon, T0)
+    daemon.tick(T0)
+    assert (await api.get("/healthz")).status == 200
+    assert (await api.get("/readyz")).status == 200
+    resp = await api.get("/sites/eu/verdict")
+    assert resp.status == 200 and await resp.text() == "active\n"
+    resp = await api.get("/sites/nowhere/verdict")
+    assert resp.status == 404 and await resp.json() == {"error": "unknown site 'nowhere'"}
+    metrics = await (await api.get("/metrics")).text()
+    assert 'trafficd_site_state{site="eu",state="active"} 1.0' in metrics
+
+
+async def test_tokens(daemon: Daemon, api: Client) -> None:
+    assert (await api.get("/api/v1/sites")).status == 401
+    resp = await api.get("/api/v1/sites", headers=auth("wrong"))
+    assert resp.status == 401
+    assert await resp.json() == {"error": "missing or unknown bearer token"}
+    resp = await api.get("/api/v1/sites", headers={"Authorization": f"Basic {READ}"})
+    assert resp.status == 401
+    assert (await api.get("/api/v1/sites", headers=auth(READ))).status == 200
+    resp = await api.post("/api/v1/pause", headers=auth(READ), json={"reason": "x"})
+    assert resp.status == 403 and await resp.json() == {"error": "token 'grafana' may only read"}
+    assert daemon.pause is None
+
+
+async def test_bad_input(daemon: Daemon, api: Client) -> None:
+    healthy(daemon, T0)
+    daemon.tick(T0)
+    h = auth(ADMIN)
+    resp = await api.post("/api/v1/sites/eu/drain", headers=h, data=b"{not json")
+    assert resp.status == 400 and await resp.json() == {"error": "body is not JSON"}
+    resp = await api.post("/api/v1/sites/eu/drain", headers=h, json=["reason"])
+    assert resp.status == 400 and await resp.json() == {"error": "body must be a JSON object"}
+    resp = await api.post("/api/v1/sites/eu/drain", headers=h, json={"reason": " "})
+    assert resp.status == 400
+    assert await resp.json() == {"error": "reason: a non-empty string is required"}
+    resp = await api.post("/api/v1/sites/eu/drain", headers=h, json={"reason": "x", "for": "soon"})
+    assert resp.status == 400 and "soon" in (await resp.json())["error"]
+    resp = await api.post("/api/v1/sites/mars/drain", headers=h, json={"reason": "x"})
+    assert resp.status == 404 and await resp.json() == {"error": "unknown site 'mars'"}
+    resp = await api.post(
+        "/api/v1/sites/eu/drain", headers=h, data=b'{"reason": "' + b"x" * MAX_BODY + b'"}'
+    )
+    assert resp.status == 413
+    assert await resp.json() == {"error": f"request body larger than {MAX_BODY} bytes"}
+    assert (await api.get("/api/v1/nothing", headers=h)).status == 404
+    assert daemon.overrides == {}
+
+
+async def test_manual_drain_refusal_undrain_and_events(daemon: Daemon, api: Client) -> None:
+    healthy(daemon, T0)
+    daemon.tick(T0)
+    h = auth(ADMIN)
+    resp = await api.post(
+        "/api/v1/sites/us/drain", headers=h, json={"reason": "maintenance", "for": "30m"}
+    )
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["state"] == "draining"
+    assert daemon.overrides["us"].who == "admin"
+    assert daemon.overrides["us"].expires == pytest.approx(daemon.overrides["us"].at + 1800)
+    # Draining eu too would leave no active site: refused with the rule's name, nothing stored.
+    resp = await api.post("/api/v1/sites/eu/drain", headers=h, json={"reason": "also"})
+    assert resp.status == 409
+    body = await resp.json()
+    assert body["rule"] == "min_active_sites" and body["error"].startswith(
+        "drain of eu refused by min_active_sites"
+    )
+    assert "eu" not in daemon.overrides
+    sites = {
+        s["name"]: s for s in (await (await api.get("/api/v1/sites", headers=h)).json())["sites"]
+    }
+    assert sites["us"]["state"] == "draining" and sites["us"]["cause"] == "manual"
+    assert sites["us"]["override"]["reason"] == "maintenance"
+    assert sites["eu"]["health"]["test"]["endtoend"]["ok"] is True
+    assert (await api.post("/api/v1/sites/us/undrain", headers=h)).status == 200
+    assert "us" not in daemon.overrides
+    events = (await (await api.get("/api/v1/events", headers=auth(READ))).json())["events"]
+    kinds = [(e["kind"], e.get("rule") or e.get("action") or e.get("to")) for e in events]
+    assert ("manual", "drain") in kinds and ("refused", "min_active_sites") in kinds
+    assert ("manual", "undrain") in kinds
+    assert ("transition", "draining") in kinds
+
+
+async def test_pause_and_hands_off(daemon: Daemon, api: Client) -> None:
+    h = auth(ADMIN)
+    resp = await api.post(
+        "/api/v1/pause", headers=h, json={"reason": "dns migration", "hands_off": True}
+    )
+    assert resp.status == 200 and (await resp.json())["paused"] is True
+    assert daemon.pause is not None and daemon.pause.hands_off and daemon.pause.who == "admin"
+    assert (await api.post("/api/v1/resume", headers=h)).status == 200
+    assert daemon.pause is None
+
+
+async def test_public_listener_serves_only_public_routes(
+    daemon: Daemon, aiohttp_client: MakeClient
+) -> None:
+    _, public = build_apps(daemon, public_separate=True)
+    assert public is not None
+    client = await aiohttp_client(public)
+    assert (await client.get("/metrics")).status == 200
+    assert (await client.get("/sites/eu/verdict")).status == 200
+    resp = await client.get("/api/v1/sites", headers=auth(ADMIN))
+    assert resp.status == 404 and (await resp.json())["error"] == "no route /api/v1/sites"
+    resp = await client.post("/api/v1/pause", headers=auth(ADMIN), json={"reason": "x"})
+    assert resp.status in (404, 405)
+
+
+async def test_state_survives_a_restart(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    first = Daemon(path, load(path))
+    healthy(first, T0)
+    first.tick(T0)
+    first.command("drain", "eu", "admin", {"reason": "maintenance", "stop_instances": True})
+    for r in range(1, 4):  # the manual drain goes on to drained after shutdown_grace (60 s)
+        healthy(first, T0 + 60 * r)
+        first.tick(T0 + 60 * r)
+    assert first.engine.site("eu").state.value == "drained"
+    first.store.close()
+    second = Daemon(path, load(path))  # what `trafficd run` does at start
+    assert second.engine.site("eu").state.value == "drained"
+    assert second.overrides["eu"].reason == "maintenance"
+    healthy(second, T0 + 300)
+    decision = second.tick(T0 + 300)
+    assert decision.sites["eu"].state.value == "drained"
+    assert decision.sites["eu"].instances == "stopped"
+    assert decision.transitions == ()
+    second.store.close()
+
+
+async def test_audit_log_replays_through_simulate(daemon: Daemon) -> None:
+    for r in range(6):
+        healthy(daemon, T0 + r, eu_storage=r < 2)
+        daemon.tick(T0 + r)
+    lines = [json.dumps(e) for e in read_events(daemon.store.dir)]
+    observations = read_timeline(lines, "events.jsonl")
+    # Only changes are logged: the first healthy round, then eu's two failing probes.
+    assert len(observations) == 6 + 2
+    transition = next(e for e in map(json.loads, lines) if e["kind"] == "transition")
+    assert transition["t"] == T0 + 3  # stamped with its round's time: fall = 2
+    assert any(e["kind"] == "transition" and e["site"] == "eu" for e in map(json.loads, lines))

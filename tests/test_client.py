@@ -1,0 +1,89 @@
+"""The client side of the command line: rendering, and `trafficd run`'s log formats."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from typing import Any
+
+from trafficd.client import JSONFormatter, RedactingFilter, render_event, render_status
+from trafficd.config.secrets import Redactor
+
+
+def _logger(formatter: logging.Formatter, redactor: Redactor) -> tuple[logging.Logger, io.StringIO]:
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter)
+    handler.addFilter(RedactingFilter(redactor))
+    logger = logging.getLogger("trafficd.test-client")
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    return logger, out
+
+
+def test_json_log_lines_without_secrets() -> None:
+    redactor = Redactor()
+    redactor.add("s3cr3t-tsig-key-value")
+    logger, out = _logger(JSONFormatter(), redactor)
+    logger.warning("bind: update refused with key %s", "s3cr3t-tsig-key-value")
+    record = json.loads(out.getvalue())
+    assert record["level"] == "warning" and record["logger"] == "trafficd.test-client"
+    assert "s3cr3t-tsig-key-value" not in out.getvalue()
+    assert record["message"].startswith("bind: update refused with key ")
+    assert record["time"].endswith("Z")
+
+
+def test_text_log_lines_are_redacted_too() -> None:
+    redactor = Redactor()
+    redactor.add("another-long-secret")
+    logger, out = _logger(logging.Formatter("%(message)s"), redactor)
+    logger.info("token another-long-secret in %s", "a message")
+    assert "another-long-secret" not in out.getvalue()
+    assert out.getvalue().endswith("in a message\n")
+
+
+def test_status_table_and_events() -> None:
+    sites: list[dict[str, Any]] = [
+        {
+            "name": "eu",
+            "state": "drained",
+            "cause": "storage",
+            "weight": 0,
+            "since": None,
+            "reasons": ["storage: location eustorage failed"],
+            "override": None,
+            "health": {"us-east": {"endtoend": {"ok": False, "reason": "storage"}}},
+        },
+        {
+            "name": "us",
+            "state": "active",
+            "cause": None,
+            "weight": 100,
+            "since": None,
+            "reasons": [],
+            "override": {"kind": "hold", "who": "admin", "reason": "release"},
+            "health": {},
+        },
+    ]
+    table = render_status(sites).splitlines()
+    assert table[0].split()[:5] == ["SITE", "STATE", "CAUSE", "WEIGHT", "SINCE"]
+    assert table[1].split()[:4] == ["eu", "drained", "storage", "0"]
+    assert "us-east: endtoend=FAIL(storage)" in table[1]
+    assert "hold by admin: release" in table[2]
+    line = render_event(
+        {
+            "time": "T",
+            "kind": "transition",
+            "site": "eu",
+            "from": "active",
+            "to": "draining",
+            "reasons": ["r1", "r2"],
+        }
+    )
+    assert line == "T  transition  eu: active -> draining  r1; r2"
+    line = render_event(
+        {"time": "T", "kind": "refused", "site": "eu", "rule": "min_active_sites", "reasons": ["x"]}
+    )
+    assert line == "T  refused     eu: refused by min_active_sites  x"

@@ -1,0 +1,116 @@
+"""The store: atomic state that survives a restart, and the rotated audit log."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from trafficd.engine import EngineState
+from trafficd.engine.decide import LocationMemory, SiteMemory
+from trafficd.model import Cause, Override, Pause, State
+from trafficd.store import Store, StoreError, read_events
+
+
+def test_state_round_trip(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    engine = EngineState(
+        sites={
+            "eu": SiteMemory(
+                state=State.DRAINED,
+                cause=Cause.STORAGE,
+                since=10.0,
+                drained_at=10.0,
+                fails={"storage": 3},
+                drains=(10.0,),
+            ),
+            "us": SiteMemory(),  # 'never' timestamps are -inf in memory, null on disk
+        },
+        locations={"eustorage": LocationMemory(down=4)},
+        drains=(10.0,),
+        last_round=12.0,
+    )
+    overrides = {"us": Override("hold", "release day", "admin", 5.0, expires=3605.0)}
+    pause = Pause("dns migration", "ops", 7.0, hands_off=True)
+    store.save(engine, overrides, pause, {"command": {"believed": {"eu": "stopped"}}})
+    raw = json.loads((tmp_path / "state.json").read_text())  # strict JSON: no Infinity
+    assert raw["engine"]["sites"]["us"]["since"] is None
+    loaded = Store(tmp_path).load()
+    assert loaded["engine"].sites == engine.sites
+    assert loaded["engine"].locations == engine.locations
+    assert loaded["engine"].last_round == 12.0
+    assert loaded["overrides"] == overrides
+    assert loaded["pause"] == pause
+    assert loaded["actuators"] == {"command": {"believed": {"eu": "stopped"}}}
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".state.")] == []
+    store.close()
+
+
+def test_unreadable_state_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    (tmp_path / "state.json").write_text('{"engine": {"sites": {"eu": {"state": "gone"}}}}')
+    with pytest.raises(
+        StoreError, match=r"state\.json: unreadable state: 'gone' is not a valid State"
+    ):
+        Store(tmp_path).load()
+
+
+def test_a_crash_during_save_keeps_the_old_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(tmp_path)
+    store.save(EngineState(last_round=1.0), {}, None, {})
+
+    def crash(src: str, dst: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        store.save(EngineState(last_round=2.0), {}, None, {})
+    monkeypatch.undo()
+    assert Store(tmp_path).load()["engine"].last_round == 1.0
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".state.")] == []
+    store.close()
+
+
+def test_audit_log_rotates_and_reads_back_in_order(tmp_path: Path) -> None:
+    store = Store(tmp_path, max_bytes=2000, backups=3)
+    for i in range(80):
+        store.event("manual", t=1000.0 + i, action="hold", site="eu", who="admin", reason=f"n{i}")
+    store.close()
+    assert (tmp_path / "events.jsonl.1").exists()
+    events = list(read_events(tmp_path))
+    ts = [e["t"] for e in events]
+    assert ts == sorted(ts) and ts[-1] == 1079.0
+    assert len(events) < 80  # the oldest rotated away: bounded by max_bytes x backups
+    assert [e["t"] for e in read_events(tmp_path, since=1075.0)] == [1075.0 + i for i in range(5)]
+
+
+async def test_a_dying_task_is_restarted_and_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.test_api import write_config
+    from trafficd import daemon as daemon_module
+    from trafficd.config import load
+
+    path = write_config(tmp_path)
+    d = daemon_module.Daemon(path, load(path))
+    runs = 0
+    done = asyncio.Event()
+
+    async def flaky() -> None:
+        nonlocal runs
+        runs += 1
+        if runs < 3:
+            raise RuntimeError("a bug")
+        done.set()
+
+    monkeypatch.setattr(daemon_module, "RESTART_DELAY", 0.01)
+    d.spawn("flaky", flaky)
+    await asyncio.wait_for(done.wait(), 5)
+    assert runs == 3
+    assert d.registry.get_sample_value("trafficd_task_restarts_total", {"task": "flaky"}) == 2
+    await d.cancel(["flaky"])
+    d.store.close()

@@ -1,0 +1,290 @@
+"""What every actuator shares: the desired state, the plan, and the reconcile loop.
+
+The last stage of the pipeline (engine -> desired state -> actuators). An
+actuator is a small class with `read()` (what the backend holds now),
+`plan(current, desired)` (pure: the difference, as changes and notes),
+`apply(plan)` and `preflight()` (prove it could act, changing nothing).
+`Reconciler` runs read -> plan -> apply only the difference -> read again,
+retries transient errors with bounded backoff (tenacity), reports
+`trafficd_actuations_total` and `trafficd_actuator_in_sync`, and never
+raises: one failing backend never stops the others.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from trafficd.config.model import Config, Site, SiteCommand, SiteKubernetes
+from trafficd.engine import SiteDecision
+from trafficd.metrics import Metrics
+from trafficd.model import Cause, State
+
+log = logging.getLogger(__name__)
+
+
+class ActuatorError(Exception):
+    """A failed read or apply. The message names the actuator and never holds a secret."""
+
+
+class ActuatorPermanentError(ActuatorError):
+    """Retrying will not help until the configuration or the backend changes."""
+
+
+class ActuatorAuthError(ActuatorPermanentError):
+    """Credentials refused."""
+
+
+class ConcurrentChangeError(ActuatorError):
+    """The backend changed between read and apply: read again and re-plan."""
+
+
+@dataclass(frozen=True)
+class SiteTarget:
+    """What one site should look like to the traffic backends."""
+
+    name: str
+    state: State
+    cause: Cause | None
+    weight: int  # desired weight: the configured one while active, else 0
+    configured_weight: int
+    addresses: tuple[str, ...]
+    managed: bool = True  # False for sites in observe mode: left as they are
+    haproxy: tuple[str, str] | None = None  # (backend, server)
+    set_identifier: str | None = None  # Route 53
+    alias: tuple[str, str] | None = None  # Route 53 (dns_name, hosted_zone_id)
+    instances: str = "running"  # "running" | "stopped": what the instance actuators make true
+    reasons: tuple[str, ...] = ()
+    command: SiteCommand | None = None
+    kubernetes: SiteKubernetes | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.weight > 0
+
+
+Desired = Mapping[str, SiteTarget]
+
+
+def desired_state(config: Config, decisions: Mapping[str, SiteDecision]) -> dict[str, SiteTarget]:
+    """The engine's decisions joined with each site's backend settings."""
+    out = {}
+    for name, site in sorted(config.sites.items()):
+        d = decisions[name]
+        out[name] = SiteTarget(
+            name=name,
+            state=d.state,
+            cause=d.cause,
+            weight=d.weight,
+            configured_weight=site.weight,
+            addresses=tuple(site.addresses),
+            managed=d.actuate,
+            haproxy=(site.haproxy.backend, site.haproxy.server) if site.haproxy else None,
+            set_identifier=(site.route53.set_identifier if site.route53 else None) or name,
+            alias=(
+                (site.route53.alias.dns_name, site.route53.alias.hosted_zone_id)
+                if site.route53 and site.route53.alias
+                else None
+            ),
+            instances=d.instances,
+            reasons=d.reasons,
+            command=site.command,
+            kubernetes=site.kubernetes,
+        )
+    return out
+
+
+@dataclass
+class Plan:
+    """The difference between the backend and the desired state."""
+
+    changes: list[str] = field(default_factory=list)  # one line per change, for logs
+    notes: list[str] = field(default_factory=list)  # protected addresses, drift found, ...
+    payload: Any = None  # what `apply` needs
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes
+
+
+Role = Literal["traffic", "instances", "notify"]
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What an actuator may need beyond its own section: the sites, the metrics."""
+
+    sites: Mapping[str, Site] = field(default_factory=dict)
+    metrics: Metrics | None = None
+
+
+class Actuator(Protocol):
+    """`role` tells the daemon the order: traffic first on drain, instances first on restore.
+
+    `notify` actuators (webhook) have empty plans; the daemon sends them events.
+    """
+
+    ident: str
+    role: Role
+
+    async def read(self) -> Any: ...
+
+    def plan(self, current: Any, desired: Desired) -> Plan: ...
+
+    async def apply(self, plan: Plan) -> None: ...
+
+    async def preflight(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass
+class Outcome:
+    actuator: str
+    in_sync: bool
+    applied: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+def family(address: str) -> str:
+    return "AAAA" if ipaddress.ip_address(address).version == 6 else "A"
+
+
+def plan_address_sets(
+    current: Mapping[str, frozenset[str]], desired: Desired, *, ident: str
+) -> tuple[dict[str, frozenset[str]], list[str]]:
+    """DNS semantics shared by rfc2136 and powerdns: the new A and AAAA sets, and notes.
+
+    The name answers with the addresses of the sites whose desired weight is above
+    zero. Addresses of sites in observe mode stay as they are. An address that
+    belongs to no site is drift and is removed. The last address of a type is never
+    deleted: an empty desired set keeps the current one.
+    """
+    targets: dict[str, frozenset[str]] = {}
+    notes: list[str] = []
+    owned = {a for t in desired.values() for a in t.addresses}
+    for rdtype in ("A", "AAAA"):
+        have = current.get(rdtype, frozenset())
+        want = {
+            a
+            for t in desired.values()
+            if t.managed and t.active
+            for a in t.addresses
+            if family(a) == rdtype
+        }
+        want |= {
+            a
+            for t in desired.values()
+            if not t.managed
+            for a in t.addresses
+            if family(a) == rdtype and a in have
+        }
+        if not want and have:
+            # Never delete the last address: keep the sites' ones (or all, if none is a site's).
+            want = {a for a in have if a in owned} or set(have)
+            notes.append(
+                f"{ident}: {rdtype}: no site should take traffic; keeping the last "
+                f"address(es) {', '.join(sorted(want))}"
+            )
+        drift = sorted(a for a in have - want if a not in owned)
+        if drift:
+            notes.append(
+                f"{ident}: {rdtype} drift: {', '.join(drift)} belong(s) to no site; removing"
+            )
+        targets[rdtype] = frozenset(want)
+    return targets, notes
+
+
+class Reconciler:
+    """Runs one actuator: read, plan, apply the difference, verify; retried, reported."""
+
+    def __init__(
+        self,
+        actuator: Actuator,
+        metrics: Metrics | None = None,
+        *,
+        dry_run: bool = False,
+        attempts: int = 3,
+        max_backoff: float = 2.0,
+    ) -> None:
+        self.actuator = actuator
+        self.metrics = metrics
+        self.dry_run = dry_run
+        self.attempts = attempts
+        self.max_backoff = max_backoff
+
+    async def _once(self, desired: Desired) -> Outcome:
+        ident = self.actuator.ident
+        current = await self.actuator.read()
+        plan = self.actuator.plan(current, desired)
+        for note in plan.notes:
+            log.warning("%s", note)
+        if plan.empty:
+            return Outcome(ident, True, notes=plan.notes)
+        if self.dry_run:
+            for change in plan.changes:
+                log.info("%s: dry run: would %s", ident, change)
+            return Outcome(ident, False, notes=plan.notes)
+        log.debug("%s: applying %s", ident, plan.payload)
+        try:
+            await self.actuator.apply(plan)
+        except ActuatorError:
+            self._count("error")
+            raise
+        self._count("success")
+        for change in plan.changes:
+            log.info("%s: %s", ident, change)
+        after = self.actuator.plan(await self.actuator.read(), desired)
+        return Outcome(ident, after.empty, applied=plan.changes, notes=plan.notes)
+
+    def _count(self, result: str) -> None:
+        if self.metrics is not None:
+            self.metrics.actuations.labels(actuator=self.actuator.ident, result=result).inc()
+
+    async def reconcile(self, desired: Desired) -> Outcome:
+        """Never raises: an error is logged, counted and returned."""
+        ident = self.actuator.ident
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self.attempts),
+                wait=wait_exponential(multiplier=0.05, max=self.max_backoff),
+                # Only actuator errors are retried: a cancellation (shutdown, reload) is not.
+                retry=retry_if_exception(
+                    lambda e: (
+                        isinstance(e, ActuatorError) and not isinstance(e, ActuatorPermanentError)
+                    )
+                ),
+                reraise=True,
+            ):
+                with attempt:
+                    outcome = await self._once(desired)
+        except ActuatorError as exc:
+            outcome = Outcome(ident, False, error=str(exc))
+        except Exception as exc:  # a bug in one actuator must not stop the others
+            log.exception("%s: reconcile failed", ident)
+            outcome = Outcome(ident, False, error=f"{ident}: {type(exc).__name__}")
+        if outcome.error:
+            log.error("%s", outcome.error)
+        if self.metrics is not None:
+            self.metrics.actuator_in_sync.labels(actuator=ident).set(1 if outcome.in_sync else 0)
+        return outcome
+
+    async def preflight(self) -> str | None:
+        """Prove the actuator could act, changing nothing; None when ready, else why not."""
+        ident = self.actuator.ident
+        try:
+            await self.actuator.preflight()
+            error = None
+        except ActuatorError as exc:
+            error = str(exc)
+        except Exception as exc:
+            error = f"{ident}: preflight failed: {type(exc).__name__}"
+        if self.metrics is not None:
+            self.metrics.actuator_ready.labels(actuator=ident).set(0 if error else 1)
+        return error

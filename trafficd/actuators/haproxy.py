@@ -1,0 +1,170 @@
+"""The HAProxy actuator: each site's server state and weight through the runtime API.
+
+Reads `show servers state BACKEND` on every socket (the usual pair of load
+balancers), so a reload that lost runtime state is seen and re-applied.
+The mode follows the drain's cause (DESIGN.md): failure drains get `state
+maint` plus `shutdown sessions server` (every request there fails, so
+keep-alive clients must move now), manual drains `state drain` (graceful),
+active sites `state ready` and their configured weight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from trafficd.actuators.base import ActuatorError, BuildContext, Desired, Plan, Role, SiteTarget
+from trafficd.config.model import HAProxyActuator
+from trafficd.config.types import split_host_port
+from trafficd.model import Cause
+
+# srv_admin_state bits (HAProxy's server.h): forced and inherited maintenance, forced drain.
+ADMIN_FMAINT, ADMIN_IMAINT, ADMIN_CMAINT, ADMIN_FDRAIN = 0x01, 0x02, 0x04, 0x08
+MAX_REPLY = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServerState:
+    admin: int
+    weight: int
+
+    @property
+    def mode(self) -> str:
+        if self.admin & (ADMIN_FMAINT | ADMIN_IMAINT | ADMIN_CMAINT):
+            return "maint"
+        if self.admin & ADMIN_FDRAIN:
+            return "drain"
+        return "ready"
+
+
+Current = dict[str, dict[tuple[str, str], ServerState]]  # socket -> (backend, server) -> state
+
+
+def wanted_mode(target: SiteTarget) -> str:
+    if target.active:
+        return "ready"
+    return "drain" if target.cause is Cause.MANUAL else "maint"
+
+
+class HAProxy:
+    role: Role = "traffic"
+
+    def __init__(self, config: HAProxyActuator, context: BuildContext | None = None) -> None:
+        self.ident = config.ident
+        self.sockets = config.all_sockets
+        self.timeout = config.timeout
+
+    async def command(self, socket: str, line: str) -> str:
+        """One command per connection (non-interactive mode): write, read to EOF."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                if socket.startswith("/") or socket.startswith("."):
+                    reader, writer = await asyncio.open_unix_connection(socket)
+                else:
+                    host, port = split_host_port(socket)
+                    reader, writer = await asyncio.open_connection(host.strip("[]"), port)
+                try:
+                    writer.write(line.encode() + b"\n")
+                    await writer.drain()
+                    reply = await reader.read(MAX_REPLY)
+                    while chunk := await reader.read(MAX_REPLY):
+                        reply += chunk
+                finally:
+                    writer.close()
+        except TimeoutError:
+            raise ActuatorError(
+                f"{self.ident}: {socket}: no answer within {self.timeout:g}s"
+            ) from None
+        except OSError as exc:
+            raise ActuatorError(f"{self.ident}: {socket}: {exc.strerror or exc}") from None
+        return reply.decode(errors="replace")
+
+    async def read(self) -> Current:
+        current: Current = {}
+        for socket in self.sockets:
+            text = await self.command(socket, "show servers state")
+            states: dict[tuple[str, str], ServerState] = {}
+            lines = text.splitlines()
+            header: list[str] = []
+            for line in lines:
+                if line.startswith("# "):
+                    header = line[2:].split()
+                elif (
+                    line
+                    and not line.startswith("#")
+                    and header
+                    and len(line.split()) >= len(header) - 2
+                ):
+                    row = dict(zip(header, line.split(), strict=False))
+                    key = (row["be_name"], row["srv_name"])
+                    states[key] = ServerState(int(row["srv_admin_state"]), int(row["srv_uweight"]))
+            if not header:
+                raise ActuatorError(
+                    f"{self.ident}: {socket}: unexpected answer to show servers state"
+                )
+            current[socket] = states
+        return current
+
+    def plan(self, current: Current, desired: Desired) -> Plan:
+        plan = Plan(payload=[])
+        for socket, states in current.items():
+            keep = self._last_servers(socket, states, desired, plan)
+            for target in desired.values():
+                if target.haproxy is None or not target.managed:
+                    continue
+                backend, server = target.haproxy
+                state = states.get((backend, server))
+                if state is None:
+                    plan.notes.append(f"{self.ident}: {socket}: no server {backend}/{server}")
+                    continue
+                mode = "ready" if target.name in keep else wanted_mode(target)
+                commands = []
+                if state.mode != mode:
+                    commands.append(f"set server {backend}/{server} state {mode}")
+                    if mode == "maint":
+                        commands.append(f"shutdown sessions server {backend}/{server}")
+                if mode == "ready" and state.weight != target.configured_weight:
+                    commands.append(
+                        f"set server {backend}/{server} weight {target.configured_weight}"
+                    )
+                for command in commands:
+                    plan.changes.append(f"{socket}: {command}")
+                    plan.payload.append((socket, command))
+        return plan
+
+    def _last_servers(
+        self, socket: str, states: dict[tuple[str, str], ServerState], desired: Desired, plan: Plan
+    ) -> set[str]:
+        """Never take a backend's last serving servers out: keep them as they are."""
+        keep: set[str] = set()
+        backends = {t.haproxy[0] for t in desired.values() if t.haproxy is not None}
+        for backend in sorted(backends):
+            members = [t for t in desired.values() if t.haproxy and t.haproxy[0] == backend]
+            if any(t.active or not t.managed for t in members):
+                continue
+            serving = [
+                t for t in members if (s := states.get(t.haproxy or ("", ""))) and s.mode == "ready"
+            ]
+            if serving:
+                keep |= {t.name for t in serving}
+                names = ", ".join(t.name for t in serving)
+                plan.notes.append(
+                    f"{self.ident}: {socket}: no server of {backend} should take traffic; "
+                    f"keeping the last one(s): {names}"
+                )
+        return keep
+
+    async def apply(self, plan: Plan) -> None:
+        for socket, command in plan.payload:
+            reply = (await self.command(socket, command)).strip()
+            if reply:  # the runtime API answers an accepted command with an empty line
+                raise ActuatorError(f"{self.ident}: {socket}: {command!r}: {reply.splitlines()[0]}")
+
+    async def preflight(self) -> None:
+        for socket in self.sockets:
+            reply = await self.command(socket, "show info")
+            if "Name:" not in reply:
+                raise ActuatorError(f"{self.ident}: {socket}: unexpected answer to show info")
+
+    async def close(self) -> None:
+        return None

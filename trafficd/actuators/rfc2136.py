@@ -1,0 +1,169 @@
+"""The RFC 2136 actuator (dnspython): the global name's A and AAAA RRsets follow the sites.
+
+Reads the current RRsets from the primary itself over TCP, plans with
+`base.plan_address_sets`, and sends one TSIG-signed UPDATE per changed type
+whose prerequisite is the exact RRset it read (RFC 2136 value-dependent
+"RRset exists", or "RRset does not exist"): a concurrent edit makes the
+server refuse the update (NXRRSET) instead of being overwritten.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import dns.asyncquery
+import dns.exception
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdataclass
+import dns.rdataset
+import dns.rdatatype
+import dns.tsig
+import dns.tsigkeyring
+import dns.update
+
+from trafficd.actuators.base import (
+    ActuatorAuthError,
+    ActuatorError,
+    BuildContext,
+    ConcurrentChangeError,
+    Desired,
+    Plan,
+    Role,
+    plan_address_sets,
+)
+from trafficd.config.model import RFC2136Actuator
+from trafficd.config.types import split_host_port
+
+Current = dict[str, tuple[int, frozenset[str]]]  # rdtype -> (ttl, addresses)
+
+
+class RFC2136:
+    role: Role = "traffic"
+
+    def __init__(self, config: RFC2136Actuator, context: BuildContext | None = None) -> None:
+        self.ident = config.ident
+        self.config = config
+        host, self.port = split_host_port(config.server)
+        self.host = host
+        self.zone = dns.name.from_text(config.zone)
+        self.name = dns.name.from_text(config.name)
+        self.keyring = None
+        self.keyname = None
+        self.algorithm = dns.tsig.HMAC_SHA256
+        if config.tsig is not None:
+            self.keyname = dns.name.from_text(config.tsig.name)
+            self.algorithm = dns.name.from_text(config.tsig.algorithm)
+            try:
+                self.keyring = dns.tsigkeyring.from_text(
+                    {
+                        config.tsig.name: (
+                            config.tsig.algorithm,
+                            config.tsig.secret.get_secret_value(),
+                        )
+                    }
+                )
+            except Exception:
+                raise ActuatorError(f"{self.ident}: the TSIG secret is not valid base64") from None
+
+    def _update(self) -> dns.update.UpdateMessage:
+        return dns.update.UpdateMessage(
+            self.zone, keyring=self.keyring, keyname=self.keyname, keyalgorithm=self.algorithm
+        )
+
+    async def _send(self, message: dns.message.Message) -> dns.message.Message:
+        try:
+            return await dns.asyncquery.tcp(
+                message, self.host, port=self.port, timeout=self.config.timeout
+            )
+        except (dns.tsig.PeerBadKey, dns.tsig.PeerBadSignature, dns.tsig.PeerBadTime) as exc:
+            key = self.config.tsig.name if self.config.tsig else "(none)"
+            raise ActuatorAuthError(
+                f"{self.ident}: the server refused the TSIG key {key} ({type(exc).__name__})"
+            ) from None
+        except dns.exception.Timeout:
+            raise ActuatorError(f"{self.ident}: no answer from {self.config.server}") from None
+        except OSError as exc:
+            raise ActuatorError(
+                f"{self.ident}: cannot reach {self.config.server}: {exc.strerror or exc}"
+            ) from None
+
+    async def read(self) -> Current:
+        current: Current = {}
+        for rdtype in ("A", "AAAA"):
+            query = dns.message.make_query(self.name, rdtype)
+            answer = await self._send(query)
+            if answer.rcode() not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+                raise ActuatorError(
+                    f"{self.ident}: query for {self.name} {rdtype} failed: "
+                    f"{dns.rcode.to_text(answer.rcode())}"
+                )
+            rrset = answer.get_rrset(
+                answer.answer, self.name, dns.rdataclass.IN, dns.rdatatype.from_text(rdtype)
+            )
+            if rrset is None:
+                current[rdtype] = (self.config.ttl, frozenset())
+            else:
+                current[rdtype] = (rrset.ttl, frozenset(r.address for r in rrset))
+        return current
+
+    def plan(self, current: Current, desired: Desired) -> Plan:
+        have = {k: v[1] for k, v in current.items()}
+        targets, notes = plan_address_sets(have, desired, ident=self.ident)
+        plan = Plan(notes=notes, payload=[])
+        for rdtype, want in targets.items():
+            ttl, had = current.get(rdtype, (self.config.ttl, frozenset()))
+            if want == had and (ttl == self.config.ttl or not want):
+                continue
+            plan.changes.append(
+                f"{self.name} {rdtype}: {sorted(had) or '(none)'} -> {sorted(want) or '(none)'}"
+                f" ttl {self.config.ttl}"
+            )
+            plan.payload.append((rdtype, ttl, had, want))
+        return plan
+
+    async def apply(self, plan: Plan) -> None:
+        for rdtype, _ttl, had, want in plan.payload:
+            update = self._update()
+            if had:
+                # RFC 2136 2.4.2: a value-dependent prerequisite carries TTL 0.
+                present = dns.rdataset.from_text_list("IN", rdtype, 0, sorted(had))
+                update.present(self.name, present)
+            else:
+                update.absent(self.name, rdtype)
+            if want:
+                update.replace(self.name, self.config.ttl, rdtype, *sorted(want))
+            else:
+                update.delete(self.name, rdtype)
+            answer = await self._send(update)
+            rcode = answer.rcode()
+            if rcode in (dns.rcode.NXRRSET, dns.rcode.YXRRSET):
+                raise ConcurrentChangeError(
+                    f"{self.ident}: {self.name} {rdtype} changed since it was read; re-reading"
+                )
+            if rcode in (dns.rcode.REFUSED, dns.rcode.NOTAUTH):
+                raise ActuatorAuthError(
+                    f"{self.ident}: the server refused the update ({dns.rcode.to_text(rcode)})"
+                )
+            if rcode != dns.rcode.NOERROR:
+                raise ActuatorError(f"{self.ident}: update failed: {dns.rcode.to_text(rcode)}")
+
+    async def preflight(self) -> None:
+        """A signed update whose prerequisite cannot hold: the key is checked, nothing changes."""
+        update = self._update()
+        probe = dns.name.from_text(f"trafficd-preflight-{secrets.token_hex(6)}", self.zone)
+        update.present(probe)
+        answer = await self._send(update)
+        rcode = answer.rcode()
+        if rcode in (dns.rcode.NXDOMAIN, dns.rcode.NXRRSET):
+            return
+        if rcode in (dns.rcode.REFUSED, dns.rcode.NOTAUTH, dns.rcode.NOTZONE):
+            raise ActuatorAuthError(
+                f"{self.ident}: the server would refuse updates to {self.zone} "
+                f"({dns.rcode.to_text(rcode)})"
+            )
+        raise ActuatorError(f"{self.ident}: preflight got {dns.rcode.to_text(rcode)}")
+
+    async def close(self) -> None:
+        return None

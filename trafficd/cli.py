@@ -1,0 +1,246 @@
+"""The `trafficd` command line: the daemon, offline tools and the API's client commands.
+
+The outermost layer: it parses arguments and calls into the configuration
+layer, the daemon, the engine's simulator and the API client (client.py).
+Commands of DESIGN.md's table that are not built yet exist and say so, with
+exit status 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from trafficd import __version__, client
+from trafficd.config import ConfigError, load, summary
+from trafficd.config.secrets import Redactor
+from trafficd.engine import EnginePolicy
+from trafficd.simulate import TimelineError, read_timeline, render_text, simulate
+
+EXIT_OK = 0
+EXIT_INVALID = 2
+EXIT_NOT_AVAILABLE = 3
+
+_PENDING: dict[str, str] = {
+    "replication": "the replication monitor (issue 9)",
+}
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_INVALID
+    print(f"{args.config}: ok: {summary(config)}")
+    return EXIT_OK
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        with open(args.timeline, encoding="utf-8") as f:
+            observations = read_timeline(f, args.timeline)
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"{args.timeline}: cannot read: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except TimelineError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_INVALID
+    policy = EnginePolicy.from_config(config)
+    replay = simulate(
+        observations,
+        policy,
+        end=observations.end if observations.audit else None,
+        carry_forward=observations.audit,
+    )
+    for obj in replay:
+        print(json.dumps(obj) if args.json else render_text(obj))
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from trafficd.daemon import Daemon
+    from trafficd.store import StoreError
+
+    redactor = Redactor()
+    try:
+        config = load(args.config, redactor=redactor)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_INVALID
+    client.setup_logging(args.log_format, args.log_level, redactor)
+
+    async def main() -> None:
+        daemon = Daemon(args.config, config, dry_run=args.dry_run)
+        await daemon.run()
+
+    try:
+        asyncio.run(main())
+    except StoreError as exc:
+        print(f"trafficd run: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except OSError as exc:
+        print(f"trafficd run: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return EXIT_OK
+
+
+def _client(action: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            base, token = client.locate(args.api, args.config, args.token_file)
+            if action == "status":
+                sites = client.call(base, token, "GET", "/api/v1/sites")["sites"]
+                print(json.dumps(sites, indent=1) if args.json else client.render_status(sites))
+                return EXIT_OK
+            if action == "events":
+                query = f"?since={args.since}" if args.since else ""
+                events = client.call(base, token, "GET", "/api/v1/events" + query)["events"]
+                for event in events:
+                    print(json.dumps(event) if args.json else client.render_event(event))
+                return EXIT_OK
+            body: dict[str, object] = {}
+            if getattr(args, "reason", None) is not None:
+                body["reason"] = args.reason
+            if getattr(args, "duration", None):
+                body["for"] = args.duration
+            for flag in ("force", "stop_instances", "hands_off"):
+                if getattr(args, flag, False):
+                    body[flag] = True
+            site = getattr(args, "site", None)
+            path = f"/api/v1/sites/{site}/{action}" if site else f"/api/v1/{action}"
+            result = client.call(base, token, "POST", path, body)
+            if args.json:
+                print(json.dumps(result))
+            else:
+                state = f": {result['state']}" if result.get("state") else ""
+                print(f"{action}{' ' + site if site else ''}: done{state}")
+            return EXIT_OK
+        except client.ClientError as exc:
+            print(f"trafficd {action}: {exc}", file=sys.stderr)
+            return exc.code
+
+    return run
+
+
+def _pending(name: str) -> Callable[[argparse.Namespace], int]:
+    def run(_: argparse.Namespace) -> int:
+        print(
+            f"trafficd {name}: not available yet: it comes with {_PENDING[name]}",
+            file=sys.stderr,
+        )
+        return EXIT_NOT_AVAILABLE
+
+    return run
+
+
+def _client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--api", metavar="URL", help="the daemon's API (default: from -c)")
+    parser.add_argument("-c", "--config", metavar="FILE", help="find the API from this config")
+    parser.add_argument("--token-file", metavar="FILE", help="bearer token (or TRAFFICD_TOKEN)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trafficd",
+        description="Traffic controller for geo-replicated Quay: drains sites whose storage "
+        "or instances fail, restores them when they recover.",
+    )
+    parser.add_argument("--version", action="version", version=f"trafficd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the daemon in the foreground")
+    p.add_argument("-c", "--config", required=True, metavar="FILE")
+    p.add_argument("--log-format", choices=("text", "json"), default="text")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    p.add_argument("--dry-run", action="store_true", help="plan and log changes, apply none")
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser("check-config", help="validate a configuration file")
+    p.add_argument("-c", "--config", required=True, metavar="FILE")
+    p.set_defaults(func=_check_config)
+
+    p = sub.add_parser("status", help="sites, states, causes and reasons")
+    _client_options(p)
+    p.set_defaults(func=_client("status"))
+
+    p = sub.add_parser("drain", help="drain a site by hand")
+    p.add_argument("site")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--for", dest="duration", metavar="DURATION")
+    p.add_argument("--force", action="store_true", help="even below min_active_sites")
+    p.add_argument("--stop-instances", action="store_true")
+    _client_options(p)
+    p.set_defaults(func=_client("drain"))
+
+    for name, text in (
+        ("undrain", "hand a site back to automatic control"),
+        ("release", "clear any override of a site"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("site")
+        _client_options(p)
+        p.set_defaults(func=_client(name))
+
+    p = sub.add_parser("hold", help="pin a site active")
+    p.add_argument("site")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--for", dest="duration", metavar="DURATION")
+    _client_options(p)
+    p.set_defaults(func=_client("hold"))
+
+    p = sub.add_parser("pause", help="freeze automatic changes")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--hands-off", action="store_true", help="stop reconciling too")
+    _client_options(p)
+    p.set_defaults(func=_client("pause"))
+
+    p = sub.add_parser("resume", help="unfreeze automatic changes")
+    _client_options(p)
+    p.set_defaults(func=_client("resume"))
+
+    p = sub.add_parser("events", help="the audit log")
+    p.add_argument("--since", metavar="DURATION")
+    _client_options(p)
+    p.set_defaults(func=_client("events"))
+
+    p = sub.add_parser("simulate", help="replay recorded observations through the engine")
+    p.add_argument("-c", "--config", required=True, metavar="FILE")
+    p.add_argument("--timeline", required=True, metavar="FILE.jsonl")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_simulate)
+
+    p = sub.add_parser("replication", help="replication backlog and blobs at risk")
+    rsub = p.add_subparsers(dest="replication_command", required=True, metavar="SUBCOMMAND")
+    rp = rsub.add_parser("status", help="backlog and blobs at risk per location")
+    rp.add_argument("-c", "--config", required=True, metavar="FILE")
+    rp.add_argument("--json", action="store_true")
+    rp.set_defaults(func=_pending("replication"))
+    rp = rsub.add_parser("check-removal", help="exit 0 only if removing LOCATION loses no blob")
+    rp.add_argument("location")
+    rp.add_argument("-c", "--config", required=True, metavar="FILE")
+    rp.set_defaults(func=_pending("replication"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

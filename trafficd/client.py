@@ -1,0 +1,215 @@
+"""The API's client commands (`status`, `drain`, ..., `events`) and `run`'s logging setup.
+
+The outermost layer beside cli.py: one blocking HTTP request per command,
+with the standard library's urllib (a command line sends one request; an
+event loop and a session would add nothing). The daemon is found with
+`--api URL` or from `-c FILE`'s `listen`; the token comes from
+`--token-file`, `TRAFFICD_TOKEN`, or with `-c` the config's
+`api_token_file`.
+
+Exit codes scripts can use: 0 done; 1 the daemon answered with an error
+(bad input, unknown site); 2 invalid configuration or arguments; 4 the
+daemon is unreachable; 5 the token is missing, unknown or may not do this;
+6 refused by a safety rule (409).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from trafficd.config import ConfigError, load
+from trafficd.config.secrets import Redactor
+
+EXIT_OK, EXIT_ERROR, EXIT_INVALID, EXIT_UNREACHABLE, EXIT_AUTH, EXIT_REFUSED = 0, 1, 2, 4, 5, 6
+
+
+class ClientError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def locate(api: str | None, config_path: str | None, token_file: str | None) -> tuple[str, str]:
+    """The API's base URL and the bearer token."""
+    token = None
+    if token_file:
+        try:
+            token = Path(token_file).read_text().strip()
+        except OSError as exc:
+            raise ClientError(EXIT_INVALID, f"{token_file}: {exc.strerror or exc}") from None
+    elif os.environ.get("TRAFFICD_TOKEN"):
+        token = os.environ["TRAFFICD_TOKEN"].strip()
+    if api is None or token is None:
+        if config_path is None:
+            if api is None:
+                raise ClientError(EXIT_INVALID, "say where the daemon is: --api URL or -c FILE")
+        else:
+            try:
+                config = load(config_path)
+            except ConfigError as exc:
+                raise ClientError(EXIT_INVALID, "\n".join(str(p) for p in exc.problems)) from None
+            if api is None:
+                host, _, port = config.listen.rpartition(":")
+                if host in ("0.0.0.0", "::", "[::]"):  # noqa: S104 - reading, not binding
+                    host = "127.0.0.1"
+                api = f"http://{host}:{port}"
+            if token is None and config.api_token_file:
+                path = Path(config.api_token_file)
+                if not path.is_absolute():
+                    path = Path(config_path).parent / path
+                try:
+                    token = path.read_text().strip()
+                except OSError as exc:
+                    raise ClientError(EXIT_INVALID, f"{path}: {exc.strerror or exc}") from None
+    assert api is not None
+    return api.rstrip("/"), token or ""
+
+
+def call(base: str, token: str, method: str, path: str, body: Any = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(  # noqa: S310 - the operator's own API URL
+        base + path, data=data, method=method
+    )
+    request.add_header("Accept", "application/json")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310
+            return json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        try:
+            payload = json.loads(exc.read())
+            message = payload.get("error", exc.reason)
+        except (ValueError, AttributeError):
+            message = str(exc.reason)
+        code = {401: EXIT_AUTH, 403: EXIT_AUTH, 409: EXIT_REFUSED}.get(exc.code, EXIT_ERROR)
+        raise ClientError(code, f"HTTP {exc.code}: {message}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ClientError(
+            EXIT_UNREACHABLE, f"cannot reach the daemon at {base}: {reason}"
+        ) from None
+
+
+def _age(since: float | None) -> str:
+    if since is None:
+        return "-"
+    seconds = max(0, int(time.time() - since))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def render_status(sites: list[dict[str, Any]]) -> str:
+    rows = [("SITE", "STATE", "CAUSE", "WEIGHT", "SINCE", "OVERRIDE", "HEALTH", "REASONS")]
+    for s in sites:
+        health = []
+        for vantage, probes in sorted(s.get("health", {}).items()):
+            parts = []
+            for probe, h in sorted(probes.items()):
+                mark = {True: "ok", False: "FAIL", None: "?"}[h.get("ok")]
+                parts.append(f"{probe}={mark}" + (f"({h['reason']})" if h.get("reason") else ""))
+            health.append(f"{vantage}: {' '.join(parts)}")
+        o = s.get("override")
+        rows.append(
+            (
+                s["name"],
+                s["state"],
+                s.get("cause") or "-",
+                str(s.get("weight", 0)),
+                _age(s.get("since")),
+                f"{o['kind']} by {o['who']}: {o['reason']}" if o else "-",
+                "; ".join(health) or "-",
+                "; ".join(s.get("reasons", [])) or "-",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=False)) + "  " + r[-1]
+        for r in rows
+    )
+
+
+def render_event(e: dict[str, Any]) -> str:
+    kind = e.get("kind", "?")
+    head = f"{e.get('time', '?')}  {kind:<11}"
+    reasons = "; ".join(e.get("reasons", []))
+    if kind == "transition":
+        return f"{head} {e.get('site')}: {e.get('from')} -> {e.get('to')}  {reasons}"
+    if kind == "refused":
+        return (
+            f"{head} {e.get('site')}: refused by {e.get('rule')}  {'; '.join(e.get('reasons', []))}"
+        )
+    if kind == "manual":
+        site = f" {e['site']}" if e.get("site") else ""
+        return f"{head} {e.get('action')}{site} by {e.get('who')}: {e.get('reason') or '-'}"
+    if kind == "actuation":
+        what = "; ".join(e.get("applied", [])) or "-"
+        error = f"  ERROR {e['error']}" if e.get("error") else ""
+        return f"{head} {e.get('actuator')}: {what}{error}"
+    if kind == "observation":
+        target = e.get("site") or e.get("location")
+        ok = {True: "ok", False: "FAIL", None: "unknown"}[e.get("ok")]
+        reason = f" ({e['reason']})" if e.get("reason") else ""
+        return f"{head} {e.get('vantage')} {e.get('probe')} {target}: {ok}{reason}"
+    return f"{head} " + json.dumps({k: v for k, v in e.items() if k not in ("time", "t", "kind")})
+
+
+# --- logging for `trafficd run` ----------------------------------------------------------
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object per line; a dozen lines do not justify another dependency."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+class RedactingFilter(logging.Filter):
+    """Removes every configured secret value from each record before it is written."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = self.redactor(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+def setup_logging(fmt: str, level: str, redactor: Redactor) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        formatter: logging.Formatter = JSONFormatter()
+        formatter.converter = time.gmtime
+    else:
+        formatter = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    handler.setFormatter(formatter)
+    handler.addFilter(RedactingFilter(redactor))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("aiohttp.access", "botocore", "aiobotocore", "urllib3", "azure"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,599 @@
+"""The daemon (`trafficd run`): probers -> engine -> actuators, supervised, persisted, served.
+
+Wires the pipeline of DESIGN.md together under one asyncio supervisor of
+named, guarded tasks: one probe loop per target (jittered), one engine tick
+per `probes.interval`, one reconcile loop per actuator (woken when the
+desired state changes, and periodically to correct drift), a preflight loop,
+a notification loop for webhooks, and the HTTP listeners. A task that dies
+is logged, counted (`trafficd_task_restarts_total`) and restarted; it never
+takes the daemon down.
+
+Ordering needs no scheduler of its own: the engine's states carry it. A
+draining site has weight 0 while its instances still run; only after
+`shutdown_grace` (state `drained`) do the instance actuators stop them.
+Restoring starts instances first (`restoring`: instances running, weight 0)
+and traffic returns only when the site's endtoend answers healthy.
+
+Operators' commands are checked by running the pure engine on the would-be
+overrides first: a drain that a safety rule refuses is answered 409 with the
+rule's name and nothing is stored. State is saved atomically after every
+change (store.py) and reloaded at start, so a restart mid-drain neither
+restores a drained site nor repeats an action. SIGHUP reloads the
+configuration (a bad file keeps the old one running), SIGTERM/SIGINT stop
+within seconds without touching the backends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from trafficd.actuators import build
+from trafficd.actuators.base import Actuator, BuildContext, Reconciler, desired_state
+from trafficd.api import Controller, RefusedError, Token, UnknownSiteError, build_apps
+from trafficd.config.loader import load
+from trafficd.config.model import Config
+from trafficd.config.source import ConfigError
+from trafficd.config.types import parse_duration, split_host_port
+from trafficd.engine import Decision, EnginePolicy, EngineState, Refusal, SiteDecision, decide
+from trafficd.engine.decide import SAFETY_RULES
+from trafficd.metrics import Metrics
+from trafficd.model import Observation, Override, Pause, Probe, State
+from trafficd.probers.quay import make_session
+from trafficd.probers.schedule import probe_tasks, run_probe_loop
+from trafficd.store import Store, read_events
+
+log = logging.getLogger(__name__)
+
+PREFLIGHT_EVERY = 300.0
+RESYNC_EVERY = 30.0
+RESTART_DELAY = 1.0
+ROUND_GAP = 0.1  # shortest time between two engine rounds
+
+
+def load_tokens(config: Config, config_path: Path) -> list[Token]:
+    tokens = []
+    if config.api_token_file:
+        path = Path(config.api_token_file)
+        if not path.is_absolute():
+            path = config_path.parent / path
+        secret = path.read_text().strip()
+        if secret:
+            tokens.append(Token("admin", "admin", secret))
+    for t in config.api_tokens:
+        tokens.append(Token(t.name, t.role, t.token.get_secret_value()))
+    return tokens
+
+
+class Daemon(Controller):
+    def __init__(self, config_path: str | Path, config: Config, *, dry_run: bool = False) -> None:
+        self.config_path = Path(config_path)
+        self.config = config
+        self.dry_run = dry_run
+        self.registry = CollectorRegistry()
+        self.metrics = Metrics(self.registry)
+        self.metrics.config_last_reload_successful.set(1)
+        self._init_series(config)
+        self.tokens = load_tokens(config, self.config_path)
+        self.store = Store(self._state_dir(config))
+        saved = self.store.load()
+        self.engine: EngineState = saved["engine"]
+        self.overrides: dict[str, Override] = dict(saved["overrides"])
+        self.pause: Pause | None = saved["pause"]
+        self.saved_actuators: dict[str, Any] = dict(saved["actuators"])
+        self.latest: dict[tuple[str, Probe, str], Observation] = {}
+        self.decision: Decision | None = None
+        self.ready = False
+        self.alive = False
+        self.stopping = asyncio.Event()
+        self._observed = asyncio.Event()
+        self._exported: dict[str, tuple[Any, ...]] = {}
+        self._started = time.time()
+        self.notices: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._config_tasks: list[str] = []
+        self._wakeups: dict[str, asyncio.Event] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._backends: list[Any] = []
+        self._reconcilers: list[Reconciler] = []
+        self.policy = EnginePolicy.from_config(config)
+        self._runners: list[web.AppRunner] = []
+
+    def _init_series(self, config: Config) -> None:
+        """Counters start at 0 for every site: Prometheus' increase() misses the first
+        event of a series that appears already at 1."""
+        for site in config.sites:
+            for rule in SAFETY_RULES:
+                self.metrics.safety_blocks.labels(site=site, rule=rule)
+
+    def _state_dir(self, config: Config) -> Path:
+        path = Path(config.state_dir)
+        return path if path.is_absolute() else self.config_path.parent / path
+
+    # --- supervision ---------------------------------------------------------------------
+
+    def spawn(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
+        async def guarded() -> None:
+            while True:
+                try:
+                    await factory()
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("task %s died; restarting in %gs", name, RESTART_DELAY)
+                    self.metrics.task_restarts.labels(task=name).inc()
+                    await asyncio.sleep(RESTART_DELAY)
+
+        self._tasks[name] = asyncio.create_task(guarded(), name=name)
+
+    async def cancel(self, names: list[str]) -> None:
+        tasks = [self._tasks.pop(n) for n in names if n in self._tasks]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- observations --------------------------------------------------------------------
+
+    def observe(self, obs: Observation) -> None:
+        before = self.latest.get(obs.key)
+        self.latest[obs.key] = obs
+        m = self.metrics
+        if obs.probe is Probe.STORAGE:
+            m.storage_up.labels(location=obs.target, vantage=obs.vantage).set(1 if obs.ok else 0)
+            if obs.latency is not None:
+                m.storage_probe_duration.labels(location=obs.target, vantage=obs.vantage).observe(
+                    obs.latency
+                )
+        else:
+            labels = {"site": obs.target, "probe": obs.probe.value, "vantage": obs.vantage}
+            m.probe_success.labels(**labels).set(1 if obs.ok else 0)
+            if obs.latency is not None:
+                m.probe_duration.labels(**labels).observe(obs.latency)
+            for service, up in obs.services.items():
+                m.quay_service_up.labels(site=obs.target, service=service, vantage=obs.vantage).set(
+                    1 if up else 0
+                )
+        self._observed.set()
+        if before is None or (before.ok, before.reason, dict(before.services)) != (
+            obs.ok,
+            obs.reason,
+            dict(obs.services),
+        ):
+            self.store.event("observation", **obs.to_json())
+
+    # --- the engine ----------------------------------------------------------------------
+
+    def live_overrides(self, now: float) -> dict[str, Override]:
+        expired = [s for s, o in self.overrides.items() if not o.live(now)]
+        for site in expired:
+            o = self.overrides.pop(site)
+            self.store.event("manual", site=site, action="expired", who=o.who, reason=o.reason)
+        return dict(self.overrides)
+
+    def tick(self, now: float | None = None) -> Decision:
+        now = time.time() if now is None else now
+        decision = decide(
+            self.engine, self.latest, self.policy, self.live_overrides(now), self.pause, now
+        )
+        self.engine = decision.state
+        previous = self.decision
+        self.decision = decision
+        for tr in decision.transitions:
+            event = self.store.event(
+                "transition",
+                t=now,
+                site=tr.site,
+                **{"from": tr.from_state.value, "to": tr.to_state.value},
+                cause=tr.cause.value if tr.cause else None,
+                reasons=list(tr.reasons),
+                automatic=tr.automatic,
+                vantage=self.config.vantage,
+            )
+            self.metrics.transitions.labels(
+                site=tr.site, from_state=tr.from_state.value, to_state=tr.to_state.value
+            ).inc()
+            log.warning(
+                "site %s: %s -> %s (%s)",
+                tr.site,
+                tr.from_state.value,
+                tr.to_state.value,
+                "; ".join(tr.reasons),
+            )
+            self._notify(event)
+        for refusal in decision.refusals:
+            self._refused(refusal, t=now)
+        self._export_decision(decision)
+        if decision.transitions or previous is None:
+            self.save()
+            for wake in self._wakeups.values():
+                wake.set()
+        # Ready once every probe had its chance to report (probes start jittered).
+        if now - self._started >= self.config.probes.interval:
+            self.ready = True
+        return decision
+
+    def _refused(self, refusal: Refusal, **extra: Any) -> None:
+        """A change a safety rule refused, automatic or an operator's: audited, counted, sent."""
+        event = self.store.event(
+            "refused",
+            site=refusal.site,
+            rule=refusal.rule,
+            reasons=list(refusal.reasons),
+            vantage=self.config.vantage,
+            **extra,
+        )
+        self.metrics.safety_blocks.labels(site=refusal.site, rule=refusal.rule).inc()
+        log.warning("site %s: change refused by %s", refusal.site, refusal.rule)
+        self._notify(event)
+
+    def _export_decision(self, decision: Decision) -> None:
+        """Site gauges, written only for sites whose decision or override changed: with
+        a round per arrival, rewriting a thousand label sets each time would cost more
+        than the engine itself."""
+        m = self.metrics
+        for site, d in decision.sites.items():
+            o = self.overrides.get(site)
+            shown = (d.state, d.cause, d.weight, d.would_drain, o.kind if o else None)
+            if self._exported.get(site) == shown:
+                continue
+            self._exported[site] = shown
+            for state in State:
+                m.site_state.labels(site=site, state=state.value).set(1 if d.state is state else 0)
+            for cause in ("storage", "instance", "database", "registry", "manual"):
+                m.site_cause.labels(site=site, cause=cause).set(
+                    1 if d.cause is not None and d.cause.value == cause else 0
+                )
+            m.site_weight.labels(site=site).set(d.weight)
+            m.site_would_drain.labels(site=site).set(1 if d.would_drain else 0)
+            for kind in ("drain", "hold"):
+                m.manual_override.labels(site=site, kind=kind).set(
+                    1 if o is not None and o.kind == kind else 0
+                )
+        m.paused.set(1 if self.pause else 0)
+
+    def _notify(self, event: dict[str, Any]) -> None:
+        with contextlib.suppress(asyncio.QueueFull):
+            self.notices.put_nowait(event)
+
+    def save(self) -> None:
+        actuators = dict(self.saved_actuators)
+        for rec in self._reconcilers:
+            export = getattr(rec.actuator, "export_state", None)
+            if export is not None:
+                actuators[rec.actuator.ident] = export()
+        self.saved_actuators = actuators
+        self.store.save(self.engine, self.overrides, self.pause, actuators)
+
+    async def engine_loop(self) -> None:
+        """With one vantage: a round as soon as new observations arrive (at most one per
+        ROUND_GAP), and at least one per interval. A fixed grid would add up to an
+        interval to every decision; the engine counts each new observation once, so
+        extra rounds change nothing else (see evidence.gather).
+
+        With several vantages, rounds stay on the interval grid: a round's quorum is made
+        of the observations new in that round, and rounds on every arrival would split
+        the vantages' votes over several rounds (revisit with coordination, issue 10)."""
+        interval = self.config.probes.interval
+        gap = min(ROUND_GAP, interval / 10)
+        eager = len(self.config.all_vantages) == 1
+        loop = asyncio.get_running_loop()
+        next_at = loop.time() + interval
+        while True:
+            if eager:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._observed.wait(), interval)
+                self._observed.clear()
+                self.tick()
+                await asyncio.sleep(gap)
+            else:
+                await asyncio.sleep(max(0.0, next_at - loop.time()))
+                next_at += interval
+                self.tick()
+
+    # --- actuators -----------------------------------------------------------------------
+
+    def desired(self) -> dict[str, Any]:
+        assert self.decision is not None
+        return desired_state(self.config, self.decision.sites)
+
+    async def reconcile_loop(self, rec: Reconciler, wake: asyncio.Event) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), RESYNC_EVERY)
+            wake.clear()
+            if self.decision is None or (self.pause is not None and self.pause.hands_off):
+                continue
+            outcome = await rec.reconcile(self.desired())
+            if outcome.applied or outcome.error:
+                self.store.event(
+                    "actuation",
+                    actuator=outcome.actuator,
+                    applied=outcome.applied,
+                    notes=outcome.notes,
+                    error=outcome.error,
+                    in_sync=outcome.in_sync,
+                )
+            if outcome.applied and hasattr(rec.actuator, "export_state"):
+                self.save()
+            if outcome.error:
+                # Retry sooner than the resync: the backend may be back in seconds.
+                await asyncio.sleep(min(RESYNC_EVERY, max(1.0, self.config.probes.interval)))
+                wake.set()
+
+    async def preflight_loop(self) -> None:
+        while True:
+            for rec in self._reconcilers:
+                error = await rec.preflight()
+                if error:
+                    log.error("preflight: %s", error)
+            await asyncio.sleep(PREFLIGHT_EVERY)
+
+    async def notify_loop(self) -> None:
+        while True:
+            event = await self.notices.get()
+            for rec in self._reconcilers:
+                notify = getattr(rec.actuator, "notify", None)
+                if notify is not None:
+                    await notify(event)
+
+    # --- the configuration's tasks -------------------------------------------------------
+
+    def start_config_tasks(self) -> None:
+        config = self.config
+        self._session = make_session()
+        tasks, self._backends = probe_tasks(config, self._session)
+        names = []
+        for task in tasks:
+            name = f"probe/{task.name}"
+
+            def factory(task: Any = task) -> Awaitable[None]:
+                return run_probe_loop(task, self.observe, vantage=config.vantage)
+
+            self.spawn(name, factory)
+            names.append(name)
+        context = BuildContext(sites=config.sites, metrics=self.metrics)
+        self._reconcilers = []
+        self._wakeups = {}
+        for section in config.actuators:
+            actuator: Actuator = build(section, context)
+            state = self.saved_actuators.get(actuator.ident)
+            importer = getattr(actuator, "import_state", None)
+            if state is not None and importer is not None:
+                importer(state)
+            rec = Reconciler(actuator, self.metrics, dry_run=self.dry_run)
+            self._reconcilers.append(rec)
+            if actuator.role == "notify":
+                continue
+            wake = asyncio.Event()
+            wake.set()
+            self._wakeups[actuator.ident] = wake
+            name = f"reconcile/{actuator.ident}"
+
+            def rfactory(rec: Reconciler = rec, wake: asyncio.Event = wake) -> Awaitable[None]:
+                return self.reconcile_loop(rec, wake)
+
+            self.spawn(name, rfactory)
+            names.append(name)
+        self.spawn("engine", self.engine_loop)
+        self.spawn("preflight", self.preflight_loop)
+        self.spawn("notify", self.notify_loop)
+        self._config_tasks = [*names, "engine", "preflight", "notify"]
+
+    async def stop_config_tasks(self) -> None:
+        await self.cancel(self._config_tasks)
+        for rec in self._reconcilers:
+            with contextlib.suppress(Exception):
+                await rec.actuator.close()
+        for backend in self._backends:
+            with contextlib.suppress(Exception):
+                await backend.close()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def reload(self) -> bool:
+        """SIGHUP: a bad new file is rejected with check-config's messages; the old one runs on."""
+        try:
+            new = load(self.config_path)
+        except ConfigError as exc:
+            for line in str(exc).splitlines():
+                log.error("reload rejected: %s", line)
+            self.metrics.config_last_reload_successful.set(0)
+            return False
+        except OSError as exc:
+            log.error("reload rejected: %s: %s", self.config_path, exc.strerror or exc)
+            self.metrics.config_last_reload_successful.set(0)
+            return False
+        if new.listen != self.config.listen or new.metrics_listen != self.config.metrics_listen:
+            log.warning("reload: listen addresses change only at restart")
+        self.save()
+        await self.stop_config_tasks()
+        self.config = new
+        self._init_series(new)
+        self.policy = EnginePolicy.from_config(new)
+        self.tokens = load_tokens(new, self.config_path)
+        self.latest = {
+            k: v for k, v in self.latest.items() if k[2] in new.sites or k[2] in new.storage
+        }
+        self.start_config_tasks()
+        self.metrics.config_last_reload_successful.set(1)
+        log.info("configuration reloaded from %s", self.config_path)
+        return True
+
+    # --- the API's view ------------------------------------------------------------------
+
+    def _site_decision(self, site: str) -> SiteDecision | None:
+        if site not in self.config.sites:
+            raise UnknownSiteError(site)
+        return self.decision.sites.get(site) if self.decision else None
+
+    def verdict(self, site: str) -> tuple[bool, str]:
+        d = self._site_decision(site)
+        if d is None:
+            return True, "active"  # no round yet: keep the site as it was
+        return d.weight > 0, d.state.value
+
+    def sites_view(self) -> list[dict[str, Any]]:
+        health: dict[str, dict[str, dict[str, Any]]] = {}  # site -> vantage -> probe
+        for (vantage, probe, target), obs in sorted(self.latest.items()):
+            if probe is not Probe.STORAGE:
+                health.setdefault(target, {}).setdefault(vantage, {})[probe.value] = {
+                    "ok": obs.ok,
+                    "reason": obs.reason,
+                    "status": obs.status,
+                    "services": dict(obs.services),
+                    "t": obs.t,
+                }
+        out = []
+        for name in sorted(self.config.sites):
+            d = self._site_decision(name)
+            memory = self.engine.site(name)
+            o = self.overrides.get(name)
+            out.append(
+                {
+                    "name": name,
+                    "state": d.state.value if d else memory.state.value,
+                    "cause": (d.cause.value if d and d.cause else None),
+                    "weight": d.weight if d else 0,
+                    "instances": d.instances if d else "running",
+                    "mode": self.config.sites[name].mode,
+                    "reasons": list(d.reasons) if d else [],
+                    "since": None if memory.since == float("-inf") else memory.since,
+                    "health": health.get(name, {}),
+                    "override": dataclasses.asdict(o) if o else None,
+                }
+            )
+        return out
+
+    def events(self, since: float | None) -> list[dict[str, Any]]:
+        cutoff = None if since is None else time.time() - since
+        return list(collections.deque(read_events(self.store.dir, cutoff), maxlen=1000))
+
+    def command(
+        self, action: str, site: str | None, who: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        now = time.time()
+        if site is not None and site not in self.config.sites:
+            raise UnknownSiteError(site)
+        reason = str(body.get("reason", "")).strip()
+        expires = None
+        if body.get("for") is not None:
+            expires = now + parse_duration(body["for"])
+        if action in ("drain", "hold"):
+            assert site is not None
+            override = Override(
+                kind=action,
+                reason=reason,
+                who=who,
+                at=now,
+                expires=expires,
+                force=bool(body.get("force", False)),
+                stop_instances=bool(body.get("stop_instances", False)),
+            )
+            trial = {**self.live_overrides(now), site: override}
+            if action == "drain":
+                result = decide(self.engine, self.latest, self.policy, trial, self.pause, now)
+                refusal = next((r for r in result.refusals if r.site == site), None)
+                if refusal is not None:
+                    self._refused(refusal, t=now, who=who, action="drain")
+                    raise RefusedError(
+                        refusal.rule,
+                        f"drain of {site} refused by {refusal.rule}: {'; '.join(refusal.reasons)}",
+                    )
+            self.overrides[site] = override
+        elif action in ("undrain", "release"):
+            assert site is not None
+            self.overrides.pop(site, None)  # both hand the site back to automatic control
+        elif action == "pause":
+            self.pause = Pause(
+                reason=reason, who=who, at=now, hands_off=bool(body.get("hands_off"))
+            )
+        elif action == "resume":
+            self.pause = None
+        else:
+            raise ValueError(f"unknown action {action}")
+        event = self.store.event(
+            "manual",
+            vantage=self.config.vantage,
+            action=action,
+            site=site,
+            who=who,
+            reason=reason,
+            expires=expires,
+            force=bool(body.get("force", False)),
+            stop_instances=bool(body.get("stop_instances", False)),
+            hands_off=bool(body.get("hands_off", False)),
+        )
+        self._notify(event)
+        self.save()
+        decision = self.tick(now)
+        view = decision.sites.get(site) if site else None
+        return {
+            "ok": True,
+            "action": action,
+            "site": site,
+            "state": view.state.value if view else None,
+            "paused": self.pause is not None,
+        }
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start_listeners(self) -> list[str]:
+        main, public = build_apps(self, public_separate=self.config.metrics_listen is not None)
+        bound = []
+        for app, address in ((main, self.config.listen), (public, self.config.metrics_listen)):
+            if app is None or address is None:
+                continue
+            host, port = split_host_port(address)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            # In-flight requests get a second at shutdown: the 5 s stop budget is the rule.
+            site = web.TCPSite(runner, host.strip("[]"), port, shutdown_timeout=1.0)
+            await site.start()
+            self._runners.append(runner)
+            bound.append(address)
+        return bound
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
+        loop.add_signal_handler(signal.SIGINT, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self.spawn("reload", self._reload_task))
+        try:
+            bound = await self.start_listeners()
+            log.info("listening on %s", ", ".join(bound))
+            self.start_config_tasks()
+            self.alive = True
+            self.store.event("started", vantage=self.config.vantage, pid=os.getpid())
+            await self.stopping.wait()
+        finally:
+            self.alive = False
+            log.info("stopping")
+            try:
+                async with asyncio.timeout(4):
+                    await self.stop_config_tasks()
+                    await self.cancel(list(self._tasks))
+                    for runner in self._runners:
+                        await runner.cleanup()
+            except TimeoutError:
+                log.error("some tasks did not stop within 4s; exiting anyway")
+            self.save()
+            self.store.event("stopped")
+            self.store.close()
+
+    async def _reload_task(self) -> None:
+        await self.reload()

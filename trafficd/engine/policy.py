@@ -1,0 +1,77 @@
+"""What the engine needs to know of the configuration, as plain frozen data.
+
+Built once per (re)load from `Config` by `EnginePolicy.from_config`; the
+engine reads nothing else of the configuration, which keeps it testable with
+hand-made policies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from trafficd.config.model import Config
+
+
+@dataclass(frozen=True)
+class SiteSpec:
+    name: str
+    storage: tuple[str, ...]  # preferred locations, first one first
+    weight: int = 100
+    observe: bool = False
+
+
+@dataclass(frozen=True)
+class EnginePolicy:
+    sites: tuple[SiteSpec, ...]
+    locations: tuple[str, ...]
+    vantages: tuple[str, ...]
+    quorum: int
+    interval: float = 2.0
+    fall: int = 3
+    rise: int = 5
+    min_active_sites: int = 1
+    hold_down: float = 60.0
+    max_drains: int = 1
+    drain_window: float = 600.0
+    shutdown_grace: float = 60.0
+    restore_timeout: float = 600.0
+    damping_window: float = 3600.0
+    max_hold_down: float = 3600.0
+
+    @property
+    def stale_after(self) -> float:
+        """Observations older than 3 intervals are unknown (DESIGN.md)."""
+        return 3 * self.interval
+
+    def site(self, name: str) -> SiteSpec:
+        return next(s for s in self.sites if s.name == name)
+
+    @classmethod
+    def from_config(cls, config: Config) -> EnginePolicy:
+        p = config.policy
+        sites = tuple(
+            SiteSpec(
+                name=name,
+                storage=tuple(site.storage or ()),
+                weight=site.weight,
+                observe=site.mode == "observe",
+            )
+            for name, site in sorted(config.sites.items())
+        )
+        return cls(
+            sites=sites,
+            locations=tuple(sorted(config.storage)),
+            vantages=tuple(config.all_vantages),
+            quorum=config.quorum_size,
+            interval=config.probes.interval,
+            fall=p.fall,
+            rise=p.rise,
+            min_active_sites=p.min_active_sites,
+            hold_down=p.hold_down,
+            max_drains=p.max_drains,
+            drain_window=p.drain_window,
+            shutdown_grace=p.shutdown_grace,
+            restore_timeout=p.restore_timeout,
+            damping_window=p.damping_window,
+            max_hold_down=p.max_hold_down,
+        )

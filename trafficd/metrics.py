@@ -1,0 +1,135 @@
+"""Every metric of DESIGN.md's contract, built on a registry passed in (never the global one).
+
+Beside the pipeline: probers, the engine's runner, actuators and the API
+update the `Metrics` object the daemon creates; tests build their own
+registry and read values back with `get_sample_value`. Names, types and
+labels are fixed by the contract.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from trafficd import __version__
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+        def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+            return Gauge(name, doc, labels, registry=registry)
+
+        def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+            return Counter(name, doc, labels, registry=registry)
+
+        def histogram(name: str, doc: str, labels: tuple[str, ...]) -> Histogram:
+            return Histogram(name, doc, labels, registry=registry, buckets=LATENCY_BUCKETS)
+
+        self.site_state = gauge(
+            "trafficd_site_state", "1 for the site's current state", ("site", "state")
+        )
+        self.site_cause = gauge(
+            "trafficd_site_cause", "1 for the current drain cause", ("site", "cause")
+        )
+        self.site_weight = gauge("trafficd_site_weight", "desired traffic weight", ("site",))
+        self.site_would_drain = gauge(
+            "trafficd_site_would_drain", "observe-mode site that would be drained", ("site",)
+        )
+        self.probe_success = gauge(
+            "trafficd_probe_success", "last probe succeeded", ("site", "probe", "vantage")
+        )
+        self.probe_duration = histogram(
+            "trafficd_probe_duration_seconds", "probe latency", ("site", "probe", "vantage")
+        )
+        self.storage_up = gauge(
+            "trafficd_storage_up", "last storage probe succeeded", ("location", "vantage")
+        )
+        self.storage_probe_duration = histogram(
+            "trafficd_storage_probe_duration_seconds",
+            "storage probe latency",
+            ("location", "vantage"),
+        )
+        self.quay_service_up = gauge(
+            "trafficd_quay_service_up",
+            "service health from /health/endtoend",
+            ("site", "service", "vantage"),
+        )
+        self.registry_probe_step = histogram(
+            "trafficd_registry_probe_step_seconds",
+            "synthetic pull step latency",
+            ("site", "step", "vantage"),
+        )
+        self.transitions = counter(
+            "trafficd_transitions_total",
+            "site state transitions",
+            ("site", "from_state", "to_state"),
+        )
+        self.actuations = counter(
+            "trafficd_actuations_total", "actuator applies", ("actuator", "result")
+        )
+        self.actuator_in_sync = gauge(
+            "trafficd_actuator_in_sync", "the backend holds the desired state", ("actuator",)
+        )
+        self.actuator_ready = gauge(
+            "trafficd_actuator_ready",
+            "last preflight passed (credentials, reachability)",
+            ("actuator",),
+        )
+        self.task_restarts = counter(
+            "trafficd_task_restarts_total",
+            "supervised daemon tasks that died and were restarted",
+            ("task",),
+        )
+        self.storage_preference_drift = gauge(
+            "trafficd_storage_preference_drift",
+            "the site's real QUAY_DISTRIBUTED_STORAGE_PREFERENCE differs from its storage list",
+            ("site",),
+        )
+        self.safety_blocks = counter(
+            "trafficd_safety_blocks_total", "changes refused by a safety rule", ("site", "rule")
+        )
+        self.manual_override = gauge(
+            "trafficd_manual_override", "operator override", ("site", "kind")
+        )
+        self.paused = gauge("trafficd_paused", "automatic changes paused")
+        self.config_last_reload_successful = gauge(
+            "trafficd_config_last_reload_successful", "the last configuration load succeeded"
+        )
+        self.build_info = gauge("trafficd_build_info", "trafficd version", ("version",))
+        self.build_info.labels(version=__version__).set(1)
+        self.replication_backlog_blobs = gauge(
+            "trafficd_replication_backlog_blobs", "blobs missing at a location", ("location",)
+        )
+        self.replication_backlog_bytes = gauge(
+            "trafficd_replication_backlog_bytes", "bytes missing at a location", ("location",)
+        )
+        self.replication_at_risk_blobs = gauge(
+            "trafficd_replication_at_risk_blobs", "blobs held only at a location", ("location",)
+        )
+        self.replication_at_risk_bytes = gauge(
+            "trafficd_replication_at_risk_bytes", "bytes held only at a location", ("location",)
+        )
+        self.replication_queue_items = gauge(
+            "trafficd_replication_queue_items", "available queue items"
+        )
+        self.replication_oldest_item_age = gauge(
+            "trafficd_replication_oldest_item_age_seconds", "age of the oldest available item"
+        )
+        self.replication_dead_items = gauge(
+            "trafficd_replication_dead_items", "queue items with no retries left"
+        )
+        self.replication_stuck_items = gauge(
+            "trafficd_replication_stuck_items", "items claimed past their expiry by over 10 minutes"
+        )
+        self.replication_last_success = gauge(
+            "trafficd_replication_last_success_timestamp_seconds",
+            "last successful replication read",
+        )
+        self.leader = gauge("trafficd_leader", "this instance holds the lease", ("vantage",))
+        self.vantage_fresh = gauge(
+            "trafficd_vantage_fresh", "a vantage's observations are fresh", ("vantage",)
+        )
+        self.coordination_up = gauge("trafficd_coordination_up", "the shared store answers")

@@ -1,0 +1,125 @@
+"""Probe scheduling: one loop per target, jittered, at `interval` or `storage_interval`.
+
+Between the probers and the engine: `probe_tasks(config, ...)` turns the
+configuration into one task per site probe and per storage location, and
+`run_probe_loop` runs one task forever, handing each observation to a sink
+(the daemon's latest-observation store). Sleep, clock and randomness are
+injected so the schedule is tested on a fake clock. A task that raises
+(which probers never should) is reported as an unknown observation and the
+loop goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import aiohttp
+
+from trafficd.config.model import Config
+from trafficd.model import Observation, Probe
+from trafficd.probers import backend_for
+from trafficd.probers.base import StorageBackend, StorageProbeSettings, probe_storage
+from trafficd.probers.quay import QuayProber, Target
+
+Sink = Callable[[Observation], None]
+
+
+@dataclass(frozen=True)
+class ProbeTask:
+    name: str  # e.g. "endtoend/eu", "storage/eustorage"
+    probe: Probe
+    target: str
+    interval: float
+    run: Callable[[], Awaitable[Observation]]
+
+
+async def run_probe_loop(
+    task: ProbeTask,
+    sink: Sink,
+    *,
+    vantage: str,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    rng: random.Random | None = None,
+) -> None:
+    """Probe `task.target` every `task.interval`, starting at a random offset (jitter)."""
+    r = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+    await sleep(r.uniform(0, task.interval))  # so that probes of many targets do not align
+    next_at = clock()
+    while True:
+        try:
+            obs = await task.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a prober bug must not end the loop
+            obs = Observation(
+                t=time.time(),
+                vantage=vantage,
+                probe=task.probe,
+                target=task.target,
+                ok=None,
+                reason="error",
+                detail=type(exc).__name__,
+            )
+        sink(obs)
+        next_at += task.interval
+        now = clock()
+        if next_at < now:  # a probe overran its interval: skip the missed ticks
+            next_at = now
+        await sleep(next_at - now)
+
+
+def probe_tasks(
+    config: Config, session: aiohttp.ClientSession
+) -> tuple[list[ProbeTask], list[StorageBackend]]:
+    """Every probe this vantage runs, and the storage backends to close at shutdown."""
+    vantage, probes = config.vantage, config.probes
+    tasks: list[ProbeTask] = []
+    for name, site in sorted(config.sites.items()):
+        prober = QuayProber(Target.from_site(name, site), probes, session, vantage=vantage)
+        for kind in (Probe.ENDTOEND, Probe.INSTANCE):
+            tasks.append(
+                ProbeTask(
+                    f"{kind.value}/{name}", kind, name, probes.interval, _bind_site(prober, kind)
+                )
+            )
+    backends: list[StorageBackend] = []
+    settings = StorageProbeSettings(vantage, probes.timeout, probes.storage_mode)
+    for name, location in sorted(config.storage.items()):
+        backend = backend_for(
+            location, timeout=probes.timeout, endpoint=probes.storage_endpoints.get(name)
+        )
+        backends.append(backend)
+        storage_path = str(getattr(location.params, "storage_path", ""))
+        tasks.append(
+            ProbeTask(
+                f"storage/{name}",
+                Probe.STORAGE,
+                name,
+                probes.effective_storage_interval,
+                _bind_storage(backend, name, storage_path, settings),
+            )
+        )
+    return tasks, backends
+
+
+def _bind_site(prober: QuayProber, kind: Probe) -> Callable[[], Awaitable[Observation]]:
+    async def run() -> Observation:
+        return await prober.probe(kind)
+
+    return run
+
+
+def _bind_storage(
+    backend: StorageBackend, name: str, storage_path: str, settings: StorageProbeSettings
+) -> Callable[[], Awaitable[Observation]]:
+    async def run() -> Observation:
+        return await probe_storage(
+            backend, location=name, storage_path=storage_path, settings=settings
+        )
+
+    return run

@@ -1,0 +1,217 @@
+"""The store: what survives a restart, and the audit log.
+
+Beside the pipeline (DESIGN.md's data flow: the engine's state and the
+operators' commands go in, the daemon reloads them at start). `state.json`
+in `state_dir` holds overrides, the pause, every site's engine memory
+(state, cause, timestamps, counters) and the actuators' remembered facts
+(replica counts, believed instance states). It is written atomically: a
+temporary file, fsync, rename, fsync of the directory, so a crash leaves
+the old file or the new one, never half of one.
+
+`events.jsonl` is the audit log: one JSON object per line with `time` (RFC
+3339), `t` (epoch seconds) and `kind`: `observation` (in DESIGN.md's
+timeline format, written when an observation changes, so `trafficd
+simulate` can replay the log), `transition`, `refused`, `manual`,
+`actuation`. It rotates by size through the standard library's
+RotatingFileHandler; `read_events` reads the rotated files too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import math
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from trafficd.engine import EngineState
+from trafficd.engine.decide import LocationMemory, SiteMemory
+from trafficd.model import Cause, Override, Pause, State
+
+STATE_FILE = "state.json"
+EVENTS_FILE = "events.jsonl"
+FORMAT_VERSION = 1
+
+
+def _time(value: float | None) -> float | None:
+    """JSON has no infinity: 'never' is stored as null."""
+    return None if value is None or math.isinf(value) else value
+
+
+def _untime(value: float | None) -> float:
+    return float("-inf") if value is None else float(value)
+
+
+def memory_to_json(m: SiteMemory) -> dict[str, Any]:
+    return {
+        "state": m.state.value,
+        "cause": m.cause.value if m.cause else None,
+        "since": _time(m.since),
+        "active_since": _time(m.active_since),
+        "drained_at": _time(m.drained_at),
+        "stop_instances": m.stop_instances,
+        "fails": dict(m.fails),
+        "oks": dict(m.oks),
+        "drains": list(m.drains),
+    }
+
+
+def memory_from_json(obj: Mapping[str, Any]) -> SiteMemory:
+    return SiteMemory(
+        state=State(obj["state"]),
+        cause=Cause(obj["cause"]) if obj.get("cause") else None,
+        since=_untime(obj.get("since")),
+        active_since=_untime(obj.get("active_since")),
+        drained_at=_untime(obj.get("drained_at")),
+        stop_instances=bool(obj.get("stop_instances", False)),
+        fails={str(k): int(v) for k, v in dict(obj.get("fails", {})).items()},
+        oks={str(k): int(v) for k, v in dict(obj.get("oks", {})).items()},
+        drains=tuple(float(t) for t in obj.get("drains", ())),
+    )
+
+
+def engine_to_json(state: EngineState) -> dict[str, Any]:
+    return {
+        "sites": {name: memory_to_json(m) for name, m in sorted(state.sites.items())},
+        "locations": {
+            name: {"down": m.down, "up": m.up} for name, m in sorted(state.locations.items())
+        },
+        "drains": list(state.drains),
+        "last_round": _time(state.last_round),
+    }
+
+
+def engine_from_json(obj: Mapping[str, Any]) -> EngineState:
+    return EngineState(
+        sites={name: memory_from_json(m) for name, m in dict(obj.get("sites", {})).items()},
+        locations={
+            name: LocationMemory(int(m.get("down", 0)), int(m.get("up", 0)))
+            for name, m in dict(obj.get("locations", {})).items()
+        },
+        drains=tuple(float(t) for t in obj.get("drains", ())),
+        last_round=_untime(obj.get("last_round")),
+    )
+
+
+def _from_fields(cls: Any, obj: Mapping[str, Any]) -> Any:
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in obj.items() if k in names})
+
+
+class StoreError(Exception):
+    """The state file cannot be read: named, with the reason; the daemon refuses to start."""
+
+
+class Store:
+    def __init__(
+        self, state_dir: str | Path, *, max_bytes: int = 10 << 20, backups: int = 5
+    ) -> None:
+        self.dir = Path(state_dir)
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.state_path = self.dir / STATE_FILE
+        self.events_path = self.dir / EVENTS_FILE
+        self._audit = logging.getLogger(f"trafficd.audit.{id(self)}")
+        self._audit.propagate = False
+        self._audit.setLevel(logging.INFO)
+        self._handler = logging.handlers.RotatingFileHandler(
+            self.events_path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+        )
+        self._handler.setFormatter(logging.Formatter("%(message)s"))
+        self._audit.addHandler(self._handler)
+
+    def close(self) -> None:
+        self._audit.removeHandler(self._handler)
+        self._handler.close()
+
+    # --- state.json ----------------------------------------------------------------------
+
+    def load(self) -> dict[str, Any]:
+        """{"engine": EngineState, "overrides": {...}, "pause": Pause|None, "actuators": {...}}."""
+        if not self.state_path.exists():
+            return {"engine": EngineState(), "overrides": {}, "pause": None, "actuators": {}}
+        try:
+            raw = json.loads(self.state_path.read_text())
+            return {
+                "engine": engine_from_json(raw.get("engine", {})),
+                "overrides": {
+                    site: _from_fields(Override, o)
+                    for site, o in dict(raw.get("overrides", {})).items()
+                },
+                "pause": _from_fields(Pause, raw["pause"]) if raw.get("pause") else None,
+                "actuators": dict(raw.get("actuators", {})),
+            }
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise StoreError(f"{self.state_path}: unreadable state: {exc}") from None
+
+    def save(
+        self,
+        engine: EngineState,
+        overrides: Mapping[str, Override],
+        pause: Pause | None,
+        actuators: Mapping[str, Any],
+    ) -> None:
+        doc = {
+            "version": FORMAT_VERSION,
+            "saved_at": time.time(),
+            "engine": engine_to_json(engine),
+            "overrides": {site: asdict(o) for site, o in sorted(overrides.items())},
+            "pause": asdict(pause) if pause else None,
+            "actuators": dict(actuators),
+        }
+        data = json.dumps(doc, indent=1, sort_keys=True).encode()
+        fd, tmp = tempfile.mkstemp(prefix=".state.", dir=self.dir)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.state_path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        dir_fd = os.open(self.dir, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    # --- the audit log -------------------------------------------------------------------
+
+    def event(self, kind: str, **fields_: Any) -> dict[str, Any]:
+        now = fields_.pop("t", None) or time.time()
+        record = {
+            "time": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds"),
+            "t": now,
+            "kind": kind,
+            **fields_,
+        }
+        self._audit.info(json.dumps(record, sort_keys=True, default=str))
+        return record
+
+
+def read_events(state_dir: str | Path, since: float | None = None) -> Iterator[dict[str, Any]]:
+    """The audit log, oldest first, rotated files included; unparsable lines are skipped."""
+    base = Path(state_dir) / EVENTS_FILE
+    rotated = sorted(
+        (p for p in base.parent.glob(EVENTS_FILE + ".*") if p.suffix[1:].isdigit()),
+        key=lambda p: int(p.suffix[1:]),
+        reverse=True,
+    )
+    for path in [*rotated, base]:
+        if not path.exists():
+            continue
+        with path.open(encoding="utf-8") as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and (since is None or record.get("t", 0) >= since):
+                    yield record
