@@ -133,6 +133,11 @@ class Deployment:
         assert out.returncode == 0, out.stderr
         return {s["name"]: s for s in json.loads(out.stdout)}
 
+    def audit(self, lines: int = 30) -> str:
+        """The audit log's latest decisions and actuations, for assertion messages."""
+        events = (self.tmp / "state" / "events.jsonl").read_text().splitlines()
+        return "\n".join([e for e in events if '"kind": "observation"' not in e][-lines:])
+
     def dns(self) -> set[str]:
         return {name for name, a in ADDRESSES.items() if a in self.named.addresses()}
 
@@ -368,7 +373,7 @@ def test_failover_end_to_end(deployment: Deployment) -> None:
     back_at = wait_for("eu back in DNS", lambda: d.dns() == {"us", "eu"})
     assert started_at <= back_at
     wait_for("HAProxy serves eu", lambda: d.haproxy_admin() == {"us": 0, "eu": 0}, timeout=5)
-    assert d.status()["eu"]["state"] == "active"
+    assert d.status()["eu"]["state"] == "active", d.audit()
     wait_for("eu verdict 200", lambda: d.http("GET", "/sites/eu/verdict")[0] == 200, timeout=5)
 
     # --- 4: the shared database fails: nothing drains ----------------------------------
@@ -377,7 +382,7 @@ def test_failover_end_to_end(deployment: Deployment) -> None:
     time.sleep((FALL + 3) * INTERVAL)
     status = d.status()
     assert {s["state"] for s in status.values()} == {"active"}, status
-    assert any("global" in r for s in status.values() for r in s["reasons"]), status
+    assert any("global" in r for s in status.values() for r in s["reasons"]), (status, d.audit())
     assert d.dns() == {"us", "eu"}
     flag.unlink()
 

@@ -55,10 +55,17 @@ class Sim:
         self.overrides: dict[str, Override] = {}
         self.pause: Pause | None = None
         self.history: list[Decision] = []
+        # Staggered: one engine call per observation, as the daemon does with one vantage
+        # (rounds run as probes complete); otherwise one call per interval.
+        self.staggered = False
+        self._pending: list[Observation] = []
 
     def observe(self, vantage: str, probe: Probe, target: str, ok: bool | None, **kw: Any) -> None:
         o = Observation(t=self.now, vantage=vantage, probe=probe, target=target, ok=ok, **kw)
-        self.latest[o.key] = o
+        if self.staggered:
+            self._pending.append(o)
+        else:
+            self.latest[o.key] = o
 
     def round(
         self,
@@ -97,12 +104,25 @@ class Sim:
                             services=services,
                         )
                     self.observe(v, Probe.INSTANCE, spec.name, instance.get(spec.name, True))
+        if not self._pending:
+            decision = self._decide()
+            self.now += self.policy.interval
+            return decision
+        start, step = self.now, self.policy.interval / len(self._pending)
+        pending, self._pending = self._pending, []
+        for i, o in enumerate(pending):
+            self.now = start + i * step
+            self.latest[o.key] = replace(o, t=self.now)
+            decision = self._decide()
+        self.now = start + self.policy.interval
+        return decision
+
+    def _decide(self) -> Decision:
         decision = decide(
             self.state, self.latest, self.policy, self.overrides, self.pause, self.now
         )
         self.state = decision.state
         self.history.append(decision)
-        self.now += self.policy.interval
         return decision
 
     def rounds(self, n: int, **kw: Any) -> list[Decision]:

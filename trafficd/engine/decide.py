@@ -165,10 +165,16 @@ class _Round:
     def _counters(self, spec: SiteSpec, memory: SiteMemory) -> SiteMemory:
         fails, oks = dict(memory.fails), dict(memory.oks)
         rise = self.policy.rise
+        # Instances trafficd stopped (or is starting again) fail their checks by design;
+        # counting those rounds would drain the site again the moment it is back.
+        stopped = memory.state is not State.ACTIVE and _instances_stopped(memory)
         for check in _CHECK_OF.values():
             verdict = self.ev.checks[check][spec.name].verdict
             unknown = verdict is Verdict.UNKNOWN
-            fails[check] = _count(memory.fails, check, verdict is Verdict.FAIL, unknown)
+            if stopped and check in _STOPPED_CHECKS:
+                fails[check] = 0
+            else:
+                fails[check] = _count(memory.fails, check, verdict is Verdict.FAIL, unknown)
             # Only "at least rise" matters; capping keeps a healthy site's memory unchanged.
             oks[check] = min(rise, _count(memory.oks, check, verdict is Verdict.OK, unknown))
         if fails == memory.fails and oks == memory.oks:
@@ -377,7 +383,7 @@ class _Round:
                     [f"endtoend healthy ({self.ev.endtoend[spec.name]})"],
                     automatic=True,
                 )
-            if cause is not None and not held and not _booting(memory, cause):
+            if cause is not None and not held:
                 return self.move(spec, memory, State.DRAINED, cause, notes, automatic=True)
             if not held and now - memory.since > policy.restore_timeout:
                 return self.move(
@@ -421,11 +427,7 @@ def _instances_stopped(memory: SiteMemory) -> bool:
     return memory.cause is Cause.STORAGE or (memory.cause is Cause.MANUAL and memory.stop_instances)
 
 
-def _booting(memory: SiteMemory, cause: Cause) -> bool:
-    """A restoring site whose instances trafficd stopped is starting them: its instance
-    and registry checks fail until they are up. Not a reason to drain it again; a
-    site that never comes up is caught by restore_timeout."""
-    return _instances_stopped(memory) and cause in (Cause.INSTANCE, Cause.REGISTRY)
+_STOPPED_CHECKS = frozenset({"instance", "registry"})
 
 
 def _site_decision(spec: SiteSpec, memory: SiteMemory, notes: list[str]) -> SiteDecision:

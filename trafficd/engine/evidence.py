@@ -48,7 +48,7 @@ class Evidence:
 
     abstaining: frozenset[str]
     locations: Tallies  # only observations new since the previous round
-    global_storage: bool
+    global_storage: bool  # every location failing, on the latest fresh observations
     corroboration: Mapping[str, Tally]  # per site: FAIL = site confirms storage failure
     checks: Mapping[str, Tallies]  # check -> site -> tally, new observations only
     global_checks: frozenset[str]  # checks failing on every reachable site
@@ -131,6 +131,10 @@ def gather(latest: Latest, policy: EnginePolicy, now: float, since: float) -> Ev
     q = policy.quorum
 
     locations, corroboration, endtoend = _Votes(), _Votes(), _Votes()
+    # What every fresh observation says now, new or not: rounds run as observations
+    # arrive, so one round may hold a single new observation, and whether a failure is
+    # global or local must be judged against the latest view of every site and location.
+    current = _Votes()
     checks = {"instance": _Votes(), "registry": _Votes(), "database": _Votes()}
     # Per check and vantage: sites known and sites fine, to tell local from global.
     known: dict[tuple[str, str], int] = {}
@@ -143,7 +147,6 @@ def gather(latest: Latest, policy: EnginePolicy, now: float, since: float) -> Ev
         v = o.vantage
         if v in abstaining:
             continue
-        new = o.t > since
         ok = o.ok
         target = o.target
         probe = o.probe
@@ -157,29 +160,31 @@ def gather(latest: Latest, policy: EnginePolicy, now: float, since: float) -> Ev
                     corroboration.fail[target] = corroboration.fail.get(target, 0) + 1
                 elif storage is True:
                     corroboration.ok[target] = corroboration.ok.get(target, 0) + 1
-            if not new:
-                continue
             # database/redis false at this site (inlined: the hot loop)
             database, redis = services.get("database"), services.get("redis")
             if database is None and redis is None:
                 continue
             check, failing = "database", database is False or redis is False
-        elif not new or ok is None:
+        elif ok is None:
             continue
         elif probe is storage_probe:
-            votes = locations.ok if ok else locations.fail
+            votes = current.ok if ok else current.fail
             votes[target] = votes.get(target, 0) + 1
+            if o.t > since:
+                votes = locations.ok if ok else locations.fail
+                votes[target] = votes.get(target, 0) + 1
             continue
         else:
             check, failing = _CHECK_PROBES[probe], not ok
-        if failing is None:
-            continue
         key = (check, v)
         known[key] = known.get(key, 0) + 1
+        if not failing:
+            fine[key] = fine.get(key, 0) + 1
+        if o.t <= since:  # counted in an earlier round
+            continue
         if failing:
             checks[check].suspect.setdefault(target, []).append(v)
         else:
-            fine[key] = fine.get(key, 0) + 1
             votes = checks[check].ok
             votes[target] = votes.get(target, 0) + 1
 
@@ -189,8 +194,8 @@ def gather(latest: Latest, policy: EnginePolicy, now: float, since: float) -> Ev
         return Tallies(votes, keys, q)
 
     location_tallies = tallies(locations, policy.locations)
-    global_storage = bool(location_tallies) and all(
-        t.verdict is Verdict.FAIL for t in location_tallies.values()
+    global_storage = bool(policy.locations) and all(
+        t.verdict is Verdict.FAIL for t in tallies(current, policy.locations).values()
     )
     check_tallies: dict[str, Tallies] = {}
     global_checks = set()
