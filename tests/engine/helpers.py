@@ -59,6 +59,9 @@ class Sim:
         # (rounds run as probes complete); otherwise one call per interval.
         self.staggered = False
         self._pending: list[Observation] = []
+        self.times: list[float] = []  # when each decision in history was made
+        self.round_of: list[int] = []  # which round (interval) each decision belongs to
+        self._round = 0
 
     def observe(self, vantage: str, probe: Probe, target: str, ok: bool | None, **kw: Any) -> None:
         o = Observation(t=self.now, vantage=vantage, probe=probe, target=target, ok=ok, **kw)
@@ -104,6 +107,7 @@ class Sim:
                             services=services,
                         )
                     self.observe(v, Probe.INSTANCE, spec.name, instance.get(spec.name, True))
+        self._round += 1
         if not self._pending:
             decision = self._decide()
             self.now += self.policy.interval
@@ -123,7 +127,13 @@ class Sim:
         )
         self.state = decision.state
         self.history.append(decision)
+        self.times.append(self.now)
+        self.round_of.append(self._round - 1)
         return decision
+
+    def first_rounds(self, n: int) -> list[Decision]:
+        """The decisions made in the first `n` rounds (several each when staggered)."""
+        return [d for d, r in zip(self.history, self.round_of, strict=True) if r < n]
 
     def rounds(self, n: int, **kw: Any) -> list[Decision]:
         return [self.round(**kw) for _ in range(n)]
@@ -133,9 +143,9 @@ class Sim:
 
     def transitions(self) -> list[tuple[float, str, str, str]]:
         out = []
-        for i, d in enumerate(self.history):
+        for at, d in zip(self.times, self.history, strict=True):
             for t in d.transitions:
-                out.append((i * self.policy.interval, t.site, t.from_state.value, t.to_state.value))
+                out.append((at, t.site, t.from_state.value, t.to_state.value))
         return out
 
     def refusals(self) -> list[tuple[str, str]]:
