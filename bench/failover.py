@@ -27,22 +27,17 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import textwrap
 import time
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from tests.peers import HAProxyPeer, Named, free_port
 from trafficd.demo.__main__ import PY, Demo, answers, wait
+from trafficd.demo.peers import free_port
 from trafficd.store import read_events
 
 INTERVAL, FALL, RISE = 1.0, 3, 3
-EU = "192.0.2.20"
 
 
 def poll_until(check: Any, timeout: float = 60.0) -> float:
@@ -60,24 +55,11 @@ def quantiles(values: list[float]) -> tuple[float, float]:
 
 
 def failover(runs: int, base: Path) -> None:
-    with ExitStack() as stack:
-        demo = Demo(base / "demo", stack)
+    demo = Demo(base / "demo")
+    try:
+        demo.up(prometheus=False)
+        config = json.loads(demo.config_path.read_text())
         for site in ("us", "eu"):
-            demo.start_s3(site)
-        demo.start_sites()
-        named = Named(base)
-        named.start()
-        stack.callback(named.stop)
-        peer = HAProxyPeer(base, backends=dict(demo.site_ports))
-        peer.start()
-        stack.callback(peer.stop)
-        path = demo.config()
-        config = json.loads(path.read_text())
-        (base / "tsig").write_text(named.secret)
-        config["sites"]["us"]["addresses"] = ["192.0.2.10"]
-        config["sites"]["eu"]["addresses"] = [EU]
-        for site in ("us", "eu"):
-            config["sites"][site]["haproxy"] = {"backend": "quay", "server": site}
             # Instances stay up: this measures traffic failover, repeated many times.
             del config["sites"][site]["command"]
         config["probes"] = {"interval": "1s", "timeout": "800ms"}
@@ -88,12 +70,9 @@ def failover(runs: int, base: Path) -> None:
             "max_drains": 100,
             "shutdown_grace": "60s",
         }
-        config["actuators"] = [
-            named.rfc2136_section(f"${{file:{base}/tsig}}"),
-            {"type": "haproxy", "id": "lb", "socket": peer.admin_socket},
-        ]
-        path.write_text(json.dumps(config))
-        demo.start_trafficd(path)
+        config["actuators"] = [a for a in config["actuators"] if a["type"] != "command"]
+        demo.config_path.write_text(json.dumps(config))
+        demo.restart_trafficd()
         wait("both active", lambda: demo.state("us") == demo.state("eu") == "active")
         state_dir = Path(config["state_dir"])
         down: dict[str, list[float]] = {k: [] for k in ("probe", "decision", "dns", "haproxy")}
@@ -108,12 +87,12 @@ def failover(runs: int, base: Path) -> None:
             return min(float(e["t"]) for e in events)
 
         for run in range(runs):
-            poll_until(lambda: EU in named.addresses() and peer.admin_states()["eu"] == 0)
+            poll_until(lambda: "eu" in demo.dns() and demo.haproxy_admin()["eu"] == 0)
             time.sleep(INTERVAL * (run % 4) / 4)  # failures at different phases of the probe round
             t0 = time.time()
-            demo.stop("s3-eu")
-            dns = poll_until(lambda: EU not in named.addresses())
-            lb = poll_until(lambda: peer.admin_states()["eu"] != 0)
+            demo.stop_s3("eu")
+            dns = poll_until(lambda: "eu" not in demo.dns())
+            lb = poll_until(lambda: demo.haproxy_admin()["eu"] != 0)
             probe = first(
                 t0, "observation", lambda e: e.get("location") == "eustorage" and e["ok"] is False
             )
@@ -124,8 +103,8 @@ def failover(runs: int, base: Path) -> None:
                 down[key].append(t - t0)
             demo.start_s3("eu")  # moto takes about a second to start; the bucket is recreated
             t1 = time.time()  # the repair: storage answers again
-            dns = poll_until(lambda: EU in named.addresses())
-            lb = poll_until(lambda: peer.admin_states()["eu"] == 0)
+            dns = poll_until(lambda: "eu" in demo.dns())
+            lb = poll_until(lambda: demo.haproxy_admin()["eu"] == 0)
             probe = first(
                 t1, "observation", lambda e: e.get("location") == "eustorage" and e["ok"] is True
             )
@@ -138,6 +117,8 @@ def failover(runs: int, base: Path) -> None:
                 f"DNS {up['dns'][-1]:.2f}s",
                 flush=True,
             )
+    finally:
+        demo.down()
 
     print(
         f"\nfailover, {runs} runs, interval {INTERVAL:g}s, fall {FALL}, rise {RISE} "

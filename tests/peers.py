@@ -12,8 +12,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,14 +22,10 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from trafficd.demo.peers import TSIG_NAME, Bind, HAProxy, free_port, stop
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+__all__ = ["TSIG_NAME", "free_port", "stop"]
 
 
 def _wait_http(url: str, proc: subprocess.Popen[bytes], what: str, deadline: float = 30.0) -> None:
@@ -60,16 +54,6 @@ def process(
         yield proc
     finally:
         stop(proc)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
 
 
 @contextlib.contextmanager
@@ -190,146 +174,27 @@ class FaultProxy:
 
 # --- DNS and load balancer peers for the actuator contract test -------------------------
 
-TSIG_NAME = "trafficd-key"
 ZONE = "example.test."
 NAME = "quay.example.test."
 
 
-def _wait_dns(port: int, proc: subprocess.Popen[bytes], what: str, deadline: float = 20.0) -> None:
-    import dns.message
-    import dns.query
-
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with status {proc.returncode}")
-        try:
-            dns.query.udp(dns.message.make_query(ZONE, "SOA"), "127.0.0.1", port=port, timeout=0.2)
-            return
-        except Exception:
-            time.sleep(0.05)
-    raise RuntimeError(f"{what} did not answer DNS on port {port}")
-
-
-class Named:
-    """BIND 9 as a primary for example.test, updates allowed with a TSIG key."""
+class Named(Bind):
+    """BIND 9 as a primary for example.test (quay.example.test: us and eu), TSIG updates."""
 
     def __init__(self, tmp: Path) -> None:
-        self.dir = tmp / "bind"
-        self.dir.mkdir()
-        self.port = free_port()
-        self.secret = (
-            subprocess.run(
-                ["tsig-keygen", "-a", "hmac-sha256", TSIG_NAME],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            .stdout.split('secret "')[1]
-            .split('"')[0]
-        )
-        (self.dir / "key.conf").write_text(
-            f'key "{TSIG_NAME}" {{ algorithm hmac-sha256; secret "{self.secret}"; }};\n'
-        )
-        (self.dir / "named.conf").write_text(f"""
-include "{self.dir}/key.conf";
-options {{
-    directory "{self.dir}";
-    pid-file "{self.dir}/named.pid";
-    session-keyfile "{self.dir}/session.key";
-    managed-keys-directory "{self.dir}";
-    listen-on port {self.port} {{ 127.0.0.1; }};
-    listen-on-v6 {{ none; }};
-    recursion no;
-    dnssec-validation no;
-    notify no;
-    allow-query {{ 127.0.0.1; }};
-    allow-transfer {{ none; }};
-}};
-controls {{ }};
-zone "example.test" {{
-    type primary;
-    file "{self.dir}/db.example.test";
-    allow-update {{ key "{TSIG_NAME}"; }};
-}};
-""")
-        (self.dir / "db.example.test").write_text(
-            "$TTL 60\n@ IN SOA ns1.example.test. hostmaster.example.test. ( 1 60 60 600 60 )\n"
-            "  IN NS ns1.example.test.\nns1 IN A 127.0.0.1\n"
-            "quay IN A 192.0.2.10\nquay IN A 192.0.2.20\n"
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with (self.dir / "named.log").open("ab") as log:
-            self.proc = subprocess.Popen(
-                ["/usr/sbin/named", "-g", "-c", str(self.dir / "named.conf")],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        _wait_dns(self.port, self.proc, "named")
+        super().__init__(tmp / "bind", ZONE, {"quay": ["192.0.2.10", "192.0.2.20"]})
 
     def stop(self) -> None:
         if self.proc is not None:
             stop(self.proc)
             self.proc = None
 
-    def rfc2136_section(self, secret: str, ident: str = "bind") -> dict[str, object]:
-        """An `rfc2136` actuator section for this server; `secret` as the config would say it."""
-        return {
-            "type": "rfc2136",
-            "id": ident,
-            "server": f"127.0.0.1:{self.port}",
-            "zone": ZONE,
-            "name": NAME,
-            "ttl": 30,
-            "tsig": {"name": TSIG_NAME, "algorithm": "hmac-sha256", "secret": secret},
-        }
 
-    def addresses(self, rdtype: str = "A") -> set[str]:
-        """What a plain DNS client is told now (UDP query)."""
-        import dns.message
-        import dns.query
-
-        answer = dns.query.udp(
-            dns.message.make_query(NAME, rdtype), "127.0.0.1", port=self.port, timeout=2
-        )
-        return {rr.to_text() for rrset in answer.answer for rr in rrset}
-
-
-class HAProxyPeer:
-    """HAProxy with an admin socket, a user-level socket, and two real backend servers."""
+class HAProxyPeer(HAProxy):
+    """HAProxy with an admin socket, a user-level socket, and real backend servers."""
 
     def __init__(self, tmp: Path, backends: dict[str, int] | None = None) -> None:
-        self.dir = tmp / "haproxy"
-        self.dir.mkdir()
-        self.frontend = free_port()
-        self.backends = backends or {"us": free_port(), "eu": free_port()}
-        self.admin_socket = str(self.dir / "admin.sock")
-        self.user_socket = str(self.dir / "user.sock")
-        servers = "\n".join(
-            f"    server {name} 127.0.0.1:{port} weight 100" for name, port in self.backends.items()
-        )
-        (self.dir / "haproxy.cfg").write_text(f"""
-global
-    stats socket {self.admin_socket} mode 600 level admin
-    stats socket {self.user_socket} mode 600 level user
-    pidfile {self.dir}/haproxy.pid
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 10s
-    timeout server 10s
-    option http-server-close
-frontend fe
-    bind 127.0.0.1:{self.frontend}
-    default_backend quay
-backend quay
-    balance roundrobin
-{servers}
-""")
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(tmp / "haproxy", backends or {"us": free_port(), "eu": free_port()})
         self.servers: list[subprocess.Popen[bytes]] = []
 
     def start_backends(self) -> None:
@@ -357,16 +222,6 @@ backend quay
         for port in self.backends.values():
             _wait_http(f"http://127.0.0.1:{port}/", self.servers[0], "backend http.server")
 
-    def start(self) -> None:
-        with (self.dir / "haproxy.log").open("ab") as log:
-            self.proc = subprocess.Popen(
-                ["/usr/sbin/haproxy", "-db", "-f", str(self.dir / "haproxy.cfg")],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        _wait_http(f"http://127.0.0.1:{self.frontend}/", self.proc, "haproxy")
-
     def stop(self) -> None:
         if self.proc is not None:
             stop(self.proc)
@@ -376,20 +231,6 @@ backend quay
         self.stop()
         for server in self.servers:
             stop(server)
-
-    def admin_states(self, backend: str = "quay") -> dict[str, int]:
-        """srv_admin_state of each server of `backend`, from `show servers state`."""
-        import socket
-
-        s = socket.socket(socket.AF_UNIX)
-        s.connect(self.admin_socket)
-        s.sendall(f"show servers state {backend}\n".encode())
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-        s.close()
-        rows = [line.split() for line in data.decode().splitlines()[2:] if line.strip()]
-        return {f[3]: int(f[6]) for f in rows if len(f) > 6}
 
     def hits(self, n: int = 20) -> dict[str, int]:
         """Real HTTP requests through the frontend: which backend answered each."""

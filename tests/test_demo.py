@@ -1,26 +1,125 @@
-"""The README's first command: `python -m trafficd.demo` runs a failover and recovery."""
+"""The README's demo: `up` starts everything, `break`/`repair` fail and heal a site's
+storage, `watch` shows the failover, `down` stops everything by PID; `tour` does it all.
+
+Real servers throughout (moto S3, BIND 9, HAProxy, Prometheus from Debian); the Quay
+sites are the demo's simulated ones (trafficd/demo/site.py).
+"""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+from trafficd.demo.__main__ import Demo
+from trafficd.demo.peers import alive, promql, wait_until
 
-def test_demo_drains_and_restores_eu(tmp_path: Path) -> None:
+
+def demo(base: Path, *argv: str, timeout: float = 120) -> str:
     out = subprocess.run(
-        [sys.executable, "-m", "trafficd.demo", "--dir", str(tmp_path / "demo")],
+        [sys.executable, "-m", "trafficd.demo", "--dir", str(base), *argv],
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=timeout,
         check=False,
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    lines = out.stdout.splitlines()
-    states = [m.group(1) for line in lines if (m := re.search(r"\] eu: \w+ -> (\w+)", line))]
-    # Straight through: no detour back to drained while eu's Quay boots.
-    assert states == ["draining", "drained", "restoring", "active"], out.stdout
-    assert any("actuation  command: stop site eu" in line for line in lines)
-    assert any("actuation  command: start site eu" in line for line in lines)
-    assert (tmp_path / "demo" / "state" / "events.jsonl").exists()
+    return out.stdout
+
+
+def test_up_break_watch_repair_down(tmp_path: Path) -> None:
+    base = tmp_path / "demo"
+    try:
+        shown = demo(base, "up")
+        for where in ("trafficd status", "/metrics", "dig +short", "Prometheus", "break eu"):
+            assert where in shown, shown
+        d = Demo(base)
+        assert set(d.running()) == {
+            "s3-us", "s3-eu", "named", "haproxy", "trafficd", "prometheus"
+        }  # fmt: skip
+        assert d.dns() == {"us", "eu"} and d.haproxy_admin() == {"us": 0, "eu": 0}
+        # A second `up` finds it running and starts nothing.
+        assert "already up" in demo(base, "up")
+        assert Demo(base).pids == d.pids
+
+        demo(base, "break", "eu")
+        watched = demo(base, "watch", "--until", "drained", "--timeout", "30")
+        assert "eu=draining | DNS answers ['us'] | HAProxy holds out ['eu']" in watched, watched
+        d = Demo(base)
+        assert d.dns() == {"us"} and d.haproxy_admin()["eu"] != 0
+        # The command actuator stops eu's Quay once it is drained.
+        wait_until("eu's Quay stopped", lambda: not d.site_running("eu"), timeout=10)
+        status = subprocess.run(
+            [sys.executable, "-m", "trafficd.cli", "status", "-c", str(d.config_path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert status.returncode == 0 and re.search(r"eu\s+drained", status.stdout), status
+
+        # Prometheus scraped it: eu is drained there too, and the alert is pending or firing.
+        assert d.prometheus is not None
+        deadline = time.monotonic() + 10
+        while not promql(d.prometheus, 'trafficd_site_state{site="eu",state="drained"} == 1'):
+            assert time.monotonic() < deadline, "Prometheus never saw eu drained"
+            time.sleep(0.5)
+        assert promql(d.prometheus, 'ALERTS{alertname="TrafficdSiteDrained",site="eu"}')
+
+        demo(base, "repair", "eu")
+        demo(base, "watch", "--until", "active", "--timeout", "30")
+        time.sleep(0.5)
+        assert Demo(base).dns() == {"us", "eu"}
+    finally:
+        pids = dict(Demo(base).pids)
+        stopped = demo(base, "down")
+    assert "trafficd" in stopped and "site-us" in stopped
+    assert not any(alive(pid) for pid in pids.values()), pids
+    d = Demo(base)
+    assert d.pids == {} and not d.site_running("us") and not d.site_running("eu")
+    assert "nothing" in demo(base, "down")
+
+
+def test_tour_drains_and_restores_eu(tmp_path: Path) -> None:
+    base = tmp_path / "demo"
+    try:
+        out = demo(base, "tour", "--no-prometheus", timeout=180)
+    finally:
+        demo(base, "down")
+    states = re.findall(r"eu=(\w+) \|", out)
+    # Straight through, no detour back to drained while eu's Quay boots.
+    seen = [s for i, s in enumerate(states) if i == 0 or s != states[i - 1]]
+    assert seen == ["active", "draining", "drained", "restoring", "active"], out
+    assert "actuation  command: stop site eu" in out
+    assert "actuation  command: start site eu" in out
+    assert "actuation  bind: quay.demo.test. A" in out
+    assert (base / "state" / "events.jsonl").exists()
+
+
+def test_demo_sh_up_then_down(tmp_path: Path) -> None:
+    """The README's first command, and the second invocation that stops it."""
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "TRAFFICD_DEMO_DIR": str(tmp_path / "demo")}
+
+    def sh(*argv: str) -> str:
+        out = subprocess.run(
+            [str(repo / "demo.sh"), *argv],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+            check=False,
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        return out.stdout
+
+    try:
+        shown = sh("up")
+        assert "up: us=active eu=active | DNS answers ['eu', 'us']" in shown, shown
+        assert "Prometheus" in shown
+    finally:
+        stopped = sh("down")
+    assert "stopped trafficd" in stopped and "prometheus" in stopped, stopped
+    assert Demo(tmp_path / "demo").running() == []

@@ -25,5 +25,5 @@ def test_every_key_of_the_model_is_documented() -> None:
 
 def test_readme_starts_with_the_two_commands() -> None:
     first_block = README.read_text().split("```")[1]
-    assert "trafficd" in first_block
+    assert "./demo.sh up" in first_block  # runs trafficd on the local demo deployment
     assert ".ci/run" in first_block

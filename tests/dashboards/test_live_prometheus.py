@@ -2,8 +2,8 @@
 dashboard query and every alert expression is evaluated through Prometheus's HTTP API.
 
 The deployment is the demo's (trafficd/demo: moto S3 per site, simulated Quay sites,
-`trafficd run` with the command actuator); Prometheus is Debian's, scraping every
-second and loading the alert rules. A dashboard query must return series over the
+BIND, HAProxy, `trafficd run`), with Debian's Prometheus scraping every second and
+loading the alert rules. A dashboard query must return series over the
 window; an alert expression must evaluate without error and every trafficd metric it
 names must have series, except the metrics of features not built yet (listed below).
 """
@@ -12,20 +12,16 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 import time
-import urllib.parse
 import urllib.request
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.peers import free_port, stop
-from trafficd.demo.__main__ import Demo, answers, wait
+from trafficd.demo.__main__ import Demo, wait
+from trafficd.demo.peers import promql
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "deploy/prometheus/trafficd-rules.yaml"
@@ -35,61 +31,19 @@ NOT_YET = {"trafficd_replication_backlog_blobs", "trafficd_replication_at_risk_b
 
 
 def query_range(base: str, expr: str, start: float, end: float) -> list[Any]:
-    params = urllib.parse.urlencode({"query": expr, "start": start, "end": end, "step": "1s"})
-    with urllib.request.urlopen(f"{base}/api/v1/query_range?{params}", timeout=10) as resp:
-        body = json.loads(resp.read())
-    assert body["status"] == "success", (expr, body)
-    return list(body["data"]["result"])
+    return promql(base, expr, start=start, end=end, step="1s")
 
 
 def test_dashboard_and_alerts_against_a_live_prometheus(tmp_path: Path) -> None:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.fail("prometheus not found: install Debian's prometheus package (.ci/run does)")
-    with ExitStack() as stack:
-        demo = Demo(tmp_path / "demo", stack)
-        for site in ("us", "eu"):
-            demo.start_s3(site)
-        demo.start_sites()
-        config = demo.config()
-        demo.start_trafficd(config)
-
-        port = free_port()
-        prom_dir = tmp_path / "prometheus"
-        prom_dir.mkdir()
-        (prom_dir / "prometheus.yml").write_text(
-            yaml.safe_dump(
-                {
-                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                    "rule_files": [str(RULES)],
-                    "scrape_configs": [
-                        {
-                            "job_name": "trafficd",
-                            "static_configs": [{"targets": [f"127.0.0.1:{demo.api_port}"]}],
-                        }
-                    ],
-                }
-            )
-        )
-        with (prom_dir / "log").open("wb") as log:
-            prom = subprocess.Popen(
-                [
-                    binary,
-                    f"--config.file={prom_dir / 'prometheus.yml'}",
-                    f"--storage.tsdb.path={prom_dir / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{port}",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        stack.callback(stop, prom)
-        base = f"http://127.0.0.1:{port}"
-        wait("prometheus", lambda: answers(f"{base}/-/ready"))
+    demo = Demo(tmp_path / "demo")
+    try:
+        demo.up()  # Prometheus scrapes trafficd every second and loads the alert rules
+        assert demo.prometheus is not None
+        base = demo.prometheus
         start = time.time()
         wait("both sites active", lambda: demo.state("us") == demo.state("eu") == "active")
         time.sleep(3)
-        demo.stop("s3-eu")
+        demo.stop_s3("eu")
         wait("eu drained", lambda: demo.state("eu") == "drained")
         # A manual drain of us now would leave no active site: refused (a safety block).
         request = urllib.request.Request(
@@ -129,3 +83,5 @@ def test_dashboard_and_alerts_against_a_live_prometheus(tmp_path: Path) -> None:
             base, 'ALERTS{alertname="TrafficdSafetyRuleBlockingDrain"}', start, end
         )
         assert firing, "the refused drain should have fired TrafficdSafetyRuleBlockingDrain"
+    finally:
+        demo.down()
