@@ -39,7 +39,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge, Histogram
 
 from trafficd.actuators import build
 from trafficd.actuators.base import Actuator, BuildContext, Reconciler, desired_state
@@ -95,6 +95,8 @@ class Daemon(Controller):
         self.pause: Pause | None = saved["pause"]
         self.saved_actuators: dict[str, Any] = dict(saved["actuators"])
         self.latest: dict[tuple[str, Probe, str], Observation] = {}
+        self._probe_series: dict[tuple[str, Probe, str], tuple[Gauge, Histogram]] = {}
+        self._quay_series: dict[tuple[str, str, str], Gauge] = {}
         self.decision: Decision | None = None
         self.ready = False
         self.alive = False
@@ -151,22 +153,12 @@ class Daemon(Controller):
     def observe(self, obs: Observation) -> None:
         before = self.latest.get(obs.key)
         self.latest[obs.key] = obs
-        m = self.metrics
-        if obs.probe is Probe.STORAGE:
-            m.storage_up.labels(location=obs.target, vantage=obs.vantage).set(1 if obs.ok else 0)
-            if obs.latency is not None:
-                m.storage_probe_duration.labels(location=obs.target, vantage=obs.vantage).observe(
-                    obs.latency
-                )
-        else:
-            labels = {"site": obs.target, "probe": obs.probe.value, "vantage": obs.vantage}
-            m.probe_success.labels(**labels).set(1 if obs.ok else 0)
-            if obs.latency is not None:
-                m.probe_duration.labels(**labels).observe(obs.latency)
-            for service, up in obs.services.items():
-                m.quay_service_up.labels(site=obs.target, service=service, vantage=obs.vantage).set(
-                    1 if up else 0
-                )
+        up, duration = self._series(obs)
+        up.set(1 if obs.ok else 0)
+        if obs.latency is not None:
+            duration.observe(obs.latency)
+        for service, healthy in obs.services.items():
+            self._service_series(obs, service).set(1 if healthy else 0)
         self._observed.set()
         if before is None or (before.ok, before.reason, dict(before.services)) != (
             obs.ok,
@@ -174,6 +166,34 @@ class Daemon(Controller):
             dict(obs.services),
         ):
             self.store.event("observation", **obs.to_json())
+
+    def _series(self, obs: Observation) -> tuple[Gauge, Histogram]:
+        """The (up, duration) series of one probe target; looked up once, not per probe
+        (prometheus_client's labels() is a measurable share of watching 200 sites)."""
+        series = self._probe_series.get(obs.key)
+        if series is None:
+            m = self.metrics
+            if obs.probe is Probe.STORAGE:
+                labels = {"location": obs.target, "vantage": obs.vantage}
+                series = (
+                    m.storage_up.labels(**labels),
+                    m.storage_probe_duration.labels(**labels),
+                )
+            else:
+                labels = {"site": obs.target, "probe": obs.probe.value, "vantage": obs.vantage}
+                series = (m.probe_success.labels(**labels), m.probe_duration.labels(**labels))
+            self._probe_series[obs.key] = series
+        return series
+
+    def _service_series(self, obs: Observation, service: str) -> Gauge:
+        key = (obs.target, service, obs.vantage)
+        gauge = self._quay_series.get(key)
+        if gauge is None:
+            gauge = self.metrics.quay_service_up.labels(
+                site=obs.target, service=service, vantage=obs.vantage
+            )
+            self._quay_series[key] = gauge
+        return gauge
 
     # --- the engine ----------------------------------------------------------------------
 
