@@ -322,3 +322,100 @@ def promql(url: str, expr: str, **params: float | str) -> list[Any]:
     if body.get("status") != "success":
         raise RuntimeError(f"prometheus: {expr}: {body}")
     return list(body["data"]["result"])
+
+
+def _postgres_bin() -> Path:
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
+    if not versions:
+        raise RuntimeError("postgres not found: install the Debian package postgresql")
+    return versions[-1].parent
+
+
+class Postgres:
+    """A PostgreSQL cluster of its own in `directory`, on 127.0.0.1, password login over TCP.
+
+    As root it runs as the `postgres` user (PostgreSQL refuses root), so `directory`
+    is handed to that user.
+    """
+
+    def __init__(self, directory: Path, password: str) -> None:
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.password = password
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+    def _own(self, path: Path) -> None:
+        if self._as:
+            shutil.chown(path, "postgres", "postgres")
+
+    def start(self) -> subprocess.Popen[bytes]:
+        bindir = _postgres_bin()
+        data = self.dir / "data"
+        self._own(self.dir)
+        self.dir.chmod(0o700)
+        if not data.exists():
+            pwfile = self.dir / "pw"
+            pwfile.write_text(self.password + "\n")
+            self._own(pwfile)
+            initdb = subprocess.run(
+                [
+                    *self._as,
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    "postgres",
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                    f"--pwfile={pwfile}",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                ],
+                check=False,
+                capture_output=True,
+                text=True,
+            )
+            pwfile.unlink()
+            if initdb.returncode != 0:
+                raise RuntimeError(f"initdb failed: {initdb.stderr.strip()}")
+        log = self.dir / "postgres.log"
+        log.touch()
+        self._own(log)
+        argv = [
+            *self._as,
+            str(bindir / "postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(self.port),
+            "-k",
+            str(self.dir),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+        ]
+        self.proc = spawn(argv, log)
+        _started(self.proc, "postgres", self._accepts)
+        return self.proc
+
+    def _accepts(self) -> bool:
+        out = subprocess.run(
+            [str(_postgres_bin() / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
+            capture_output=True,
+            check=False,
+        )
+        return out.returncode == 0
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+            self.proc = None
+
+    def dsn(self, database: str = "postgres", user: str = "postgres") -> str:
+        return f"postgresql://{user}@127.0.0.1:{self.port}/{database}"

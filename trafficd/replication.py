@@ -1,0 +1,282 @@
+"""Replication risk read from Quay's database: backlog, blobs at risk, the replication queue.
+
+Beside the pipeline: the daemon reads these figures every `replication.interval`
+(exported as `trafficd_replication_*`, added to the reasons of a storage drain),
+and `trafficd replication status|check-removal` read them on demand. Never
+writes: every query runs in a read-only transaction under the configured
+statement timeout, so a slow or dead database costs one failed read and
+nothing else.
+
+Definitions (DESIGN.md, to the letter): a blob is a row of `imagestorage` whose
+`uploading` is not true and that at least one `manifestblob` references; it is
+in the backlog of L when L is a default location and the blob has no placement
+there; it is at risk at L when L holds its only placement. Queue items are those
+of the `imagestoragereplication/<uuid>/` queues that Quay itself considers
+available (`available_after <= now AND (available OR processing_expires <= now)
+AND retries_remaining > 0`), timestamps being naive UTC whatever the server's
+time zone: `now` is passed in from trafficd's clock, never taken from SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from trafficd.config.model import Config, Replication
+
+QUEUE_PREFIX = "imagestoragereplication/"
+STUCK_AFTER = timedelta(minutes=10)  # DESIGN.md: claimed past expiry by more than this
+EXAMPLES = 20
+
+# Counted blobs (orphans and unfinished uploads excluded). Uses the indexes
+# imagestorage_uploading and manifestblob_blob_id.
+_BLOBS = """
+    SELECT s.id, COALESCE(s.image_size, 0) AS size
+    FROM imagestorage s
+    WHERE s.uploading IS NOT TRUE
+      AND EXISTS (SELECT 1 FROM manifestblob mb WHERE mb.blob_id = s.id)
+"""
+
+# One pass over the placements of counted blobs: per location, the blobs placed
+# there and those placed only there. Uses imagestorageplacement_storage_id_location_id.
+PLACEMENTS_SQL = f"""
+    WITH blob AS ({_BLOBS}),
+    placed AS (
+        SELECT b.size, p.location_id,
+               count(*) OVER w AS copies, row_number() OVER w AS nth
+        FROM blob b JOIN imagestorageplacement p ON p.storage_id = b.id
+        WINDOW w AS (PARTITION BY p.storage_id)
+    )
+    SELECT l.name,
+           count(placed.location_id) AS placed_blobs,
+           COALESCE(sum(placed.size), 0)::bigint AS placed_bytes,
+           count(placed.location_id) FILTER (WHERE placed.copies = 1) AS only_blobs,
+           COALESCE(sum(placed.size) FILTER (WHERE placed.copies = 1), 0)::bigint AS only_bytes,
+           count(placed.location_id) FILTER (WHERE placed.nth > 1) AS replicas
+    FROM imagestoragelocation l LEFT JOIN placed ON placed.location_id = l.id
+    GROUP BY l.name
+"""
+
+TOTALS_SQL = f"SELECT count(*), COALESCE(sum(size), 0)::bigint FROM ({_BLOBS}) AS blob"
+
+# Uses queueitem_queue_name (a prefix match) and the available_after index.
+QUEUE_SQL = """
+    SELECT
+      count(*) FILTER (WHERE available_after <= $1
+                         AND (available OR processing_expires <= $1)
+                         AND retries_remaining > 0) AS items,
+      min(available_after) FILTER (WHERE available_after <= $1
+                                     AND (available OR processing_expires <= $1)
+                                     AND retries_remaining > 0) AS oldest,
+      count(*) FILTER (WHERE retries_remaining <= 0) AS dead,
+      count(*) FILTER (WHERE NOT available AND retries_remaining > 0
+                         AND processing_expires < $2) AS stuck
+    FROM queueitem
+    WHERE queue_name LIKE 'imagestoragereplication/%'
+"""
+
+# Blobs placed at $1 with no placement at any location of $2 (the ones that stay).
+REMOVAL_SQL = f"""
+    WITH blob AS ({_BLOBS}),
+    here AS (
+        SELECT b.id, b.size FROM blob b
+        JOIN imagestorageplacement p ON p.storage_id = b.id
+        JOIN imagestoragelocation l ON l.id = p.location_id
+        WHERE l.name = $1
+    ),
+    lost AS (
+        SELECT h.id, h.size FROM here h
+        WHERE NOT EXISTS (
+            SELECT 1 FROM imagestorageplacement p
+            JOIN imagestoragelocation l ON l.id = p.location_id
+            WHERE p.storage_id = h.id AND l.name = ANY($2::text[])
+        )
+    )
+    SELECT (SELECT count(*) FROM here) AS placed,
+           (SELECT count(*) FROM lost) AS lost_blobs,
+           (SELECT COALESCE(sum(size), 0)::bigint FROM lost) AS lost_bytes,
+           ARRAY(SELECT s.content_checksum FROM lost
+                 JOIN imagestorage s ON s.id = lost.id
+                 ORDER BY s.id LIMIT {EXAMPLES}) AS examples
+"""
+
+
+class ReplicationError(Exception):
+    """The database could not be read (down, refused, timed out); the message is safe to show."""
+
+
+@dataclass(frozen=True)
+class LocationFigures:
+    backlog_blobs: int = 0
+    backlog_bytes: int = 0
+    at_risk_blobs: int = 0
+    at_risk_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Figures:
+    locations: dict[str, LocationFigures]
+    queue_items: int
+    oldest_item_age_seconds: float
+    dead_items: int
+    stuck_items: int
+    blobs: int = 0
+    # Placements beyond each blob's first: grows by one with every completed copy.
+    replica_placements: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "locations": {
+                name: {
+                    "backlog_blobs": f.backlog_blobs,
+                    "backlog_bytes": f.backlog_bytes,
+                    "at_risk_blobs": f.at_risk_blobs,
+                    "at_risk_bytes": f.at_risk_bytes,
+                }
+                for name, f in sorted(self.locations.items())
+            },
+            "queue_items": self.queue_items,
+            "oldest_item_age_seconds": self.oldest_item_age_seconds,
+            "dead_items": self.dead_items,
+            "stuck_items": self.stuck_items,
+        }
+
+
+@dataclass(frozen=True)
+class Removal:
+    location: str
+    placed: int
+    lost_blobs: int
+    lost_bytes: int
+    examples: list[str] = field(default_factory=list)
+
+    @property
+    def safe(self) -> bool:
+        return self.lost_blobs == 0
+
+
+def default_locations(config: Config) -> list[str]:
+    """DESIGN.md: the configured list, else Quay's DISTRIBUTED_STORAGE_DEFAULT_LOCATIONS
+    (imported by the loader into the same key), else every location."""
+    assert config.replication is not None
+    return list(config.replication.default_locations or sorted(config.storage))
+
+
+def naive_utc(now: float) -> datetime:
+    """Quay's queue timestamps are naive UTC."""
+    return datetime.fromtimestamp(now, UTC).replace(tzinfo=None)
+
+
+async def connect(settings: Replication) -> asyncpg.Connection:
+    """A read-only session under the statement timeout; errors become ReplicationError."""
+    timeout_ms = str(int(settings.statement_timeout * 1000))
+    password = settings.password.get_secret_value() if settings.password else None
+    try:
+        conn: asyncpg.Connection = await asyncpg.connect(
+            settings.dsn.get_secret_value(),
+            password=password,
+            timeout=max(settings.statement_timeout, 1.0),
+            statement_cache_size=0,
+            server_settings={
+                "statement_timeout": timeout_ms,
+                "default_transaction_read_only": "on",
+                "application_name": "trafficd",
+            },
+        )
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise ReplicationError(f"cannot connect to Quay's database: {_why(exc)}") from None
+    return conn
+
+
+def _why(exc: BaseException) -> str:
+    """The reason without the DSN (which may carry a password)."""
+    if isinstance(exc, asyncpg.QueryCanceledError):
+        return "statement timeout"
+    if isinstance(exc, asyncpg.PostgresError):
+        return f"{type(exc).__name__}: {exc.args[0] if exc.args else ''}".strip()
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return type(exc).__name__
+
+
+async def read_figures(conn: asyncpg.Connection, defaults: Sequence[str], now: float) -> Figures:
+    """Every figure of one round, in one read-only snapshot."""
+    now_utc = naive_utc(now)
+    try:
+        async with conn.transaction(readonly=True, isolation="repeatable_read"):
+            total_blobs, total_bytes = await conn.fetchrow(TOTALS_SQL)
+            rows = await conn.fetch(PLACEMENTS_SQL)
+            queue = await conn.fetchrow(QUEUE_SQL, now_utc, now_utc - STUCK_AFTER)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        raise ReplicationError(f"reading Quay's database failed: {_why(exc)}") from None
+    placed = {row["name"]: row for row in rows}
+    locations = {}
+    for name in sorted(set(placed) | set(defaults)):
+        row = placed.get(name)
+        here_blobs = row["placed_blobs"] if row else 0
+        here_bytes = row["placed_bytes"] if row else 0
+        default = name in defaults
+        locations[name] = LocationFigures(
+            backlog_blobs=total_blobs - here_blobs if default else 0,
+            backlog_bytes=total_bytes - here_bytes if default else 0,
+            at_risk_blobs=row["only_blobs"] if row else 0,
+            at_risk_bytes=row["only_bytes"] if row else 0,
+        )
+    oldest = queue["oldest"]
+    age = (now_utc - oldest).total_seconds() if oldest is not None else 0.0
+    return Figures(
+        locations=locations,
+        queue_items=queue["items"],
+        oldest_item_age_seconds=max(0.0, age),
+        dead_items=queue["dead"],
+        stuck_items=queue["stuck"],
+        blobs=total_blobs,
+        replica_placements=sum(row["replicas"] for row in rows),
+    )
+
+
+async def check_removal(conn: asyncpg.Connection, location: str, staying: Sequence[str]) -> Removal:
+    try:
+        async with conn.transaction(readonly=True, isolation="repeatable_read"):
+            row = await conn.fetchrow(REMOVAL_SQL, location, list(staying))
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        raise ReplicationError(f"reading Quay's database failed: {_why(exc)}") from None
+    return Removal(
+        location=location,
+        placed=row["placed"],
+        lost_blobs=row["lost_blobs"],
+        lost_bytes=row["lost_bytes"],
+        examples=[e for e in row["examples"] if e],
+    )
+
+
+async def locations(conn: asyncpg.Connection) -> list[str]:
+    try:
+        rows = await conn.fetch("SELECT name FROM imagestoragelocation ORDER BY name")
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        raise ReplicationError(f"reading Quay's database failed: {_why(exc)}") from None
+    return [row["name"] for row in rows]
+
+
+def render_status(figures: Figures) -> str:
+    lines = [
+        f"{'LOCATION':<20} {'BACKLOG':>10} {'BACKLOG BYTES':>15} {'AT RISK':>10} "
+        f"{'AT RISK BYTES':>15}"
+    ]
+    for name, f in sorted(figures.locations.items()):
+        lines.append(
+            f"{name:<20} {f.backlog_blobs:>10} {f.backlog_bytes:>15} {f.at_risk_blobs:>10} "
+            f"{f.at_risk_bytes:>15}"
+        )
+    lines.append(
+        f"queue: {figures.queue_items} available item(s), oldest "
+        f"{figures.oldest_item_age_seconds:.0f}s; {figures.dead_items} dead, "
+        f"{figures.stuck_items} stuck"
+    )
+    return "\n".join(lines)
