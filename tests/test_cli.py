@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -40,12 +41,12 @@ def test_help_lists_every_command() -> None:
         ["replication", "check-removal", "eustorage", "-c", "x.yaml"],
     ],
 )
-def test_pending_commands_say_they_are_not_available(
+def test_replication_commands_need_a_replication_section(
     argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(argv) == 3
-    err = capsys.readouterr().err
-    assert f"trafficd {argv[0]}: not available yet" in err
+    config = Path(__file__).resolve().parents[1] / "examples" / "demo.yaml"
+    assert main([*argv[:-1], str(config)]) == 2
+    assert "no replication section: nothing to read" in capsys.readouterr().err
 
 
 def test_check_config_requires_a_file(capsys: pytest.CaptureFixture[str]) -> None:

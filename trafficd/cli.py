@@ -12,21 +12,19 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Callable, Sequence
 
 from trafficd import __version__, client
 from trafficd.config import ConfigError, load, summary
+from trafficd.config.model import Config
 from trafficd.config.secrets import Redactor
 from trafficd.engine import EnginePolicy
 from trafficd.simulate import TimelineError, read_timeline, render_text, simulate
 
 EXIT_OK = 0
+EXIT_ERROR = 1
 EXIT_INVALID = 2
-EXIT_NOT_AVAILABLE = 3
-
-_PENDING: dict[str, str] = {
-    "replication": "the replication monitor (issue 9)",
-}
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -144,15 +142,95 @@ def _client(action: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
-def _pending(name: str) -> Callable[[argparse.Namespace], int]:
-    def run(_: argparse.Namespace) -> int:
+def _replication_config(args: argparse.Namespace) -> Config | None:
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return None
+    if config.replication is None:
+        print(f"{args.config}: no replication section: nothing to read", file=sys.stderr)
+        return None
+    return config
+
+
+def _replication_status(args: argparse.Namespace) -> int:
+    """Reads Quay's database directly (no daemon needed), as DESIGN.md says."""
+    from trafficd import replication
+
+    config = _replication_config(args)
+    if config is None:
+        return EXIT_INVALID
+    assert config.replication is not None
+
+    async def read() -> replication.Figures:
+        assert config.replication is not None
+        conn = await replication.connect(config.replication)
+        try:
+            defaults = replication.default_locations(config)
+            return await replication.read_figures(conn, defaults, time.time())
+        finally:
+            await conn.close()
+
+    try:
+        figures = asyncio.run(read())
+    except replication.ReplicationError as exc:
+        print(f"trafficd replication status: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.json:
+        print(json.dumps(figures.to_json(), sort_keys=True))
+    else:
+        print(replication.render_status(figures))
+    return EXIT_OK
+
+
+def _check_removal(args: argparse.Namespace) -> int:
+    """Exit 0 only if every blob placed at LOCATION has a placement at a location that stays."""
+    from trafficd import replication
+
+    config = _replication_config(args)
+    if config is None:
+        return EXIT_INVALID
+
+    async def check() -> replication.Removal | None:
+        assert config.replication is not None
+        conn = await replication.connect(config.replication)
+        try:
+            known = await replication.locations(conn)
+            if args.location not in known:
+                return None
+            staying = [name for name in known if name != args.location]
+            return await replication.check_removal(conn, args.location, staying)
+        finally:
+            await conn.close()
+
+    try:
+        removal = asyncio.run(check())
+    except replication.ReplicationError as exc:
+        print(f"trafficd replication check-removal: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if removal is None:
         print(
-            f"trafficd {name}: not available yet: it comes with {_PENDING[name]}",
+            f"trafficd replication check-removal: {args.location}: no such location in "
+            "Quay's database (imagestoragelocation)",
             file=sys.stderr,
         )
-        return EXIT_NOT_AVAILABLE
-
-    return run
+        return EXIT_INVALID
+    if removal.safe:
+        print(
+            f"{args.location}: safe to remove: all {removal.placed} blob(s) placed there "
+            "also have a copy at a location that stays"
+        )
+        return EXIT_OK
+    print(
+        f"{args.location}: NOT safe to remove: {removal.lost_blobs} of {removal.placed} "
+        f"blob(s) placed there ({removal.lost_bytes} bytes) have no copy elsewhere; "
+        "run util.backfillreplication and wait for the backlog to drain. Examples:"
+    )
+    for digest in removal.examples:
+        print(f"  {digest}")
+    return EXIT_ERROR
 
 
 def _client_options(parser: argparse.ArgumentParser) -> None:
@@ -237,11 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
     rp = rsub.add_parser("status", help="backlog and blobs at risk per location")
     rp.add_argument("-c", "--config", required=True, metavar="FILE")
     rp.add_argument("--json", action="store_true")
-    rp.set_defaults(func=_pending("replication"))
+    rp.set_defaults(func=_replication_status)
     rp = rsub.add_parser("check-removal", help="exit 0 only if removing LOCATION loses no blob")
     rp.add_argument("location")
     rp.add_argument("-c", "--config", required=True, metavar="FILE")
-    rp.set_defaults(func=_pending("replication"))
+    rp.set_defaults(func=_check_removal)
     return parser
 
 

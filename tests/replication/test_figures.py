@@ -33,7 +33,8 @@ def settings(db: QuayDB, timeout: str = "5s") -> Replication:
     )
 
 
-async def fill(db: QuayDB) -> None:
+async def fill(db: QuayDB, at: float = NOW) -> None:
+    """The rows every test reads; queue times are relative to `at`."""
     for name in ("usstorage", "eustorage", "apstorage", "oldstorage"):
         await db.location(name)
     await db.blob("b1", 100, ["usstorage", "eustorage", "oldstorage"])  # replicated
@@ -44,7 +45,7 @@ async def fill(db: QuayDB) -> None:
     await db.blob("b6", 600, ["usstorage"], manifests=0)  # orphan
     await db.blob("b7", 700, ["apstorage"])  # only at a non-default location
     await db.blob("b8", None, ["eustorage"], uploading=None)  # no size yet, not uploading
-    now = naive_utc(NOW)
+    now = naive_utc(at)
     await db.queue_item(available_after=now - timedelta(seconds=100))  # available
     await db.queue_item(available_after=now + timedelta(seconds=60))  # not yet
     await db.queue_item(  # claimed, expired 30 min ago: available again, and stuck

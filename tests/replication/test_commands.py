@@ -1,0 +1,103 @@
+"""`trafficd replication status` and `check-removal`, run as an operator runs them,
+against a real PostgreSQL holding Quay's tables (the figures of test_figures.fill)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.replication.conftest import READONLY_PASSWORD, QuayDB, digest_of
+from tests.replication.test_figures import fill
+
+LOCATIONS = ("usstorage", "eustorage", "apstorage", "oldstorage")
+
+
+def write_config(tmp: Path, dsn: str) -> Path:
+    (tmp / "db-password").write_text(READONLY_PASSWORD + "\n")
+    config = {
+        "vantage": "test",
+        "state_dir": str(tmp / "state"),
+        "storage": {loc: ["LocalStorage", {"storage_path": str(tmp / loc)}] for loc in LOCATIONS},
+        "sites": {
+            "us": {
+                "url": "https://quay.example.test",
+                "connect": "127.0.0.1:1",
+                "storage": ["usstorage"],
+                "addresses": ["192.0.2.10"],
+            },
+            "eu": {
+                "url": "https://quay.example.test",
+                "connect": "127.0.0.1:2",
+                "storage": ["eustorage"],
+                "addresses": ["192.0.2.20"],
+            },
+        },
+        "replication": {
+            "dsn": dsn,
+            "password": f"${{file:{tmp / 'db-password'}}}",
+            "default_locations": ["usstorage", "eustorage"],
+            "statement_timeout": "5s",
+        },
+    }
+    path = tmp / "trafficd.yaml"
+    path.write_text(json.dumps(config, indent=1))
+    return path
+
+
+def trafficd(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "trafficd.cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_status_json_and_table(quay_db: QuayDB, tmp_path: Path) -> None:
+    await fill(quay_db, time.time())  # the command reads with the real clock
+    config = write_config(tmp_path, quay_db.readonly_dsn)
+    out = trafficd("replication", "status", "-c", str(config), "--json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["locations"]["eustorage"] == {
+        "backlog_blobs": 3,
+        "backlog_bytes": 1300,
+        "at_risk_blobs": 2,
+        "at_risk_bytes": 300,
+    }
+    assert doc["queue_items"] == 2
+    assert set(doc) >= {"locations", "queue_items", "oldest_item_age_seconds"}
+    table = trafficd("replication", "status", "-c", str(config))
+    assert table.returncode == 0
+    assert table.stdout.splitlines()[0].split()[:2] == ["LOCATION", "BACKLOG"]
+    assert any(
+        line.split()[:5] == ["usstorage", "3", "1000", "2", "600"]
+        for line in table.stdout.splitlines()
+    )
+    assert READONLY_PASSWORD not in out.stdout + out.stderr + table.stdout + table.stderr
+
+
+async def test_check_removal_exit_codes(quay_db: QuayDB, tmp_path: Path) -> None:
+    await fill(quay_db)
+    config = write_config(tmp_path, quay_db.readonly_dsn)
+    safe = trafficd("replication", "check-removal", "oldstorage", "-c", str(config))
+    assert safe.returncode == 0, safe.stdout + safe.stderr
+    assert "oldstorage: safe to remove" in safe.stdout
+    unsafe = trafficd("replication", "check-removal", "eustorage", "-c", str(config))
+    assert unsafe.returncode == 1
+    assert "eustorage: NOT safe to remove: 2 of 3 blob(s)" in unsafe.stdout
+    assert digest_of("b3") in unsafe.stdout and digest_of("b8") in unsafe.stdout
+    unknown = trafficd("replication", "check-removal", "nosuch", "-c", str(config))
+    assert unknown.returncode == 2 and "no such location" in unknown.stderr
+
+
+async def test_a_database_that_is_down_is_a_clear_error(quay_db: QuayDB, tmp_path: Path) -> None:
+    config = write_config(tmp_path, "postgresql://trafficd_ro@127.0.0.1:1/quay")
+    out = trafficd("replication", "status", "-c", str(config))
+    assert out.returncode == 1
+    assert out.stderr.startswith("trafficd replication status: cannot connect to Quay's database")
+    assert READONLY_PASSWORD not in out.stderr
