@@ -51,9 +51,10 @@ from trafficd.config.types import parse_duration, split_host_port
 from trafficd.engine import Decision, EnginePolicy, EngineState, Refusal, SiteDecision, decide
 from trafficd.engine.decide import SAFETY_RULES
 from trafficd.metrics import Metrics
-from trafficd.model import Observation, Override, Pause, Probe, State
+from trafficd.model import Cause, Observation, Override, Pause, Probe, State
 from trafficd.probers.quay import make_session
 from trafficd.probers.schedule import probe_tasks, run_probe_loop
+from trafficd.replication import ReplicationMonitor
 from trafficd.store import Store, read_events
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ class Daemon(Controller):
         self.notices: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._config_tasks: list[str] = []
+        self.replication: ReplicationMonitor | None = None
         self._wakeups: dict[str, asyncio.Event] = {}
         self._session: aiohttp.ClientSession | None = None
         self._backends: list[Any] = []
@@ -213,13 +215,18 @@ class Daemon(Controller):
         previous = self.decision
         self.decision = decision
         for tr in decision.transitions:
+            reasons = list(tr.reasons)
+            if tr.to_state is State.DRAINING and tr.cause is Cause.STORAGE:
+                risk = self._at_risk(tr.site)
+                if risk is not None:
+                    reasons.append(risk)
             event = self.store.event(
                 "transition",
                 t=now,
                 site=tr.site,
                 **{"from": tr.from_state.value, "to": tr.to_state.value},
                 cause=tr.cause.value if tr.cause else None,
-                reasons=list(tr.reasons),
+                reasons=reasons,
                 automatic=tr.automatic,
                 vantage=self.config.vantage,
             )
@@ -231,7 +238,7 @@ class Daemon(Controller):
                 tr.site,
                 tr.from_state.value,
                 tr.to_state.value,
-                "; ".join(tr.reasons),
+                "; ".join(reasons),
             )
             self._notify(event)
         for refusal in decision.refusals:
@@ -245,6 +252,10 @@ class Daemon(Controller):
         if now - self._started >= self.config.probes.interval:
             self.ready = True
         return decision
+
+    def _at_risk(self, site: str) -> str | None:
+        """With `replication`, the blobs a storage drain of `site` leaves unreadable."""
+        return self.replication.at_risk(site) if self.replication is not None else None
 
     def _refused(self, refusal: Refusal, **extra: Any) -> None:
         """A change a safety rule refused, automatic or an operator's: audited, counted, sent."""
@@ -412,9 +423,17 @@ class Daemon(Controller):
         self.spawn("preflight", self.preflight_loop)
         self.spawn("notify", self.notify_loop)
         self._config_tasks = [*names, "engine", "preflight", "notify"]
+        self.replication = None  # (re)built from the new config
+        if config.replication is not None:
+            # Its own task: a slow or dead database never delays probing or draining.
+            self.replication = ReplicationMonitor(config, self.metrics)
+            self.spawn("replication", self.replication.run)
+            self._config_tasks.append("replication")
 
     async def stop_config_tasks(self) -> None:
         await self.cancel(self._config_tasks)
+        if self.replication is not None:
+            await self.replication.close()
         for rec in self._reconcilers:
             with contextlib.suppress(Exception):
                 await rec.actuator.close()
@@ -467,6 +486,14 @@ class Daemon(Controller):
             return True, "active"  # no round yet: keep the site as it was
         return d.weight > 0, d.state.value
 
+    def _view_reasons(self, site: str, d: SiteDecision | None) -> list[str]:
+        reasons = list(d.reasons) if d else []
+        if d is not None and d.cause is Cause.STORAGE and d.state is not State.ACTIVE:
+            risk = self._at_risk(site)
+            if risk is not None:
+                reasons.append(risk)
+        return reasons
+
     def sites_view(self) -> list[dict[str, Any]]:
         health: dict[str, dict[str, dict[str, Any]]] = {}  # site -> vantage -> probe
         for (vantage, probe, target), obs in sorted(self.latest.items()):
@@ -491,7 +518,7 @@ class Daemon(Controller):
                     "weight": d.weight if d else 0,
                     "instances": d.instances if d else "running",
                     "mode": self.config.sites[name].mode,
-                    "reasons": list(d.reasons) if d else [],
+                    "reasons": self._view_reasons(name, d),
                     "since": None if memory.since == float("-inf") else memory.since,
                     "health": health.get(name, {}),
                     "override": dataclasses.asdict(o) if o else None,

@@ -128,6 +128,13 @@ class Metrics:
             "trafficd_replication_last_success_timestamp_seconds",
             "last successful replication read",
         )
+        self.replication_up = gauge(
+            "trafficd_replication_up", "the last read of Quay's database succeeded"
+        )
+        self.replication_replica_placements = gauge(
+            "trafficd_replication_replica_placements",
+            "placements beyond each blob's first: rises with every completed copy",
+        )
         self.leader = gauge("trafficd_leader", "this instance holds the lease", ("vantage",))
         self.vantage_fresh = gauge(
             "trafficd_vantage_fresh", "a vantage's observations are fresh", ("vantage",)

@@ -19,7 +19,10 @@ time zone: `now` is passed in from trafficd's clock, never taken from SQL.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,6 +30,9 @@ from typing import Any
 import asyncpg
 
 from trafficd.config.model import Config, Replication
+from trafficd.metrics import Metrics
+
+log = logging.getLogger(__name__)
 
 QUEUE_PREFIX = "imagestoragereplication/"
 STUCK_AFTER = timedelta(minutes=10)  # DESIGN.md: claimed past expiry by more than this
@@ -280,3 +286,87 @@ def render_status(figures: Figures) -> str:
         f"{figures.stuck_items} stuck"
     )
     return "\n".join(lines)
+
+
+class ReplicationMonitor:
+    """The daemon's reader: one round per `replication.interval`, exported as metrics.
+
+    A failed round keeps the last figures (they age; `trafficd_replication_up` and
+    the last-success timestamp say so), drops the connection and tries again next
+    round; it never raises into the daemon, so probing and draining go on.
+    """
+
+    def __init__(
+        self, config: Config, metrics: Metrics, clock: Callable[[], float] = time.time
+    ) -> None:
+        assert config.replication is not None
+        self.settings = config.replication
+        self.defaults = default_locations(config)
+        self.site_locations = {n: list(site.storage or []) for n, site in config.sites.items()}
+        self.metrics = metrics
+        self.clock = clock
+        self.figures: Figures | None = None
+        self.error: str | None = None
+        self._conn: asyncpg.Connection | None = None
+
+    async def round(self) -> None:
+        try:
+            if self._conn is None or self._conn.is_closed():
+                self._conn = await connect(self.settings)
+            figures = await read_figures(self._conn, self.defaults, self.clock())
+        except ReplicationError as exc:
+            if self.error != str(exc):
+                log.warning("replication: %s", exc)
+            self.error = str(exc)
+            self.metrics.replication_up.set(0)
+            await self.close()
+            return
+        if self.error is not None:
+            log.info("replication: Quay's database answers again")
+        self.figures, self.error = figures, None
+        self._export(figures)
+
+    def _export(self, figures: Figures) -> None:
+        m = self.metrics
+        for name, f in figures.locations.items():
+            m.replication_backlog_blobs.labels(location=name).set(f.backlog_blobs)
+            m.replication_backlog_bytes.labels(location=name).set(f.backlog_bytes)
+            m.replication_at_risk_blobs.labels(location=name).set(f.at_risk_blobs)
+            m.replication_at_risk_bytes.labels(location=name).set(f.at_risk_bytes)
+        m.replication_queue_items.set(figures.queue_items)
+        m.replication_oldest_item_age.set(figures.oldest_item_age_seconds)
+        m.replication_dead_items.set(figures.dead_items)
+        m.replication_stuck_items.set(figures.stuck_items)
+        m.replication_replica_placements.set(figures.replica_placements)
+        m.replication_last_success.set(self.clock())
+        m.replication_up.set(1)
+
+    def at_risk(self, site: str) -> str | None:
+        """What a storage drain of `site` leaves unreadable: blobs only at its locations."""
+        if self.figures is None:
+            return None
+        blobs = bytes_ = 0
+        for loc in self.site_locations.get(site, []):
+            f = self.figures.locations.get(loc)
+            if f is not None:
+                blobs += f.at_risk_blobs
+                bytes_ += f.at_risk_bytes
+        where = ", ".join(self.site_locations.get(site, []))
+        stale = f" (as of the last read; now: {self.error})" if self.error else ""
+        return (
+            f"replication: {blobs} blob(s) ({bytes_} bytes) exist only at {where}: "
+            f"pulls of them fail from every site until it returns{stale}"
+        )
+
+    async def run(self) -> None:
+        while True:
+            await self.round()
+            await asyncio.sleep(self.settings.interval)
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await asyncio.wait_for(conn.close(), timeout=2)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+                conn.terminate()

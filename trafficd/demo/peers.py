@@ -45,7 +45,7 @@ def binary(name: str, package: str) -> str:
 
 
 def spawn(
-    argv: Sequence[str], log: Path, env: dict[str, str] | None = None
+    argv: Sequence[str], log: Path, env: dict[str, str] | None = None, user: str | None = None
 ) -> subprocess.Popen[bytes]:
     """Starts a process in its own group (so stopping it stops its children too)."""
     with log.open("ab") as out:
@@ -55,6 +55,8 @@ def spawn(
             stderr=subprocess.STDOUT,
             start_new_session=True,
             env={**os.environ, **(env or {})},
+            user=user,
+            group=user,
         )
 
 
@@ -344,11 +346,11 @@ class Postgres:
         self.port = free_port()
         self.password = password
         self.proc: subprocess.Popen[bytes] | None = None
-        self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        self._user = "postgres" if os.geteuid() == 0 else None
 
     def _own(self, path: Path) -> None:
-        if self._as:
-            shutil.chown(path, "postgres", "postgres")
+        if self._user:
+            shutil.chown(path, self._user, self._user)
 
     def start(self) -> subprocess.Popen[bytes]:
         bindir = _postgres_bin()
@@ -361,7 +363,6 @@ class Postgres:
             self._own(pwfile)
             initdb = subprocess.run(
                 [
-                    *self._as,
                     str(bindir / "initdb"),
                     "-D",
                     str(data),
@@ -377,6 +378,9 @@ class Postgres:
                 check=False,
                 capture_output=True,
                 text=True,
+                user=self._user,
+                group=self._user,
+                cwd=self.dir,
             )
             pwfile.unlink()
             if initdb.returncode != 0:
@@ -385,7 +389,6 @@ class Postgres:
         log.touch()
         self._own(log)
         argv = [
-            *self._as,
             str(bindir / "postgres"),
             "-D",
             str(data),
@@ -400,7 +403,7 @@ class Postgres:
             "-c",
             "synchronous_commit=off",
         ]
-        self.proc = spawn(argv, log)
+        self.proc = spawn(argv, log, user=self._user)
         _started(self.proc, "postgres", self._accepts)
         return self.proc
 
@@ -413,8 +416,14 @@ class Postgres:
         return out.returncode == 0
 
     def stop(self) -> None:
+        """A fast shutdown (SIGINT: clients are disconnected, the data is consistent)."""
         if self.proc is not None:
-            stop(self.proc)
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGINT)
+                try:
+                    self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    stop(self.proc)
             self.proc = None
 
     def dsn(self, database: str = "postgres", user: str = "postgres") -> str:

@@ -1,0 +1,115 @@
+"""The daemon's replication monitor: metrics, a database that stops mid-run and comes
+back, and the blobs at risk carried by a storage drain (real PostgreSQL throughout)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import asyncpg
+
+from tests.replication.conftest import (
+    READONLY_PASSWORD,
+    SCHEMA,
+    SUPERUSER_PASSWORD,
+    QuayDB,
+)
+from tests.replication.test_figures import NOW, fill
+from tests.test_api import healthy, write_config
+from trafficd.config import load
+from trafficd.daemon import Daemon
+from trafficd.demo.peers import Postgres
+from trafficd.replication import ReplicationMonitor
+from trafficd.store import read_events
+
+
+def replication_section(tmp: Path, dsn: str) -> str:
+    (tmp / "db-password").write_text(READONLY_PASSWORD + "\n")
+    return (
+        f"replication: {{dsn: '{dsn}', password: '${{file:db-password}}', "
+        "default_locations: [usstorage, eustorage], interval: 1s, statement_timeout: 2s}"
+    )
+
+
+def sample(daemon: Daemon, name: str, **labels: str) -> float | None:
+    value = daemon.metrics.registry.get_sample_value(name, labels)
+    return value
+
+
+async def test_a_storage_drain_says_which_blobs_it_leaves_unreadable(
+    quay_db: QuayDB, tmp_path: Path
+) -> None:
+    await fill(quay_db)
+    path = write_config(tmp_path, replication_section(tmp_path, quay_db.readonly_dsn))
+    daemon = Daemon(path, load(path))
+    try:
+        monitor = ReplicationMonitor(daemon.config, daemon.metrics, clock=lambda: NOW)
+        daemon.replication = monitor
+        await monitor.round()
+        assert sample(daemon, "trafficd_replication_up") == 1
+        assert sample(daemon, "trafficd_replication_at_risk_blobs", location="eustorage") == 2
+        assert sample(daemon, "trafficd_replication_backlog_bytes", location="usstorage") == 1000
+        assert sample(daemon, "trafficd_replication_stuck_items") == 1
+        t = 1_800_000_000.0
+        for i in range(4):  # eu's storage fails, corroborated: drained after `fall` rounds
+            healthy(daemon, t + i, eu_storage=False)
+            daemon.tick(t + i)
+        drain = [
+            e
+            for e in read_events(daemon.store.dir)
+            if e["kind"] == "transition" and e["site"] == "eu" and e["to"] == "draining"
+        ]
+        assert len(drain) == 1
+        expected = (
+            "replication: 2 blob(s) (300 bytes) exist only at eustorage: "
+            "pulls of them fail from every site until it returns"
+        )
+        assert expected in drain[0]["reasons"]
+        eu = next(s for s in daemon.sites_view() if s["name"] == "eu")
+        assert expected in eu["reasons"]
+    finally:
+        daemon.store.close()
+        await monitor.close()
+
+
+async def test_the_database_stops_mid_run_and_comes_back(tmp_path: Path) -> None:
+    directory = Path(tempfile.mkdtemp(prefix="trafficd-pg.", dir="/tmp"))
+    directory.chmod(0o755)
+    server = Postgres(directory / "cluster", SUPERUSER_PASSWORD)
+    server.start()
+    monitor: ReplicationMonitor | None = None
+    try:
+        admin = await asyncpg.connect(server.dsn(), password=SUPERUSER_PASSWORD)
+        await admin.execute(f"CREATE ROLE trafficd_ro LOGIN PASSWORD '{READONLY_PASSWORD}'")
+        await admin.execute(SCHEMA)
+        await admin.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO trafficd_ro")
+        await admin.execute(
+            "INSERT INTO mediatype (name) VALUES ('m'); INSERT INTO repository (name) VALUES ('r')"
+        )
+        await fill(QuayDB(server, "postgres", admin))
+        await admin.close()
+        dsn = server.dsn("postgres", user="trafficd_ro")
+        path = write_config(tmp_path, replication_section(tmp_path, dsn))
+        daemon = Daemon(path, load(path))
+        monitor = ReplicationMonitor(daemon.config, daemon.metrics, clock=lambda: NOW)
+        await monitor.round()
+        assert monitor.error is None and monitor.figures is not None
+        assert sample(daemon, "trafficd_replication_up") == 1
+        server.stop()
+        await monitor.round()  # must not raise
+        assert monitor.error is not None and "Quay's database" in monitor.error
+        assert READONLY_PASSWORD not in monitor.error
+        assert sample(daemon, "trafficd_replication_up") == 0
+        assert sample(daemon, "trafficd_replication_at_risk_blobs", location="eustorage") == 2
+        assert "as of the last read" in (monitor.at_risk("eu") or "")
+        server.start()
+        await monitor.round()
+        assert monitor.error is None
+        assert sample(daemon, "trafficd_replication_up") == 1
+        daemon.store.close()
+    finally:
+        if monitor is not None:
+            await monitor.close()
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
