@@ -262,9 +262,20 @@ frontend fe
         return [binary("haproxy", "haproxy"), "-db", "-f", str(self.dir / "haproxy.cfg")]
 
     def start(self) -> subprocess.Popen[bytes]:
+        # A socket file left by an earlier run would look ready before HAProxy listens.
+        for path in (self.admin_socket, self.user_socket):
+            Path(path).unlink(missing_ok=True)
         self.proc = spawn(self.argv(), self.dir / "haproxy.log")
-        _started(self.proc, "haproxy", lambda: Path(self.admin_socket).exists())
+        _started(self.proc, "haproxy", self._accepts)
         return self.proc
+
+    def _accepts(self) -> bool:
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(self.admin_socket)
+        except OSError:
+            return False
+        return http_answers(f"http://127.0.0.1:{self.frontend}/")
 
     def admin_states(self, backend: str = "quay") -> dict[str, int]:
         return haproxy_admin_states(self.admin_socket, backend)
