@@ -22,10 +22,11 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from trafficd.demo.peers import TSIG_NAME, Bind, HAProxy, free_port, stop
+from trafficd.demo.peers import Bind, HAProxy
+from trafficd.demo.peers import free_port as free_port  # re-exported for the tests
+from trafficd.demo.peers import stop as stop
 
 ROOT = Path(__file__).resolve().parents[1]
-__all__ = ["TSIG_NAME", "free_port", "stop"]
 
 
 def _wait_http(url: str, proc: subprocess.Popen[bytes], what: str, deadline: float = 30.0) -> None:

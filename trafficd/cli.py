@@ -2,8 +2,7 @@
 
 The outermost layer: it parses arguments and calls into the configuration
 layer, the daemon, the engine's simulator and the API client (client.py).
-Commands of DESIGN.md's table that are not built yet exist and say so, with
-exit status 3.
+The `replication` commands read Quay's database directly (replication.py).
 """
 
 from __future__ import annotations
@@ -13,7 +12,8 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from trafficd import __version__, client
 from trafficd.config import ConfigError, load, summary
@@ -22,28 +22,34 @@ from trafficd.config.secrets import Redactor
 from trafficd.engine import EnginePolicy
 from trafficd.simulate import TimelineError, read_timeline, render_text, simulate
 
+T = TypeVar("T")
+
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_INVALID = 2
 
 
-def _check_config(args: argparse.Namespace) -> int:
+def _load(args: argparse.Namespace, redactor: Redactor | None = None) -> Config | None:
+    """The config of `-c`, or None after printing every problem (FILE:LINE: key: message)."""
     try:
-        config = load(args.config)
+        return load(args.config) if redactor is None else load(args.config, redactor=redactor)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
+        return None
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config = _load(args)
+    if config is None:
         return EXIT_INVALID
     print(f"{args.config}: ok: {summary(config)}")
     return EXIT_OK
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    try:
-        config = load(args.config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
+    config = _load(args)
+    if config is None:
         return EXIT_INVALID
     try:
         with open(args.timeline, encoding="utf-8") as f:
@@ -71,11 +77,8 @@ def _run(args: argparse.Namespace) -> int:
     from trafficd.store import StoreError
 
     redactor = Redactor()
-    try:
-        config = load(args.config, redactor=redactor)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
+    config = _load(args, redactor)
+    if config is None:
         return EXIT_INVALID
     client.setup_logging(args.log_format, args.log_level, redactor)
 
@@ -142,42 +145,48 @@ def _client(action: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
-def _replication_config(args: argparse.Namespace) -> Config | None:
-    try:
-        config = load(args.config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return None
-    if config.replication is None:
-        print(f"{args.config}: no replication section: nothing to read", file=sys.stderr)
-        return None
-    return config
-
-
-def _replication_status(args: argparse.Namespace) -> int:
-    """Reads Quay's database directly (no daemon needed), as DESIGN.md says."""
+def _replication(
+    args: argparse.Namespace,
+    command: str,
+    work: Callable[[Config, Any], Awaitable[T]],
+) -> T | int:
+    """Loads the config, runs `work(config, connection)` against Quay's database and
+    closes it; an exit status instead of a result when that cannot be done."""
     from trafficd import replication
 
-    config = _replication_config(args)
+    config = _load(args)
     if config is None:
         return EXIT_INVALID
-    assert config.replication is not None
+    settings = config.replication
+    if settings is None:
+        print(f"{args.config}: no replication section: nothing to read", file=sys.stderr)
+        return EXIT_INVALID
 
-    async def read() -> replication.Figures:
-        assert config.replication is not None
-        conn = await replication.connect(config.replication)
+    async def run() -> T:
+        assert settings is not None
+        conn = await replication.connect(settings)
         try:
-            defaults = replication.default_locations(config)
-            return await replication.read_figures(conn, defaults, time.time())
+            return await work(config, conn)
         finally:
             await conn.close()
 
     try:
-        figures = asyncio.run(read())
+        return asyncio.run(run())
     except replication.ReplicationError as exc:
-        print(f"trafficd replication status: {exc}", file=sys.stderr)
+        print(f"trafficd replication {command}: {exc}", file=sys.stderr)
         return EXIT_ERROR
+
+
+def _replication_status(args: argparse.Namespace) -> int:
+    from trafficd import replication
+
+    async def read(config: Config, conn: Any) -> replication.Figures:
+        defaults = replication.default_locations(config)
+        return await replication.read_figures(conn, defaults, time.time())
+
+    figures = _replication(args, "status", read)
+    if isinstance(figures, int):
+        return figures
     if args.json:
         print(json.dumps(figures.to_json(), sort_keys=True))
     else:
@@ -189,27 +198,12 @@ def _check_removal(args: argparse.Namespace) -> int:
     """Exit 0 only if every blob placed at LOCATION has a placement at a location that stays."""
     from trafficd import replication
 
-    config = _replication_config(args)
-    if config is None:
-        return EXIT_INVALID
+    async def check(_: Config, conn: Any) -> replication.Removal | None:
+        return await replication.check_removal(conn, args.location)
 
-    async def check() -> replication.Removal | None:
-        assert config.replication is not None
-        conn = await replication.connect(config.replication)
-        try:
-            known = await replication.locations(conn)
-            if args.location not in known:
-                return None
-            staying = [name for name in known if name != args.location]
-            return await replication.check_removal(conn, args.location, staying)
-        finally:
-            await conn.close()
-
-    try:
-        removal = asyncio.run(check())
-    except replication.ReplicationError as exc:
-        print(f"trafficd replication check-removal: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+    removal = _replication(args, "check-removal", check)
+    if isinstance(removal, int):
+        return removal
     if removal is None:
         print(
             f"trafficd replication check-removal: {args.location}: no such location in "

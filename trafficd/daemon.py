@@ -33,7 +33,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -216,10 +216,8 @@ class Daemon(Controller):
         self.decision = decision
         for tr in decision.transitions:
             reasons = list(tr.reasons)
-            if tr.to_state is State.DRAINING and tr.cause is Cause.STORAGE:
-                risk = self._at_risk(tr.site)
-                if risk is not None:
-                    reasons.append(risk)
+            if tr.to_state is State.DRAINING:  # said once, when the drain starts
+                reasons = self._with_risk(tr.site, tr.reasons, tr.cause, tr.to_state)
             event = self.store.event(
                 "transition",
                 t=now,
@@ -253,9 +251,17 @@ class Daemon(Controller):
             self.ready = True
         return decision
 
-    def _at_risk(self, site: str) -> str | None:
-        """With `replication`, the blobs a storage drain of `site` leaves unreadable."""
-        return self.replication.at_risk(site) if self.replication is not None else None
+    def _with_risk(
+        self, site: str, reasons: Sequence[str], cause: Cause | None, state: State
+    ) -> list[str]:
+        """With `replication`, a site out for storage also says which blobs it leaves
+        unreadable (in its drain event and in `trafficd status`)."""
+        out = list(reasons)
+        if self.replication is not None and cause is Cause.STORAGE and state is not State.ACTIVE:
+            risk = self.replication.at_risk(site)
+            if risk is not None:
+                out.append(risk)
+        return out
 
     def _refused(self, refusal: Refusal, **extra: Any) -> None:
         """A change a safety rule refused, automatic or an operator's: audited, counted, sent."""
@@ -486,14 +492,6 @@ class Daemon(Controller):
             return True, "active"  # no round yet: keep the site as it was
         return d.weight > 0, d.state.value
 
-    def _view_reasons(self, site: str, d: SiteDecision | None) -> list[str]:
-        reasons = list(d.reasons) if d else []
-        if d is not None and d.cause is Cause.STORAGE and d.state is not State.ACTIVE:
-            risk = self._at_risk(site)
-            if risk is not None:
-                reasons.append(risk)
-        return reasons
-
     def sites_view(self) -> list[dict[str, Any]]:
         health: dict[str, dict[str, dict[str, Any]]] = {}  # site -> vantage -> probe
         for (vantage, probe, target), obs in sorted(self.latest.items()):
@@ -518,7 +516,7 @@ class Daemon(Controller):
                     "weight": d.weight if d else 0,
                     "instances": d.instances if d else "running",
                     "mode": self.config.sites[name].mode,
-                    "reasons": self._view_reasons(name, d),
+                    "reasons": self._with_risk(name, d.reasons, d.cause, d.state) if d else [],
                     "since": None if memory.since == float("-inf") else memory.since,
                     "health": health.get(name, {}),
                     "override": dataclasses.asdict(o) if o else None,

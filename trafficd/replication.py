@@ -20,9 +20,10 @@ time zone: `now` is passed in from trafficd's clock, never taken from SQL.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -221,20 +222,29 @@ def _why(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+@contextlib.asynccontextmanager
+async def _snapshot(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """One read-only, consistent view; any database failure becomes a ReplicationError."""
+    try:
+        async with conn.transaction(readonly=True, isolation="repeatable_read"):
+            yield
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        raise ReplicationError(f"reading Quay's database failed: {_why(exc)}") from None
+
+
+async def _location_names(conn: asyncpg.Connection) -> dict[int, str]:
+    rows = await conn.fetch("SELECT id, name FROM imagestoragelocation")
+    return {row["id"]: row["name"] for row in rows}
+
+
 async def read_figures(conn: asyncpg.Connection, defaults: Sequence[str], now: float) -> Figures:
     """Every figure of one round, in one read-only snapshot."""
     now_utc = naive_utc(now)
-    try:
-        async with conn.transaction(readonly=True, isolation="repeatable_read"):
-            names = {
-                row["id"]: row["name"]
-                for row in await conn.fetch("SELECT id, name FROM imagestoragelocation")
-            }
-            small = all(0 <= i <= MAX_MASK_ID for i in names)
-            rows = await conn.fetch(MASKS_SQL if small else SETS_SQL)
-            queue = await conn.fetchrow(QUEUE_SQL, now_utc, now_utc - STUCK_AFTER)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-        raise ReplicationError(f"reading Quay's database failed: {_why(exc)}") from None
+    async with _snapshot(conn):
+        names = await _location_names(conn)
+        small = all(0 <= i <= MAX_MASK_ID for i in names)
+        rows = await conn.fetch(MASKS_SQL if small else SETS_SQL)
+        queue = await conn.fetchrow(QUEUE_SQL, now_utc, now_utc - STUCK_AFTER)
     total_blobs = total_bytes = replicas = 0
     placed_blobs: dict[str, int] = dict.fromkeys(names.values(), 0)
     placed_bytes: dict[str, int] = dict.fromkeys(names.values(), 0)
@@ -275,12 +285,15 @@ async def read_figures(conn: asyncpg.Connection, defaults: Sequence[str], now: f
     )
 
 
-async def check_removal(conn: asyncpg.Connection, location: str, staying: Sequence[str]) -> Removal:
-    try:
-        async with conn.transaction(readonly=True, isolation="repeatable_read"):
-            row = await conn.fetchrow(REMOVAL_SQL, location, list(staying))
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-        raise ReplicationError(f"reading Quay's database failed: {_why(exc)}") from None
+async def check_removal(conn: asyncpg.Connection, location: str) -> Removal | None:
+    """What removing `location` would lose: blobs placed there and at no other location
+    of Quay's database. None when Quay has no such location."""
+    async with _snapshot(conn):
+        names = set((await _location_names(conn)).values())
+        if location not in names:
+            return None
+        staying = sorted(names - {location})
+        row = await conn.fetchrow(REMOVAL_SQL, location, staying)
     return Removal(
         location=location,
         placed=row["placed"],
@@ -288,14 +301,6 @@ async def check_removal(conn: asyncpg.Connection, location: str, staying: Sequen
         lost_bytes=row["lost_bytes"],
         examples=[e for e in row["examples"] if e],
     )
-
-
-async def locations(conn: asyncpg.Connection) -> list[str]:
-    try:
-        rows = await conn.fetch("SELECT name FROM imagestoragelocation ORDER BY name")
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-        raise ReplicationError(f"reading Quay's database failed: {_why(exc)}") from None
-    return [row["name"] for row in rows]
 
 
 def render_status(figures: Figures) -> str:
