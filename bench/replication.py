@@ -7,8 +7,9 @@ Quay's tables are created as tests/replication/quay_schema.sql (Quay's migration
 and filled with generate_series: every blob referenced by one manifestblob (100
 blobs per manifest), placed at all 3 locations (90%), at its push location only
 (6%, the backlog) or at 2 (4%); 1% of the blobs still uploading; 10,000 queue
-items. Prints seconds per round (median of --rounds, after one warm-up) and the
-query plans (EXPLAIN ANALYZE) of the figures' queries, which name the indexes used.
+items. Prints seconds per round (median of --rounds, after one warm-up), the time
+of one restore-gate sample, and the query plans (EXPLAIN ANALYZE) of the
+figures' queries, which name the indexes used.
 Target: 10^6 blobs in under 2 s.
 """
 
@@ -25,7 +26,14 @@ from pathlib import Path
 import asyncpg
 
 from trafficd.demo.peers import Postgres
-from trafficd.replication import MASKS_SQL, QUEUE_SQL, naive_utc, read_figures
+from trafficd.replication import (
+    MASKS_SQL,
+    QUEUE_SQL,
+    STREAMING,
+    naive_utc,
+    read_figures,
+    sample_placed,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = (ROOT / "tests/replication/quay_schema.sql").read_text()
@@ -66,7 +74,7 @@ async def bench(server: Postgres, n: int, rounds: int) -> None:
     await admin.execute(f"CREATE DATABASE {db}")
     await admin.close()
     conn = await asyncpg.connect(
-        server.dsn(db), password=PASSWORD, server_settings={"work_mem": "64MB"}
+        server.dsn(db), password=PASSWORD, server_settings={"work_mem": "16MB"}
     )
     try:
         t0 = time.perf_counter()
@@ -87,12 +95,23 @@ async def bench(server: Postgres, n: int, rounds: int) -> None:
         print(f"  blobs {figures.blobs:,}; queue {figures.queue_items} available")
         for name, f in sorted(figures.locations.items()):
             print(f"  {name}: backlog {f.backlog_blobs:,} blobs; at risk {f.at_risk_blobs:,} blobs")
+        samples = []
+        for _ in range(rounds):
+            t2 = time.perf_counter()
+            await sample_placed(conn, "eustorage", 20)
+            samples.append(time.perf_counter() - t2)
+        print(
+            f"  restore gate sample (20 blobs placed at eustorage): median "
+            f"{statistics.median(samples):.3f}s (runs only while a storage-drained site returns)"
+        )
         now = naive_utc(time.time())
         for title, sql, args in (
             ("placements", MASKS_SQL, ()),
             ("queue", QUEUE_SQL, (now, now)),
         ):
-            plan = await conn.fetch(f"EXPLAIN (ANALYZE, COSTS OFF) {sql}", *args)
+            async with conn.transaction(readonly=True):
+                await conn.execute(STREAMING)  # as read_figures runs it
+                plan = await conn.fetch(f"EXPLAIN (ANALYZE, COSTS OFF) {sql}", *args)
             print(f"  plan of the {title} query:")
             for row in plan:
                 print(f"    {row[0]}")

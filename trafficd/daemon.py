@@ -55,6 +55,7 @@ from trafficd.model import Cause, Observation, Override, Pause, Probe, State
 from trafficd.probers.quay import make_session
 from trafficd.probers.schedule import probe_tasks, run_probe_loop
 from trafficd.replication import ReplicationMonitor
+from trafficd.restoregate import GateResult, RestoreGate
 from trafficd.store import Store, read_events
 
 log = logging.getLogger(__name__)
@@ -109,9 +110,10 @@ class Daemon(Controller):
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._config_tasks: list[str] = []
         self.replication: ReplicationMonitor | None = None
+        self.gate: RestoreGate | None = None
         self._wakeups: dict[str, asyncio.Event] = {}
         self._session: aiohttp.ClientSession | None = None
-        self._backends: list[Any] = []
+        self._backends: dict[str, Any] = {}
         self._reconcilers: list[Reconciler] = []
         self.policy = EnginePolicy.from_config(config)
         self._runners: list[web.AppRunner] = []
@@ -209,7 +211,13 @@ class Daemon(Controller):
     def tick(self, now: float | None = None) -> Decision:
         now = time.time() if now is None else now
         decision = decide(
-            self.engine, self.latest, self.policy, self.live_overrides(now), self.pause, now
+            self.engine,
+            self.latest,
+            self.policy,
+            self.live_overrides(now),
+            self.pause,
+            now,
+            restore_blocks=self.restore_blocks(),
         )
         self.engine = decision.state
         previous = self.decision
@@ -262,6 +270,34 @@ class Daemon(Controller):
             if risk is not None:
                 out.append(risk)
         return out
+
+    def restore_blocks(self) -> dict[str, str] | None:
+        return self.gate.blocks(self.engine) if self.gate is not None else None
+
+    def gate_result(self, result: GateResult) -> None:
+        """Every restore-gate check is audited; one that keeps a site out is also sent."""
+        sites = (
+            [n for n, loc in self.gate.first.items() if loc == result.location] if self.gate else []
+        )
+        event = self.store.event(
+            "restore_gate",
+            location=result.location,
+            sites=sites,
+            passed=result.passed,
+            sampled=result.sampled,
+            missing=result.missing,
+            examples=list(result.examples),
+            error=result.error,
+            skipped=result.skipped,
+            reason=result.reason(),
+            vantage=self.config.vantage,
+        )
+        if result.passed:
+            log.info("%s", result.reason())
+        else:
+            log.warning("%s", result.reason())
+            self._notify(event)
+        self._observed.set()  # a passed gate may let a site return: decide now
 
     def _refused(self, refusal: Refusal, **extra: Any) -> None:
         """A change a safety rule refused, automatic or an operator's: audited, counted, sent."""
@@ -430,11 +466,21 @@ class Daemon(Controller):
         self.spawn("notify", self.notify_loop)
         self._config_tasks = [*names, "engine", "preflight", "notify"]
         self.replication = None  # (re)built from the new config
+        self.gate = None
         if config.replication is not None:
             # Its own task: a slow or dead database never delays probing or draining.
             self.replication = ReplicationMonitor(config, self.metrics)
             self.spawn("replication", self.replication.run)
             self._config_tasks.append("replication")
+            if config.replication.restore_sample > 0:
+                gate = RestoreGate(config, self.replication, self._backends, self.metrics)
+                self.gate = gate
+
+                def gfactory() -> Awaitable[None]:
+                    return gate.run(lambda: self.engine, self.gate_result)
+
+                self.spawn("restore-gate", gfactory)
+                self._config_tasks.append("restore-gate")
 
     async def stop_config_tasks(self) -> None:
         await self.cancel(self._config_tasks)
@@ -443,7 +489,7 @@ class Daemon(Controller):
         for rec in self._reconcilers:
             with contextlib.suppress(Exception):
                 await rec.actuator.close()
-        for backend in self._backends:
+        for backend in self._backends.values():
             with contextlib.suppress(Exception):
                 await backend.close()
         if self._session is not None:
@@ -551,7 +597,15 @@ class Daemon(Controller):
             )
             trial = {**self.live_overrides(now), site: override}
             if action == "drain":
-                result = decide(self.engine, self.latest, self.policy, trial, self.pause, now)
+                result = decide(
+                    self.engine,
+                    self.latest,
+                    self.policy,
+                    trial,
+                    self.pause,
+                    now,
+                    restore_blocks=self.restore_blocks(),
+                )
                 refusal = next((r for r in result.refusals if r.site == site), None)
                 if refusal is not None:
                     self._refused(refusal, t=now, who=who, action="drain")

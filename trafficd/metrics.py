@@ -135,6 +135,12 @@ class Metrics:
             "trafficd_replication_replica_placements",
             "placements beyond each blob's first: rises with every completed copy",
         )
+        self.restore_gate_missing = gauge(
+            "trafficd_restore_gate_missing_blobs",
+            "sampled blobs the database places at a recovering location that its storage "
+            "lacks (the last restore-gate check)",
+            ("location",),
+        )
         self.leader = gauge("trafficd_leader", "this instance holds the lease", ("vantage",))
         self.vantage_fresh = gauge(
             "trafficd_vantage_fresh", "a vantage's observations are fresh", ("vantage",)

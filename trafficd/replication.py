@@ -48,12 +48,19 @@ _BLOBS = """
       AND EXISTS (SELECT 1 FROM manifestblob mb WHERE mb.blob_id = s.id)
 """
 
-# One pass over the counted blobs and their placements (a merge join on the
-# primary key, manifestblob_blob_id and imagestorageplacement_storage_id): each
-# blob reduced to the set of locations holding it, then counted per set. A few
-# sets exist (2^locations at most), so every per-location figure follows from
-# them without another scan. The set is a bit mask of location ids when they are
-# small (always, in practice: one row per configured location), else an array.
+# One pass over the counted blobs and their placements: each blob reduced to the set
+# of locations holding it, then counted per set. A few sets exist (2^locations at
+# most), so every per-location figure follows from them without another scan. The
+# set is a bit mask of location ids when they are small (always, in practice: one row
+# per configured location), else an array.
+#
+# The pass streams over three of Quay's indexes in blob id order: pk_imagestorage,
+# manifestblob_blob_id (index only) and imagestorageplacement_storage_id_location_id
+# (index only), merge-joined and grouped as they come, in constant memory. Left to
+# itself the planner hashes all three tables and then hashes a million groups, which
+# spills to disk: 3-4 s at 10^6 blobs against about 1 s streaming (bench/replication.py).
+# So hash joins are turned off for this one transaction (STREAMING).
+STREAMING = "SET LOCAL enable_hashjoin = off"
 MASKS_SQL = f"""
     WITH blob AS ({_BLOBS})
     SELECT held, count(*) AS blobs, COALESCE(sum(size), 0)::bigint AS bytes
@@ -116,6 +123,22 @@ REMOVAL_SQL = f"""
            ARRAY(SELECT s.content_checksum FROM lost
                  JOIN imagestorage s ON s.id = lost.id
                  ORDER BY s.id LIMIT {EXAMPLES}) AS examples
+"""
+
+
+# A random sample of the counted blobs placed at $1, for the restore gate: what the
+# location must still hold before clients are sent back to it. Runs only while a
+# storage-drained site is about to return.
+SAMPLE_SQL = """
+    SELECT s.uuid, s.content_checksum, s.cas_path
+    FROM imagestorageplacement p
+    JOIN imagestoragelocation l ON l.id = p.location_id
+    JOIN imagestorage s ON s.id = p.storage_id
+    WHERE l.name = $1
+      AND s.uploading IS NOT TRUE
+      AND EXISTS (SELECT 1 FROM manifestblob mb WHERE mb.blob_id = s.id)
+    ORDER BY random()
+    LIMIT $2
 """
 
 
@@ -198,9 +221,8 @@ async def connect(settings: Replication) -> asyncpg.Connection:
             server_settings={
                 "statement_timeout": timeout_ms,
                 "default_transaction_read_only": "on",
-                # One round groups every blob by its set of locations: in memory, not
-                # spilled to disk (10^6 blobs need about 40 MB).
-                "work_mem": "64MB",
+                # Enough for the queue's and the removal check's hashes in memory.
+                "work_mem": "16MB",
                 "application_name": "trafficd",
             },
         )
@@ -243,6 +265,7 @@ async def read_figures(conn: asyncpg.Connection, defaults: Sequence[str], now: f
     async with _snapshot(conn):
         names = await _location_names(conn)
         small = all(0 <= i <= MAX_MASK_ID for i in names)
+        await conn.execute(STREAMING)
         rows = await conn.fetch(MASKS_SQL if small else SETS_SQL)
         queue = await conn.fetchrow(QUEUE_SQL, now_utc, now_utc - STUCK_AFTER)
     total_blobs = total_bytes = replicas = 0
@@ -303,6 +326,36 @@ async def check_removal(conn: asyncpg.Connection, location: str) -> Removal | No
     )
 
 
+@dataclass(frozen=True)
+class PlacedBlob:
+    uuid: str
+    digest: str | None
+    cas_path: bool
+
+    def path(self, storage_path: str) -> str:
+        """Where Quay keeps it (storage/basestorage.py, digest/digest_tools.py):
+        `<storage_path>/sha256/<first 2 hex>/<hex>` for content-addressed blobs,
+        `<storage_path>/sharedimages/<uuid>/layer` for the old v1 ones."""
+        if self.cas_path and self.digest:
+            algorithm, _, hex_ = self.digest.partition(":")
+            relative = f"{algorithm.replace('+', '/').replace('.', '/')}/{hex_[:2].zfill(2)}/{hex_}"
+        else:
+            relative = f"sharedimages/{self.uuid}/layer"
+        root = storage_path.strip("/")
+        return f"{root}/{relative}" if root else relative
+
+    @property
+    def name(self) -> str:
+        return self.digest or self.uuid
+
+
+async def sample_placed(conn: asyncpg.Connection, location: str, n: int) -> list[PlacedBlob]:
+    """Up to `n` random counted blobs that Quay's database places at `location`."""
+    async with _snapshot(conn):
+        rows = await conn.fetch(SAMPLE_SQL, location, n)
+    return [PlacedBlob(str(r["uuid"]), r["content_checksum"], bool(r["cas_path"])) for r in rows]
+
+
 def render_status(figures: Figures) -> str:
     lines = [
         f"{'LOCATION':<20} {'BACKLOG':>10} {'BACKLOG BYTES':>15} {'AT RISK':>10} "
@@ -341,12 +394,19 @@ class ReplicationMonitor:
         self.figures: Figures | None = None
         self.error: str | None = None
         self._conn: asyncpg.Connection | None = None
+        # One connection, two users (the rounds and the restore gate's samples).
+        self._lock = asyncio.Lock()
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await connect(self.settings)
+        return self._conn
 
     async def round(self) -> None:
         try:
-            if self._conn is None or self._conn.is_closed():
-                self._conn = await connect(self.settings)
-            figures = await read_figures(self._conn, self.defaults, self.clock())
+            async with self._lock:
+                conn = await self._connection()
+                figures = await read_figures(conn, self.defaults, self.clock())
         except ReplicationError as exc:
             if self.error != str(exc):
                 log.warning("replication: %s", exc)
@@ -390,6 +450,15 @@ class ReplicationMonitor:
             f"replication: {blobs} blob(s) ({bytes_} bytes) exist only at {where}: "
             f"pulls of them fail from every site until it returns{stale}"
         )
+
+    async def sample(self, location: str, n: int) -> list[PlacedBlob]:
+        """A sample for the restore gate, on the monitor's connection."""
+        try:
+            async with self._lock:
+                return await sample_placed(await self._connection(), location, n)
+        except ReplicationError:
+            await self.close()
+            raise
 
     async def run(self) -> None:
         while True:

@@ -54,6 +54,7 @@ class Sim:
         self.now = 0.0
         self.overrides: dict[str, Override] = {}
         self.pause: Pause | None = None
+        self.restore_blocks: dict[str, str] = {}  # the daemon's restore gate, by hand
         self.history: list[Decision] = []
         # Staggered: one engine call per observation, as the daemon does with one vantage
         # (rounds run as probes complete); otherwise one call per interval.
@@ -123,7 +124,13 @@ class Sim:
 
     def _decide(self) -> Decision:
         decision = decide(
-            self.state, self.latest, self.policy, self.overrides, self.pause, self.now
+            self.state,
+            self.latest,
+            self.policy,
+            self.overrides,
+            self.pause,
+            self.now,
+            restore_blocks=self.restore_blocks,
         )
         self.state = decision.state
         self.history.append(decision)

@@ -110,6 +110,25 @@ def test_storage_recovery_goes_through_restoring_to_active() -> None:
     assert sim.states()["eu"] == "active" and d.sites["eu"].weight == 100
 
 
+def test_a_restore_gate_block_keeps_a_storage_drained_site_out_and_says_why() -> None:
+    sim = Sim(make_policy(rise=2, shutdown_grace=0.0))
+    sim.rounds(4, storage={"eustorage": False}, endtoend={"eu": STORAGE_FALSE})
+    assert sim.states()["eu"] == "drained"
+    why = "restore gate: 3 of 20 sampled blob(s) ... are missing"
+    sim.restore_blocks = {"eustorage": why}
+    decisions = sim.rounds(5, endtoend={"eu": STORAGE_FALSE})
+    assert sim.states()["eu"] == "drained"  # the location passes its probes all along
+    reasons = decisions[-1].sites["eu"].reasons
+    assert f"location eustorage passed 2 direct probe round(s) of 2; {why}" in reasons
+    assert not any(why in r for r in decisions[0].sites["eu"].reasons)  # not before rise
+    # A block on another location, or on a site out for another cause, changes nothing.
+    sim.restore_blocks = {"usstorage": why}
+    sim.round(endtoend={"eu": STORAGE_FALSE})
+    assert sim.states()["eu"] == "restoring"
+    sim.round()
+    assert sim.states()["eu"] == "active"
+
+
 def test_restore_timeout_sends_a_site_back_to_drained() -> None:
     sim = Sim(make_policy(rise=1, shutdown_grace=0.0, restore_timeout=3.0))
     sim.rounds(4, storage={"eustorage": False}, endtoend={"eu": STORAGE_FALSE})

@@ -133,6 +133,8 @@ class FakeSwift:
             if self.mode == "corrupt":
                 data = bytes([data[0] ^ 0xFF]) + data[1:]
             return web.Response(body=data)
+        if request.method == "HEAD":  # Swift answers 200 with the object's headers only
+            return web.Response(status=200, headers={"Content-Length": str(len(objects[name]))})
         if request.method == "DELETE":
             del objects[name]
             return web.Response(status=204)

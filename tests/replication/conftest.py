@@ -79,15 +79,17 @@ class QuayDB:
         *,
         uploading: bool | None = False,
         manifests: int = 1,
+        cas_path: bool = True,
     ) -> int:
         """A blob placed at `at`, referenced by `manifests` manifests (0: an orphan)."""
         row = await self.conn.fetchrow(
             "INSERT INTO imagestorage (uuid, image_size, uploading, content_checksum, cas_path)"
-            " VALUES ($1, $2, $3, $4, true) RETURNING id",
+            " VALUES ($1, $2, $3, $4, $5) RETURNING id",
             str(uuid.uuid4()),
             size,
             uploading,
             digest_of(name),
+            cas_path,
         )
         blob_id = int(row["id"])
         for loc in at:

@@ -318,6 +318,13 @@ class Replication(_Model):
     )
     interval: Duration = Field(60.0, gt=0, description="time between reads")
     statement_timeout: Duration = Field(5.0, gt=0, description="timeout of one query")
+    restore_sample: int = Field(
+        20,
+        ge=0,
+        le=1000,
+        description="blobs placed at a storage-drained site's location that must be "
+        "found there (HEAD) before the site is restored; 0 turns the check off",
+    )
 
     @model_validator(mode="after")
     def _postgres(self) -> Replication:

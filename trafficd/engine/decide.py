@@ -125,8 +125,10 @@ class _Round:
         overrides: Mapping[str, Override],
         pause: Pause | None,
         now: float,
+        restore_blocks: Mapping[str, str],
     ) -> None:
         self.prev = previous
+        self.restore_blocks = restore_blocks
         self.ev = evidence
         self.policy = policy
         self.overrides = {k: o for k, o in overrides.items() if o.live(now)}
@@ -236,7 +238,12 @@ class _Round:
         if cause is Cause.STORAGE:
             first = spec.storage[0]
             up = self.locations[first].up
-            return up >= rise, f"location {first} passed {up} direct probe round(s) of {rise}"
+            progress = f"location {first} passed {up} direct probe round(s) of {rise}"
+            block = self.restore_blocks.get(first)
+            if up >= rise and block is not None:
+                self.notes[spec.name].append(f"{progress}; {block}")  # said while it holds
+                return False, f"{progress}; {block}"
+            return up >= rise, progress
         if cause in _CHECK_OF:
             check = _CHECK_OF[cause]
             oks = memory.oks.get(check, 0)
@@ -451,10 +458,16 @@ def decide(
     overrides: Mapping[str, Override],
     pause: Pause | None,
     now: float,
+    *,
+    restore_blocks: Mapping[str, str] | None = None,
 ) -> Decision:
-    """One round: from the previous state and the latest observations to the next state."""
+    """One round: from the previous state and the latest observations to the next state.
+
+    `restore_blocks` names storage locations that pass their probes but may not take a
+    storage-drained site back yet (the restore gate: sampled blobs are missing there),
+    with the reason; such a site stays out and says why."""
     evidence = gather(latest, policy, now, previous.last_round)
-    rnd = _Round(previous, evidence, policy, overrides, pause, now)
+    rnd = _Round(previous, evidence, policy, overrides, pause, now, restore_blocks or {})
     for spec in policy.sites:
         rnd.sites[spec.name] = rnd.step(spec)
     sites = {}

@@ -68,6 +68,10 @@ class AzureBackend:
     async def delete(self, key: str) -> None:
         await self._container.delete_blob(key)
 
+    async def exists(self, key: str) -> bool:
+        found: bool = await self._container.get_blob_client(key).exists()
+        return found
+
     async def reachable(self) -> None:
         await self._container.get_container_properties()
 

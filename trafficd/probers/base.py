@@ -43,6 +43,10 @@ class StorageBackend(Protocol):
 
     async def delete(self, key: str) -> None: ...
 
+    async def exists(self, key: str) -> bool:
+        """Whether an object is there (a HEAD; no body is read). Errors other than
+        "not found" raise, so that a dead backend is not taken for an empty one."""
+
     async def reachable(self) -> None:
         """Read-only check that the bucket/container answers (storage_mode: read)."""
 

@@ -47,6 +47,14 @@ class LocalBackend:
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self._path(key).unlink)
 
+    async def exists(self, key: str) -> bool:
+        def look() -> bool:
+            if not self.root.is_dir():  # an unmounted volume is not an empty one
+                raise StepError("connect", "the directory does not exist")
+            return self._path(key).is_file()
+
+        return await asyncio.to_thread(look)
+
     async def reachable(self) -> None:
         if not await asyncio.to_thread(self.root.is_dir):
             raise StepError("connect", "the directory does not exist")

@@ -223,6 +223,17 @@ class S3Backend:
         client = await self.client()
         await client.delete_object(Bucket=self.target.bucket, Key=key)
 
+    async def exists(self, key: str) -> bool:
+        client = await self.client()
+        try:
+            await client.head_object(Bucket=self.target.bucket, Key=key)
+        except botocore.exceptions.ClientError as exc:
+            # HEAD answers have no body: the code is the HTTP status.
+            if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey"):
+                return False
+            raise
+        return True
+
     async def reachable(self) -> None:
         client = await self.client()
         await client.head_bucket(Bucket=self.target.bucket)

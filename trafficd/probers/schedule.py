@@ -75,8 +75,9 @@ async def run_probe_loop(
 
 def probe_tasks(
     config: Config, session: aiohttp.ClientSession
-) -> tuple[list[ProbeTask], list[StorageBackend]]:
-    """Every probe this vantage runs, and the storage backends to close at shutdown."""
+) -> tuple[list[ProbeTask], dict[str, StorageBackend]]:
+    """Every probe this vantage runs, and the storage backends by location (reused by the
+    restore gate, closed at shutdown)."""
     vantage, probes = config.vantage, config.probes
     tasks: list[ProbeTask] = []
     for name, site in sorted(config.sites.items()):
@@ -87,13 +88,13 @@ def probe_tasks(
                     f"{kind.value}/{name}", kind, name, probes.interval, _bind_site(prober, kind)
                 )
             )
-    backends: list[StorageBackend] = []
+    backends: dict[str, StorageBackend] = {}
     settings = StorageProbeSettings(vantage, probes.timeout, probes.storage_mode)
     for name, location in sorted(config.storage.items()):
         backend = backend_for(
             location, timeout=probes.timeout, endpoint=probes.storage_endpoints.get(name)
         )
-        backends.append(backend)
+        backends[name] = backend
         storage_path = str(getattr(location.params, "storage_path", ""))
         tasks.append(
             ProbeTask(

@@ -156,7 +156,9 @@ class SwiftBackend:
                 storage = self._pick(service.get("endpoints", []), None)
         return token.get("id"), storage, _expiry(token.get("expires"))
 
-    async def _object(self, method: str, key: str, data: bytes | None = None) -> bytes:
+    async def _object(
+        self, method: str, key: str, data: bytes | None = None, *, missing_ok: bool = False
+    ) -> bytes | None:
         token, storage_url = await self._auth()
         url = f"{storage_url}/{quote(self.params.swift_container)}/{quote(key)}"
         async with self.session().request(
@@ -165,6 +167,8 @@ class SwiftBackend:
             if resp.status == 401:
                 self._token = None  # revoked or expired early: authenticate again next time
                 raise StepError("auth", "Swift refused the token (HTTP 401)")
+            if resp.status == 404 and missing_ok:
+                return None
             if resp.status >= 300:
                 raise StepError("error", f"HTTP {resp.status}")
             return await resp.read() if method == "GET" else b""
@@ -173,7 +177,10 @@ class SwiftBackend:
         await self._object("PUT", key, data)
 
     async def get(self, key: str) -> bytes:
-        return await self._object("GET", key)
+        return await self._object("GET", key) or b""
+
+    async def exists(self, key: str) -> bool:
+        return await self._object("HEAD", key, missing_ok=True) is not None
 
     async def delete(self, key: str) -> None:
         await self._object("DELETE", key)

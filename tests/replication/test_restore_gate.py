@@ -1,0 +1,232 @@
+"""The restore gate: a storage-drained site returns only to a location that still holds
+its blobs. Real PostgreSQL (Quay's tables) and a real S3 server (moto_server) holding
+blobs at Quay's own paths; the daemon's engine driven by hand-fed observations."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from aiobotocore.session import get_session
+
+from tests.peers import free_port, moto_server
+from tests.probers.test_s3 import KEYS, create_bucket
+from tests.replication.conftest import READONLY_PASSWORD, QuayDB
+from tests.test_api import healthy
+from trafficd.config import load
+from trafficd.daemon import Daemon
+from trafficd.probers import backend_for
+from trafficd.replication import PlacedBlob, ReplicationMonitor
+from trafficd.restoregate import GateResult, RestoreGate
+from trafficd.store import read_events
+
+T0 = 1_800_000_000.0
+STORAGE_PATH = "/datastorage/registry"
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with moto_server(tmp_path_factory.mktemp("moto")) as url:
+        yield url
+
+
+def write_config(tmp: Path, moto: str, dsn: str, sample: int = 50) -> Path:
+    (tmp / "token").write_text("admin-token-0123456789abcdef\n")
+    (tmp / "db-password").write_text(READONLY_PASSWORD + "\n")
+    keys = ", ".join(f"{k}: {v}" for k, v in KEYS.items())
+    path = tmp / "trafficd.yaml"
+    path.write_text(f"""
+vantage: test
+state_dir: state
+api_token_file: token
+storage:
+  usstorage: [S3Storage, {{s3_bucket: gate-us, storage_path: {STORAGE_PATH},
+              endpoint_url: "{moto}", {keys}}}]
+  eustorage: [S3Storage, {{s3_bucket: gate-eu, storage_path: {STORAGE_PATH},
+              endpoint_url: "{moto}", {keys}}}]
+sites:
+  us: {{url: "http://q.test", connect: "127.0.0.1:1", storage: [usstorage],
+        addresses: [192.0.2.10]}}
+  eu: {{url: "http://q.test", connect: "127.0.0.1:2", storage: [eustorage],
+        addresses: [192.0.2.20]}}
+probes: {{interval: 1s, timeout: 500ms}}
+policy: {{fall: 2, rise: 2, hold_down: 0s, min_active_sites: 1, shutdown_grace: 0s}}
+replication: {{dsn: '{dsn}', password: '${{file:db-password}}',
+              default_locations: [usstorage, eustorage], restore_sample: {sample}}}
+""")
+    return path
+
+
+async def put_blobs(moto: str, bucket: str, blobs: list[PlacedBlob]) -> None:
+    async with get_session().create_client(
+        "s3",
+        endpoint_url=moto,
+        region_name="us-east-1",
+        aws_access_key_id="a",
+        aws_secret_access_key="b",
+    ) as s3:
+        for blob in blobs:
+            await s3.put_object(Bucket=bucket, Key=blob.path(STORAGE_PATH), Body=b"layer")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class World:
+    """A daemon whose site eu was drained because its bucket died."""
+
+    def __init__(self, daemon: Daemon, gate: RestoreGate, clock: Clock) -> None:
+        self.daemon, self.gate, self.clock = daemon, gate, clock
+        self.results: list[GateResult] = []
+
+    async def round(self, *, eu_storage: bool = True) -> None:
+        """One interval: observations, the gate's check (on the engine's memory of the
+        previous round, as the daemon's gate task sees it), the engine's round."""
+        self.clock.now += 1
+        healthy(self.daemon, self.clock.now, eu_storage=eu_storage)
+        for result in await self.gate.round(self.daemon.engine):
+            self.daemon.gate_result(result)
+            self.results.append(result)
+        self.daemon.tick(self.clock.now)
+
+    async def close(self) -> None:
+        self.daemon.store.close()
+        if self.daemon.replication is not None:
+            await self.daemon.replication.close()
+        for backend in self.gate.backends.values():
+            await backend.close()
+
+    def eu(self) -> dict[str, object]:
+        return next(s for s in self.daemon.sites_view() if s["name"] == "eu")
+
+
+@pytest.fixture
+async def world(quay_db: QuayDB, tmp_path: Path, moto: str) -> AsyncIterator[World]:
+    await world_db(quay_db)
+    for bucket in ("gate-us", "gate-eu"):
+        await create_bucket(moto, bucket)
+    world = await make_world(tmp_path, moto, quay_db.readonly_dsn)
+    yield world
+    await world.close()
+
+
+async def world_db(db: QuayDB) -> None:
+    await db.location("usstorage")
+    await db.location("eustorage")
+    for i in range(5):
+        await db.blob(f"eu-{i}", 10, ["eustorage"])
+    await db.blob("eu-v1", 10, ["eustorage", "usstorage"], cas_path=False)  # a v1-era layer
+    await db.blob("eu-orphan", 10, ["eustorage"], manifests=0)  # not counted: not sampled
+    await db.blob("us-0", 10, ["usstorage"])
+
+
+async def make_world(tmp: Path, moto: str, dsn: str, sample: int = 50) -> World:
+    path = write_config(tmp, moto, dsn, sample)
+    daemon = Daemon(path, load(path))
+    clock = Clock()
+    monitor = ReplicationMonitor(daemon.config, daemon.metrics, clock=clock)
+    backends = {n: backend_for(loc, timeout=2.0) for n, loc in daemon.config.storage.items()}
+    gate = RestoreGate(daemon.config, monitor, backends, daemon.metrics, clock=clock)
+    daemon.replication, daemon.gate = monitor, gate
+    world = World(daemon, gate, clock)
+    for _ in range(3):
+        await world.round(eu_storage=False)
+    assert daemon.engine.site("eu").state.value == "drained"
+    return world
+
+
+async def test_a_location_that_came_back_empty_keeps_its_site_drained(
+    world: World, quay_db: QuayDB, moto: str
+) -> None:
+    monitor = world.daemon.replication
+    assert monitor is not None
+    placed = await monitor.sample("eustorage", 100)
+    assert len(placed) == 6  # the orphan is no blob
+    v1 = next(b for b in placed if not b.cas_path)
+    assert v1.path(STORAGE_PATH) == f"datastorage/registry/sharedimages/{v1.uuid}/layer"
+    await put_blobs(moto, "gate-eu", placed[:2])  # the pool came back with 2 of its 6 blobs
+
+    for _ in range(4):  # the location passes its probes (its canary writes work)
+        await world.round()
+    eu = world.eu()
+    assert eu["state"] == "drained"
+    assert world.results and world.results[0].missing == 4 and world.results[0].sampled == 6
+    expected = (
+        "restore gate: 4 of 6 sampled blob(s) that Quay's database places at eustorage are "
+        "missing from its storage"
+    )
+    assert any(expected in r for r in eu["reasons"]), eu["reasons"]  # type: ignore[attr-defined]
+    missing = sorted(b.name for b in placed[2:])
+    assert list(world.results[0].examples) == missing
+    value = world.daemon.metrics.registry.get_sample_value(
+        "trafficd_restore_gate_missing_blobs", {"location": "eustorage"}
+    )
+    assert value == 4
+    events = [e for e in read_events(world.daemon.store.dir) if e["kind"] == "restore_gate"]
+    assert len(events) == 1  # checked every round, reported once while the outcome holds
+    assert events[0]["missing"] == 4 and events[0]["sites"] == ["eu"]
+    assert events[0]["passed"] is False
+
+    await put_blobs(moto, "gate-eu", placed[2:])  # the data is back
+    await world.round()  # checked again (a storage interval later): it returns at once
+    assert world.results[-1].passed and world.results[-1].missing == 0
+    assert world.eu()["state"] == "restoring"
+    await world.round()
+    assert world.eu()["state"] == "active"
+    assert not world.gate.results  # forgotten once the site is back
+
+
+async def test_a_location_whose_blobs_are_all_there_restores_without_delay(
+    world: World, quay_db: QuayDB, moto: str
+) -> None:
+    assert world.daemon.replication is not None
+    await put_blobs(moto, "gate-eu", await world.daemon.replication.sample("eustorage", 100))
+    await world.round()
+    assert world.eu()["state"] == "drained"  # rise is 2
+    await world.round()
+    assert world.eu()["state"] == "restoring"
+    assert [r.passed for r in world.results] == [True]
+
+
+async def test_storage_that_cannot_be_checked_keeps_the_block(
+    world: World, quay_db: QuayDB
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    for backend in world.gate.backends.values():
+        await backend.close()
+    world.gate.backends = {
+        n: backend_for(loc, timeout=1.0, endpoint=dead)
+        for n, loc in world.daemon.config.storage.items()
+    }
+    for _ in range(3):
+        await world.round()
+    assert world.eu()["state"] == "drained"
+    assert world.results[0].error is not None and "connect" in world.results[0].error
+    reasons = world.eu()["reasons"]
+    assert any("restore gate: could not check the blobs at eustorage" in r for r in reasons)  # type: ignore[attr-defined]
+
+
+async def test_a_database_that_cannot_be_read_does_not_hold_the_site_hostage(
+    quay_db: QuayDB, tmp_path: Path, moto: str
+) -> None:
+    for bucket in ("gate-us", "gate-eu"):
+        await create_bucket(moto, bucket)
+    dead = f"postgresql://trafficd_ro@127.0.0.1:{free_port()}/quay"
+    world = await make_world(tmp_path, moto, dead)
+    try:
+        for _ in range(2):
+            await world.round()
+        assert world.eu()["state"] == "restoring"
+        assert world.results[0].skipped is not None
+        assert "cannot connect to Quay's database" in world.results[0].skipped
+        events = [e for e in read_events(world.daemon.store.dir) if e["kind"] == "restore_gate"]
+        assert events[0]["reason"].startswith("restore gate: skipped for eustorage")
+        assert READONLY_PASSWORD not in str(events)
+    finally:
+        await world.close()
