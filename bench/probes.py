@@ -14,6 +14,13 @@ then probes every endpoint once per interval for `duration` seconds:
    /proc/PID/stat, and the ratio.
 Targets: CPU per probe no more than blackbox_exporter's; 500 sites at 1 s on
 one core with p99 under 50 ms on loopback.
+
+Then the registry prober (a whole synthetic pull: /v2/, token, manifest HEAD
+and GET, blob redirect, presigned S3 read, digest) against a local
+docker-registry (Debian package, htpasswd auth) on a moto S3 server, with
+`--registry-sites` probers at the same interval: pulls/s, CPU seconds per
+1,000 pulls of this process, p50/p99. moto (a Python S3 server) and the
+registry run in their own processes and are not counted.
 """
 
 from __future__ import annotations
@@ -35,9 +42,12 @@ from pathlib import Path
 
 import aiohttp
 
-from trafficd.config.model import Probes, Site
+from trafficd.config.model import Probes, RegistryProbe, Site
 from trafficd.model import Probe
 from trafficd.probers.quay import QuayProber, Target, make_session
+from trafficd.probers.registry import RegistryProber
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SERVER = r"""
 import asyncio, json, sys
@@ -187,6 +197,49 @@ async def bench_blackbox(
     return summary(latencies, cpu, wall, failures)
 
 
+async def bench_registry(n: int, duration: float, interval: float) -> dict[str, float]:
+    """`n` registry probers (one per simulated site) pulling from one local registry."""
+    sys.path.insert(0, str(ROOT))  # the registry test peer lives with the tests
+    from tests.peers import moto_server
+    from tests.probers.registry_peer import PASSWORD, USER, Layout, Registry
+    from tests.probers.test_s3 import create_bucket
+
+    with tempfile.TemporaryDirectory() as tmp, moto_server(Path(tmp)) as moto:
+        await create_bucket(moto, "registry")
+        registry = await Registry(Path(tmp) / "registry", moto, auth="htpasswd").start()
+        try:
+            layout = Layout(Path(tmp) / "layout")
+            layout.tag("latest", layout.image("amd64", "bench"))
+            await registry.push(layout.root, "latest")
+            site = Site(url="http://registry.example.test", connect=f"127.0.0.1:{registry.port}")
+            settings = RegistryProbe.model_validate(
+                {"repository": "trafficd/canary", "username": USER, "password": PASSWORD}
+            )
+            probes = Probes(interval=f"{interval}s", timeout=f"{interval * 0.9}s")
+            async with make_session(limit=n + 10) as session:
+                probers = [
+                    RegistryProber(
+                        Target.from_site(f"s{i}", site), probes, settings, session, vantage="b"
+                    )
+                    for i in range(n)
+                ]
+                failures = 0
+
+                async def probe_one(i: int) -> float | None:
+                    nonlocal failures
+                    obs = await probers[i].probe()
+                    if not obs.ok:
+                        failures += 1
+                    return obs.latency
+
+                cpu0, t0 = self_cpu(), time.monotonic()
+                latencies = await run_loops(n, duration, interval, probe_one)
+                cpu, wall = self_cpu() - cpu0, time.monotonic() - t0
+        finally:
+            await registry.close()
+    return summary(latencies, cpu, wall, failures)
+
+
 def summary(latencies: list[float], cpu: float, wall: float, failures: int) -> dict[str, float]:
     latencies.sort()
     n = len(latencies)
@@ -206,6 +259,7 @@ async def main() -> None:
     parser.add_argument("--sites", type=int, nargs="+", default=[10, 100, 500])
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--interval", type=float, default=1.0)
+    parser.add_argument("--registry-sites", type=int, nargs="*", default=[1, 10])
     args = parser.parse_args()
     exporter = shutil.which("prometheus-blackbox-exporter")
     print(
@@ -243,6 +297,13 @@ async def main() -> None:
         finally:
             server.terminate()
             server.wait(timeout=10)
+    for n in args.registry_sites:
+        pulls = await bench_registry(n, args.duration, args.interval)
+        print(
+            f"{'registry':>10} {n:>6} {pulls['per_s']:>9.1f} {pulls['cpu_per_1000']:>11.3f} "
+            f"{pulls['cpu_share'] * 100:>6.1f} {pulls['p50_ms']:>7.2f} {pulls['p99_ms']:>7.2f} "
+            f"{pulls['failures']:>6.0f}   (a whole pull per probe)"
+        )
 
 
 if __name__ == "__main__":

@@ -116,6 +116,7 @@ class FaultProxy:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.rstrip("/")
         self.mode = "pass"  # pass | status500 | hang | corrupt
+        self.only: str | None = None  # misbehave only for requests whose path holds this
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -135,10 +136,11 @@ class FaultProxy:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append((request.method, request.path_qs, dict(request.headers)))
-        if self.mode == "hang":
+        mode = self.mode if self.only is None or self.only in request.path_qs else "pass"
+        if mode == "hang":
             await self._release.wait()  # until the test closes the proxy
             return web.Response(status=504)
-        if self.mode == "status500":
+        if mode == "status500":
             body = (
                 b"<?xml version='1.0'?>"
                 b"<Error><Code>InternalError</Code><Message>injected</Message></Error>"
@@ -159,7 +161,7 @@ class FaultProxy:
             skip_auto_headers=skip_auto,
         ) as upstream:
             body = await upstream.read()
-            if self.mode == "corrupt" and request.method == "GET" and body:
+            if mode == "corrupt" and request.method == "GET" and body:
                 body = bytes([body[0] ^ 0xFF]) + body[1:]
             skip = {"content-length", "transfer-encoding", "content-encoding", "connection"}
             out = {k: v for k, v in upstream.headers.items() if k.lower() not in skip}

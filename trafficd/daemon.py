@@ -163,6 +163,10 @@ class Daemon(Controller):
             duration.observe(obs.latency)
         for service, healthy in obs.services.items():
             self._service_series(obs, service).set(1 if healthy else 0)
+        for step, seconds in obs.steps.items():
+            self.metrics.registry_probe_step.labels(
+                site=obs.target, step=step, vantage=obs.vantage
+            ).observe(seconds)
         self._observed.set()
         if before is None or (before.ok, before.reason, dict(before.services)) != (
             obs.ok,

@@ -56,6 +56,7 @@ class Observation:
     services: Mapping[str, bool] = field(default_factory=dict)
     latency: float | None = None  # seconds the probe took
     detail: str | None = None  # failure text: Quay's debug output, an SDK error code
+    steps: Mapping[str, float] = field(default_factory=dict)  # seconds per step (registry)
 
     @property
     def key(self) -> tuple[str, Probe, str]:
@@ -84,6 +85,7 @@ class Observation:
                 services={str(k): bool(v) for k, v in services.items()},
                 latency=None if obj.get("latency") is None else float(obj["latency"]),
                 detail=None if obj.get("detail") is None else str(obj["detail"]),
+                steps={str(k): float(v) for k, v in (obj.get("steps") or {}).items()},
             )
         except KeyError as exc:
             raise ValueError(f"missing key {exc.args[0]!r}") from None
@@ -107,6 +109,8 @@ class Observation:
             out["latency"] = round(self.latency, 6)
         if self.detail is not None:
             out["detail"] = self.detail
+        if self.steps:
+            out["steps"] = {k: round(v, 6) for k, v in self.steps.items()}
         return out
 
 

@@ -359,6 +359,17 @@ class RegistryProbe(_Model):
     username: SecretStr | None = Field(None, description="robot account name")
     password: SecretStr | None = Field(None, description="robot token")
     blob_bytes: int = Field(65536, gt=0, description="bytes of the smallest layer to read")
+    timeout: Duration | None = Field(
+        None, gt=0, description="bound on one whole pull (default: probes.timeout)"
+    )
+    push: bool = Field(
+        False,
+        description="also push a canary blob and manifest to push_repository, then "
+        "delete the tag (the robot needs write and delete there)",
+    )
+    push_repository: str = Field(
+        "trafficd/canary-push", description="where push: true writes its canary"
+    )
 
 
 # --- the whole file ------------------------------------------------------------

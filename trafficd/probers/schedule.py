@@ -24,6 +24,7 @@ from trafficd.model import Observation, Probe
 from trafficd.probers import backend_for
 from trafficd.probers.base import StorageBackend, StorageProbeSettings, probe_storage
 from trafficd.probers.quay import QuayProber, Target
+from trafficd.probers.registry import RegistryProber
 
 Sink = Callable[[Observation], None]
 
@@ -81,12 +82,18 @@ def probe_tasks(
     vantage, probes = config.vantage, config.probes
     tasks: list[ProbeTask] = []
     for name, site in sorted(config.sites.items()):
-        prober = QuayProber(Target.from_site(name, site), probes, session, vantage=vantage)
+        target = Target.from_site(name, site)
+        prober = QuayProber(target, probes, session, vantage=vantage)
         for kind in (Probe.ENDTOEND, Probe.INSTANCE):
             tasks.append(
                 ProbeTask(
                     f"{kind.value}/{name}", kind, name, probes.interval, _bind_site(prober, kind)
                 )
+            )
+        if config.registry_probe is not None:
+            puller = RegistryProber(target, probes, config.registry_probe, session, vantage=vantage)
+            tasks.append(
+                ProbeTask(f"registry/{name}", Probe.REGISTRY, name, probes.interval, puller.probe)
             )
     backends: dict[str, StorageBackend] = {}
     settings = StorageProbeSettings(vantage, probes.timeout, probes.storage_mode)
