@@ -39,3 +39,26 @@ async def test_a_missing_mount_fails_and_is_not_created(tmp_path: Path) -> None:
         )
         assert (obs.ok, obs.reason) == (False, "connect")
     assert not missing.exists()
+
+
+async def test_the_one_call_canary_names_the_step_that_failed(tmp_path: Path) -> None:
+    # Where the canary's directory should be there is a file: the put cannot happen.
+    (tmp_path / "trafficd").write_text("in the way")
+    backend = backend_for(location(tmp_path), timeout=2.0)
+    obs = await probe_storage(
+        backend,
+        location="local",
+        storage_path=str(tmp_path),
+        settings=StorageProbeSettings("us-east", 2.0),
+    )
+    assert (obs.ok, obs.reason) == (False, "put")
+    # A healthy round trip reports the time of each of its steps.
+    (tmp_path / "trafficd").unlink()
+    obs = await probe_storage(
+        backend,
+        location="local",
+        storage_path=str(tmp_path),
+        settings=StorageProbeSettings("us-east", 2.0),
+    )
+    assert obs.ok is True and obs.detail is not None
+    assert all(f"{step}=" in obs.detail for step in ("put", "get", "delete")), obs.detail

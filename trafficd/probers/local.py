@@ -1,7 +1,8 @@
 """The LocalStorage prober: a directory, through a thread so the event loop never blocks.
 
-Implements `base.StorageBackend`; a hung filesystem (NFS) blocks only the
-worker thread, and the probe's timeout still answers.
+Implements `base.StorageBackend` and `base.OneCallCanary` (the whole canary in
+one thread hand-off); a hung filesystem (NFS) blocks only the worker thread,
+and the probe's timeout still answers.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import time
 from pathlib import Path
 
 from trafficd.config.storage import LocalStorageParams, StorageLocation
@@ -28,18 +30,31 @@ class LocalBackend:
         relative = key.removeprefix(str(self.root).strip("/")).lstrip("/")
         return self.root / relative
 
+    def _write(self, path: Path, data: bytes) -> None:
+        if not self.root.is_dir():  # a missing mount must fail, not be created
+            raise StepError("connect", "the directory does not exist")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
     async def put(self, key: str, data: bytes) -> None:
+        await asyncio.to_thread(self._write, self._path(key), data)
+
+    async def canary(self, key: str, data: bytes, steps: dict[str, float]) -> bytes:
         path = self._path(key)
 
-        def write() -> None:
-            if not self.root.is_dir():  # a missing mount must fail, not be created
-                raise StepError("connect", "the directory does not exist")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
+        def roundtrip() -> bytes:
+            begin = time.perf_counter()
+            self._write(path, data)
+            steps["put"] = (now := time.perf_counter()) - begin
+            got = path.read_bytes()
+            steps["get"] = (begin := time.perf_counter()) - now
+            path.unlink()
+            steps["delete"] = time.perf_counter() - begin
+            return got
 
-        await asyncio.to_thread(write)
+        return await asyncio.to_thread(roundtrip)
 
     async def get(self, key: str) -> bytes:
         return await asyncio.to_thread(self._path(key).read_bytes)
