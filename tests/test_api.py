@@ -205,7 +205,7 @@ async def test_state_survives_a_restart(tmp_path: Path) -> None:
     first = Daemon(path, load(path))
     healthy(first, T0)
     first.tick(T0)
-    first.command("drain", "eu", "admin", {"reason": "maintenance", "stop_instances": True})
+    await first.command("drain", "eu", "admin", {"reason": "maintenance", "stop_instances": True})
     for r in range(1, 4):  # the manual drain goes on to drained after shutdown_grace (60 s)
         healthy(first, T0 + 60 * r)
         first.tick(T0 + 60 * r)

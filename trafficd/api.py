@@ -42,6 +42,10 @@ class RefusedError(Exception):
         self.rule = rule
 
 
+class UnavailableError(Exception):
+    """A command that cannot be taken now (the shared store is down): 503."""
+
+
 class UnknownSiteError(Exception):
     pass
 
@@ -56,9 +60,11 @@ class Controller(Protocol):
 
     def verdict(self, site: str) -> tuple[bool, str]: ...
 
-    def command(
+    async def command(
         self, action: str, site: str | None, who: str, body: Mapping[str, Any]
     ) -> dict[str, Any]: ...
+
+    def coordination_view(self) -> dict[str, Any]: ...
 
     def events(self, since: float | None) -> list[dict[str, Any]]: ...
 
@@ -126,7 +132,12 @@ def build_apps(
         return handler
 
     async def sites(request: web.Request, token: Token) -> web.Response:
-        return web.json_response({"sites": ctl.sites_view()})
+        return web.json_response(
+            {"sites": ctl.sites_view(), "coordination": ctl.coordination_view()}
+        )
+
+    async def coordination(request: web.Request, token: Token) -> web.Response:
+        return web.json_response(ctl.coordination_view())
 
     async def events(request: web.Request, token: Token) -> web.Response:
         since = None
@@ -154,11 +165,13 @@ def build_apps(
                 return error(400, "reason: a non-empty string is required")
             site = request.match_info.get("site") if per_site else None
             try:
-                result = ctl.command(action, site, token.name, body)
+                result = await ctl.command(action, site, token.name, body)
             except UnknownSiteError:
                 return error(404, f"unknown site {site!r}")
             except RefusedError as exc:
                 return error(409, str(exc), rule=exc.rule)
+            except UnavailableError as exc:
+                return error(503, str(exc))
             except ValueError as exc:
                 return error(400, str(exc))
             return web.json_response(result)
@@ -174,6 +187,7 @@ def build_apps(
     main = web.Application(client_max_size=MAX_BODY, middlewares=[json_errors])
     public_routes(main)
     main.router.add_get("/api/v1/sites", guarded("read", sites))
+    main.router.add_get("/api/v1/coordination", guarded("read", coordination))
     main.router.add_get("/api/v1/events", guarded("read", events))
     for action, needs in (("drain", True), ("undrain", False), ("hold", True), ("release", False)):
         main.router.add_post(

@@ -112,8 +112,15 @@ def _client(action: str) -> Callable[[argparse.Namespace], int]:
         try:
             base, token = client.locate(args.api, args.config, args.token_file)
             if action == "status":
-                sites = client.call(base, token, "GET", "/api/v1/sites")["sites"]
-                print(json.dumps(sites, indent=1) if args.json else client.render_status(sites))
+                answer = client.call(base, token, "GET", "/api/v1/sites")
+                sites = answer["sites"]
+                if args.json:
+                    print(json.dumps(sites, indent=1))
+                else:
+                    coordination = client.render_coordination(answer.get("coordination") or {})
+                    print(
+                        (coordination + "\n" if coordination else "") + client.render_status(sites)
+                    )
                 return EXIT_OK
             if action == "events":
                 query = f"?since={args.since}" if args.since else ""

@@ -111,6 +111,21 @@ def _age(since: float | None) -> str:
     return f"{seconds}s"
 
 
+def render_coordination(view: dict[str, Any]) -> str:
+    """With several instances: who leads, and whether each vantage's view is fresh."""
+    if not view or view.get("backend") in (None, "none"):
+        return ""
+    state = "up" if view.get("up") else f"DOWN ({view.get('error') or 'no answer'})"
+    lines = [
+        f"coordination: {view['backend']} {state}; leader: {view.get('leader') or 'none'}"
+        f" (token {view.get('token')}); this instance: {view.get('self')}"
+    ]
+    for name, v in sorted((view.get("vantages") or {}).items()):
+        age = "never" if v.get("age") is None else f"{v['age']:.1f}s ago"
+        lines.append(f"  vantage {name}: {'fresh' if v.get('fresh') else 'STALE'} ({age})")
+    return "\n".join(lines)
+
+
 def render_status(sites: list[dict[str, Any]]) -> str:
     rows = [("SITE", "STATE", "CAUSE", "WEIGHT", "SINCE", "OVERRIDE", "HEALTH", "REASONS")]
     for s in sites:

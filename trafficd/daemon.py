@@ -43,20 +43,36 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram
 
 from trafficd.actuators import build
 from trafficd.actuators.base import Actuator, BuildContext, Reconciler, desired_state
-from trafficd.api import Controller, RefusedError, Token, UnknownSiteError, build_apps
+from trafficd.api import (
+    Controller,
+    RefusedError,
+    Token,
+    UnavailableError,
+    UnknownSiteError,
+    build_apps,
+)
 from trafficd.config.loader import load
 from trafficd.config.model import Config
 from trafficd.config.source import ConfigError
 from trafficd.config.types import parse_duration, split_host_port
+from trafficd.coordination import BACKENDS, Coordinator, StoreError
 from trafficd.engine import Decision, EnginePolicy, EngineState, Refusal, SiteDecision, decide
 from trafficd.engine.decide import SAFETY_RULES
+from trafficd.engine.evidence import gather
 from trafficd.metrics import Metrics
 from trafficd.model import Cause, Observation, Override, Pause, Probe, State
 from trafficd.probers.quay import make_session
 from trafficd.probers.schedule import probe_tasks, run_probe_loop
 from trafficd.replication import ReplicationMonitor
 from trafficd.restoregate import GateResult, RestoreGate
-from trafficd.store import Store, read_events
+from trafficd.store import (
+    Store,
+    decisions_from_json,
+    decisions_to_json,
+    engine_from_json,
+    engine_to_json,
+    read_events,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +113,11 @@ class Daemon(Controller):
         self.pause: Pause | None = saved["pause"]
         self.saved_actuators: dict[str, Any] = dict(saved["actuators"])
         self.latest: dict[tuple[str, Probe, str], Observation] = {}
+        # With coordination: this vantage's own observations (published), and when each
+        # key's current observation first arrived here (see coordinated_round).
+        self.coord: Coordinator | None = None
+        self.own: dict[tuple[str, Probe, str], Observation] = {}
+        self._seen: dict[tuple[str, Probe, str], float] = {}
         self._probe_series: dict[tuple[str, Probe, str], tuple[Gauge, Histogram]] = {}
         self._quay_series: dict[tuple[str, str, str], Gauge] = {}
         self.decision: Decision | None = None
@@ -155,8 +176,9 @@ class Daemon(Controller):
     # --- observations --------------------------------------------------------------------
 
     def observe(self, obs: Observation) -> None:
-        before = self.latest.get(obs.key)
-        self.latest[obs.key] = obs
+        mine = self.own if self.coord is not None else self.latest
+        before = mine.get(obs.key)
+        mine[obs.key] = obs
         up, duration = self._series(obs)
         up.set(1 if obs.ok else 0)
         if obs.latency is not None:
@@ -366,6 +388,18 @@ class Daemon(Controller):
         the vantages' votes over several rounds (revisit with coordination, issue 10)."""
         interval = self.config.probes.interval
         gap = min(ROUND_GAP, interval / 10)
+        if self.coord is not None:
+            # The wall-clock grid every instance shares: each publishes half an interval
+            # before the round, so the leader's round sees every vantage's latest.
+            half = interval / 2
+            while True:
+                phase = time.time() % interval
+                if phase < half:
+                    await asyncio.sleep(half - phase)
+                    await self.publish()
+                else:
+                    await asyncio.sleep(interval - phase)
+                    await self.coordinated_round()
         eager = len(self.config.all_vantages) == 1
         loop = asyncio.get_running_loop()
         next_at = loop.time() + interval
@@ -381,6 +415,142 @@ class Daemon(Controller):
                 next_at += interval
                 self.tick()
 
+    # --- coordination (several instances) -----------------------------------------------
+
+    async def publish(self) -> None:
+        assert self.coord is not None
+        try:
+            await self.coord.publish(self.own.values())
+        except StoreError as exc:
+            self.coord.lost(exc)
+            self._export_coordination()
+
+    def _merge(self, published: Mapping[str, list[Observation]], now: float) -> None:
+        """Every vantage's observations into `latest`, stamped with when they first
+        arrived here: the engine counts an observation in the first round after its
+        time, and one published late (another instance's clock, the publish grid)
+        must still count once, never zero times and never twice."""
+        merged: dict[tuple[str, Probe, str], Observation] = {}
+        seen: dict[tuple[str, Probe, str], float] = {}
+        for observations in published.values():
+            for o in observations:
+                previous = self.latest.get(o.key)
+                if previous is not None and self._seen.get(o.key) == o.t:
+                    merged[o.key], seen[o.key] = previous, o.t  # the same one as last round
+                else:
+                    merged[o.key], seen[o.key] = dataclasses.replace(o, t=now), o.t
+        self.latest, self._seen = merged, seen
+
+    def _shared_doc(self, decision: Decision) -> dict[str, Any]:
+        actuators = dict(self.saved_actuators)
+        for rec in self._reconcilers:
+            export = getattr(rec.actuator, "export_state", None)
+            if export is not None:
+                actuators[rec.actuator.ident] = export()
+        return {
+            "engine": engine_to_json(self.engine),
+            "decisions": decisions_to_json(decision.sites),
+            "actuators": actuators,
+            "leader": self.config.vantage,
+            "t": time.time(),
+        }
+
+    async def coordinated_round(self) -> None:
+        """One round with coordination: read every vantage, renew or take the lease; the
+        leader decides and writes the shared state (fenced), the others show it."""
+        coord = self.coord
+        assert coord is not None
+        now = time.time()
+        was_leading = coord.leading()
+        try:
+            published = await coord.observations()
+            leading = await coord.campaign()
+            shared = await coord.load_state()
+            overrides, pause = await coord.overrides(), await coord.pause()
+        except StoreError as exc:
+            coord.lost(exc)  # nothing is decided or actuated until the store answers
+            self._export_coordination()
+            return
+        coord.found()
+        self._merge(published, now)
+        self.overrides, self.pause = overrides, pause
+        if leading and not was_leading:
+            self._take_over(shared)
+        if leading:
+            decision = self.tick(now)
+            for site in set(overrides) - set(self.overrides):  # expired during the round
+                with contextlib.suppress(StoreError):
+                    await coord.put_override(site, None)
+            try:
+                await coord.save_state(self._shared_doc(decision))
+            except StoreError as exc:
+                coord.lost(exc)
+        elif shared is not None:
+            self._follow(shared, now)
+        self.ready = self.ready or self.decision is not None
+        self._export_coordination()
+
+    def _take_over(self, shared: Mapping[str, Any] | None) -> None:
+        """A new leader continues exactly where the old one stopped; with nothing in
+        the store (a store that restarted empty), from what this instance last knew."""
+        assert self.coord is not None
+        if shared is not None:
+            self.engine = engine_from_json(shared.get("engine", {}))
+            self.saved_actuators = dict(shared.get("actuators", {}))
+            for rec in self._reconcilers:
+                importer = getattr(rec.actuator, "import_state", None)
+                state = self.saved_actuators.get(rec.actuator.ident)
+                if importer is not None and state is not None:
+                    importer(state)
+        event = self.store.event(
+            "leader",
+            vantage=self.config.vantage,
+            token=self.coord.token,
+            previous=shared.get("leader") if shared else None,
+        )
+        log.warning("coordination: this instance (%s) leads now", self.config.vantage)
+        self._notify(event)
+        for wake in self._wakeups.values():
+            wake.set()
+
+    def _follow(self, shared: Mapping[str, Any], now: float) -> None:
+        """A follower shows the leader's decisions and keeps its memory current."""
+        self.engine = engine_from_json(shared.get("engine", {}))
+        self.saved_actuators = dict(shared.get("actuators", {}))
+        sites = decisions_from_json(shared.get("decisions", {}))
+        if set(sites) != set(self.config.sites):
+            return  # the leader runs another configuration: keep the last view
+        evidence = gather(self.latest, self.policy, now, self.engine.last_round)
+        self.decision = Decision(self.engine, sites, (), (), evidence)
+        self._export_decision(self.decision)
+        self.save()
+
+    def _export_coordination(self) -> None:
+        m, me = self.metrics, self.config.vantage
+        coord = self.coord
+        if coord is None:  # one instance: it leads, and its own view is the fresh one
+            m.coordination_up.set(1)
+            m.leader.labels(vantage=me).set(1)
+            m.vantage_fresh.labels(vantage=me).set(1)
+            return
+        m.coordination_up.set(1 if coord.up else 0)
+        m.leader.labels(vantage=me).set(1 if coord.leading() else 0)
+        for v in self.config.all_vantages:
+            m.vantage_fresh.labels(vantage=v).set(1 if coord.up and coord.fresh(v) else 0)
+
+    def _token(self) -> int | None:
+        return self.coord.token if self.coord is not None and self.coord.leading() else None
+
+    def may_actuate(self) -> bool:
+        return self.coord is None or self.coord.leading()
+
+    def coordination_view(self) -> dict[str, Any]:
+        if self.coord is None:
+            return {"backend": "none", "leader": self.config.vantage, "self": self.config.vantage}
+        view = self.coord.view()
+        view["backend"] = self.config.coordination.backend
+        return view
+
     # --- actuators -----------------------------------------------------------------------
 
     def desired(self) -> dict[str, Any]:
@@ -394,6 +564,8 @@ class Daemon(Controller):
             wake.clear()
             if self.decision is None or (self.pause is not None and self.pause.hands_off):
                 continue
+            if not self.may_actuate():
+                continue  # another instance leads: only it changes the backends
             outcome = await rec.reconcile(self.desired())
             if outcome.applied or outcome.error:
                 self.store.event(
@@ -431,6 +603,14 @@ class Daemon(Controller):
 
     def start_config_tasks(self) -> None:
         config = self.config
+        self.coord = None
+        if config.coordination.backend != "none":
+            backend = BACKENDS[config.coordination.backend](
+                list(config.coordination.urls), timeout=max(1.0, config.probes.timeout)
+            )
+            self.coord = Coordinator(config, backend)
+            self.latest, self.own = {}, dict(self.latest)
+        self._export_coordination()
         self._session = make_session()
         tasks, self._backends = probe_tasks(config, self._session)
         names = []
@@ -451,7 +631,14 @@ class Daemon(Controller):
             importer = getattr(actuator, "import_state", None)
             if state is not None and importer is not None:
                 importer(state)
-            rec = Reconciler(actuator, self.metrics, dry_run=self.dry_run)
+            coord = self.coord
+            rec = Reconciler(
+                actuator,
+                self.metrics,
+                dry_run=self.dry_run,
+                guard=coord.still_leading if coord is not None else None,
+                fence=self._token if coord is not None else None,
+            )
             self._reconcilers.append(rec)
             if actuator.role == "notify":
                 continue
@@ -488,6 +675,10 @@ class Daemon(Controller):
 
     async def stop_config_tasks(self) -> None:
         await self.cancel(self._config_tasks)
+        if self.coord is not None:
+            await self.coord.resign()  # a successor need not wait for the lease to expire
+            with contextlib.suppress(Exception):
+                await self.coord.backend.close()
         if self.replication is not None:
             await self.replication.close()
         for rec in self._reconcilers:
@@ -578,9 +769,11 @@ class Daemon(Controller):
         cutoff = None if since is None else time.time() - since
         return list(collections.deque(read_events(self.store.dir, cutoff), maxlen=1000))
 
-    def command(
+    async def command(
         self, action: str, site: str | None, who: str, body: Mapping[str, Any]
     ) -> dict[str, Any]:
+        """An operator's command. With coordination it is written to the shared store
+        first (any instance accepts it; the leader acts on it at its next round)."""
         now = time.time()
         if site is not None and site not in self.config.sites:
             raise UnknownSiteError(site)
@@ -588,6 +781,8 @@ class Daemon(Controller):
         expires = None
         if body.get("for") is not None:
             expires = now + parse_duration(body["for"])
+        override: Override | None = None
+        pause = self.pause
         if action in ("drain", "hold"):
             assert site is not None
             override = Override(
@@ -599,36 +794,30 @@ class Daemon(Controller):
                 force=bool(body.get("force", False)),
                 stop_instances=bool(body.get("stop_instances", False)),
             )
-            trial = {**self.live_overrides(now), site: override}
             if action == "drain":
-                result = decide(
-                    self.engine,
-                    self.latest,
-                    self.policy,
-                    trial,
-                    self.pause,
-                    now,
-                    restore_blocks=self.restore_blocks(),
-                )
-                refusal = next((r for r in result.refusals if r.site == site), None)
-                if refusal is not None:
-                    self._refused(refusal, t=now, who=who, action="drain")
-                    raise RefusedError(
-                        refusal.rule,
-                        f"drain of {site} refused by {refusal.rule}: {'; '.join(refusal.reasons)}",
-                    )
-            self.overrides[site] = override
+                self._check_drain(site, override, who, now)
         elif action in ("undrain", "release"):
-            assert site is not None
-            self.overrides.pop(site, None)  # both hand the site back to automatic control
+            assert site is not None  # both hand the site back to automatic control
         elif action == "pause":
-            self.pause = Pause(
-                reason=reason, who=who, at=now, hands_off=bool(body.get("hands_off"))
-            )
+            pause = Pause(reason=reason, who=who, at=now, hands_off=bool(body.get("hands_off")))
         elif action == "resume":
-            self.pause = None
+            pause = None
         else:
             raise ValueError(f"unknown action {action}")
+        if self.coord is not None:
+            try:
+                if site is not None:
+                    await self.coord.put_override(site, override)
+                else:
+                    await self.coord.put_pause(pause)
+            except StoreError as exc:
+                raise UnavailableError(f"the shared store cannot take the command: {exc}") from None
+        if site is not None:
+            if override is None:
+                self.overrides.pop(site, None)
+            else:
+                self.overrides[site] = override
+        self.pause = pause
         event = self.store.event(
             "manual",
             vantage=self.config.vantage,
@@ -643,15 +832,39 @@ class Daemon(Controller):
         )
         self._notify(event)
         self.save()
-        decision = self.tick(now)
-        view = decision.sites.get(site) if site else None
+        if self.may_actuate():
+            decision: Decision | None = self.tick(now)
+        else:
+            decision = self.decision  # the leader decides, at its next round
+        view = decision.sites.get(site) if site and decision else None
         return {
             "ok": True,
             "action": action,
             "site": site,
             "state": view.state.value if view else None,
             "paused": self.pause is not None,
+            "leader": self.coordination_view().get("leader"),
         }
+
+    def _check_drain(self, site: str, override: Override, who: str, now: float) -> None:
+        """The would-be drain through the pure engine first: a refusal stores nothing."""
+        trial = {**self.live_overrides(now), site: override}
+        result = decide(
+            self.engine,
+            self.latest,
+            self.policy,
+            trial,
+            self.pause,
+            now,
+            restore_blocks=self.restore_blocks(),
+        )
+        refusal = next((r for r in result.refusals if r.site == site), None)
+        if refusal is not None:
+            self._refused(refusal, t=now, who=who, action="drain")
+            raise RefusedError(
+                refusal.rule,
+                f"drain of {site} refused by {refusal.rule}: {'; '.join(refusal.reasons)}",
+            )
 
     # --- lifecycle -----------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from trafficd.engine import EngineState
+from trafficd.engine import EngineState, SiteDecision
 from trafficd.engine.decide import LocationMemory, SiteMemory
 from trafficd.model import Cause, Override, Pause, State
 
@@ -98,6 +98,38 @@ def engine_from_json(obj: Mapping[str, Any]) -> EngineState:
         drains=tuple(float(t) for t in obj.get("drains", ())),
         last_round=_untime(obj.get("last_round")),
     )
+
+
+def decisions_to_json(sites: Mapping[str, SiteDecision]) -> dict[str, Any]:
+    """The leader's decisions, as the other instances show them (coordination)."""
+    return {
+        name: {
+            "state": d.state.value,
+            "cause": d.cause.value if d.cause else None,
+            "weight": d.weight,
+            "instances": d.instances,
+            "actuate": d.actuate,
+            "would_drain": d.would_drain,
+            "reasons": list(d.reasons),
+        }
+        for name, d in sorted(sites.items())
+    }
+
+
+def decisions_from_json(obj: Mapping[str, Any]) -> dict[str, SiteDecision]:
+    return {
+        name: SiteDecision(
+            site=name,
+            state=State(d["state"]),
+            cause=Cause(d["cause"]) if d.get("cause") else None,
+            weight=int(d["weight"]),
+            instances=str(d["instances"]),
+            actuate=bool(d["actuate"]),
+            would_drain=bool(d["would_drain"]),
+            reasons=tuple(str(r) for r in d.get("reasons", ())),
+        )
+        for name, d in obj.items()
+    }
 
 
 def _from_fields(cls: Any, obj: Mapping[str, Any]) -> Any:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -212,12 +212,20 @@ class Reconciler:
         dry_run: bool = False,
         attempts: int = 3,
         max_backoff: float = 2.0,
+        guard: Callable[[], Awaitable[bool]] | None = None,
+        fence: Callable[[], int | None] | None = None,
     ) -> None:
         self.actuator = actuator
         self.metrics = metrics
         self.dry_run = dry_run
         self.attempts = attempts
         self.max_backoff = max_backoff
+        # Coordination: `guard` says, right before each apply, whether this instance
+        # still leads; `fence` gives the leader's token, which actuators that can
+        # enforce it (`take_over`) receive once per leadership, before any apply.
+        self.guard = guard
+        self.fence = fence
+        self._fenced: int | None = None
 
     async def _once(self, desired: Desired) -> Outcome:
         ident = self.actuator.ident
@@ -232,6 +240,8 @@ class Reconciler:
                 log.info("%s: dry run: would %s", ident, change)
             return Outcome(ident, False, notes=plan.notes)
         log.debug("%s: applying %s", ident, plan.payload)
+        if self.guard is not None and not await self.guard():
+            raise ActuatorPermanentError(f"{ident}: not the leader any more; nothing applied")
         try:
             await self.actuator.apply(plan)
         except ActuatorError:
@@ -247,10 +257,21 @@ class Reconciler:
         if self.metrics is not None:
             self.metrics.actuations.labels(actuator=self.actuator.ident, result=result).inc()
 
+    async def _take_over(self) -> None:
+        """A new leader's token reaches the backend before the leader's first change."""
+        token = self.fence() if self.fence is not None else None
+        take_over = getattr(self.actuator, "take_over", None)
+        if token is None or take_over is None or token == self._fenced:
+            return
+        await take_over(token)
+        self._fenced = token
+
     async def reconcile(self, desired: Desired) -> Outcome:
         """Never raises: an error is logged, counted and returned."""
         ident = self.actuator.ident
         try:
+            if not self.dry_run:
+                await self._take_over()
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(self.attempts),
                 wait=wait_exponential(multiplier=0.05, max=self.max_backoff),

@@ -5,6 +5,12 @@ Reads the current RRsets from the primary itself over TCP, plans with
 whose prerequisite is the exact RRset it read (RFC 2136 value-dependent
 "RRset exists", or "RRset does not exist"): a concurrent edit makes the
 server refuse the update (NXRRSET) instead of being overwritten.
+
+With coordination the leader's fencing token is enforced by the server too:
+on taking over, the leader writes its token to a TXT record
+(`fence_record`), and every update it sends carries the prerequisite that the
+record holds exactly that token. A former leader that still believes it leads
+is refused by BIND itself.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import dns.update
 from trafficd.actuators.base import (
     ActuatorAuthError,
     ActuatorError,
+    ActuatorPermanentError,
     BuildContext,
     ConcurrentChangeError,
     Desired,
@@ -49,6 +56,10 @@ class RFC2136:
         self.host = host
         self.zone = dns.name.from_text(config.zone)
         self.name = dns.name.from_text(config.name)
+        self.fence_name = dns.name.from_text(
+            config.fence_record or f"_trafficd-fence.{config.name}"
+        )
+        self.token: int | None = None  # the leader's, once written (coordination)
         self.keyring = None
         self.keyname = None
         self.algorithm = dns.tsig.HMAC_SHA256
@@ -123,9 +134,35 @@ class RFC2136:
             plan.payload.append((rdtype, ttl, had, want))
         return plan
 
+    def _fence(self) -> dns.rdataset.Rdataset:
+        return dns.rdataset.from_text_list("IN", "TXT", 0, [f'"{self.token}"'])
+
+    async def take_over(self, token: int) -> None:
+        """A new leader's token goes to the fence record before its first update."""
+        update = self._update()
+        update.replace(self.fence_name, self.config.ttl, "TXT", f'"{token}"')
+        answer = await self._send(update)
+        if answer.rcode() != dns.rcode.NOERROR:
+            raise ActuatorError(
+                f"{self.ident}: writing the fencing token failed: "
+                f"{dns.rcode.to_text(answer.rcode())}"
+            )
+        self.token = token
+
+    async def _fenced_out(self) -> str | None:
+        """The token the fence record holds when it is not ours, else None."""
+        answer = await self._send(dns.message.make_query(self.fence_name, "TXT"))
+        rrset = answer.get_rrset(
+            answer.answer, self.fence_name, dns.rdataclass.IN, dns.rdatatype.TXT
+        )
+        found = {b"".join(r.strings).decode() for r in rrset} if rrset else set()
+        return None if found == {str(self.token)} else ", ".join(sorted(found)) or "none"
+
     async def apply(self, plan: Plan) -> None:
         for rdtype, _ttl, had, want in plan.payload:
             update = self._update()
+            if self.token is not None:
+                update.present(self.fence_name, self._fence())
             if had:
                 # RFC 2136 2.4.2: a value-dependent prerequisite carries TTL 0.
                 present = dns.rdataset.from_text_list("IN", rdtype, 0, sorted(had))
@@ -139,6 +176,11 @@ class RFC2136:
             answer = await self._send(update)
             rcode = answer.rcode()
             if rcode in (dns.rcode.NXRRSET, dns.rcode.YXRRSET):
+                if self.token is not None and (other := await self._fenced_out()) is not None:
+                    raise ActuatorPermanentError(
+                        f"{self.ident}: fenced out: the fence record holds token {other}, "
+                        f"not this instance's {self.token}; another instance leads"
+                    )
                 raise ConcurrentChangeError(
                     f"{self.ident}: {self.name} {rdtype} changed since it was read; re-reading"
                 )

@@ -193,6 +193,11 @@ class RFC2136Actuator(_Actuator):
     ttl: int = Field(30, ge=0, description="TTL of the records")
     tsig: TSIG | None = Field(None, description="TSIG key that signs updates")
     timeout: Duration = Field(5.0, gt=0, description="timeout of one DNS exchange")
+    fence_record: FQDN | None = Field(
+        None,
+        description="with coordination: the TXT record holding the leader's fencing token "
+        "that every update requires (default: _trafficd-fence.<name>)",
+    )
 
     @model_validator(mode="after")
     def _name_in_zone(self) -> RFC2136Actuator:

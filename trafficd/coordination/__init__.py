@@ -1,0 +1,28 @@
+"""Coordination of several trafficd instances: backends by name, and the coordinator.
+
+`BACKENDS` maps each `coordination.backend` name (the same names the config
+accepts) to its class; `none` has no entry: a single instance keeps
+everything in its own state_dir. See coordinator.py for how the instances
+share observations, elect a leader and continue each other's work.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from trafficd.coordination.base import Backend, StoreError
+from trafficd.coordination.coordinator import Coordinator
+from trafficd.coordination.etcd import EtcdBackend
+from trafficd.coordination.redis import RedisBackend
+
+
+class BackendFactory(Protocol):
+    def __call__(self, urls: list[str], *, timeout: float) -> Backend: ...
+
+
+BACKENDS: dict[str, BackendFactory] = {
+    "redis": RedisBackend,
+    "etcd": EtcdBackend,
+}
+
+__all__ = ["BACKENDS", "Backend", "Coordinator", "StoreError"]

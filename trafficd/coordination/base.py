@@ -1,0 +1,42 @@
+"""The shared store's small interface, and what every backend raises.
+
+Beside the pipeline: the coordinator (coordinator.py) keeps the vantages'
+observations, the leader's lease and the shared state in a store that every
+trafficd instance reaches. A backend (`redis`, `etcd`) is a key-value store with
+TTLs, one lease-backed lock whose holder gets a fencing token that only grows,
+and writes fenced by that lock. Everything the coordinator needs is here.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class StoreError(Exception):
+    """The store could not be reached or refused; the message holds no secret."""
+
+
+class Backend(Protocol):
+    async def put(self, key: str, value: str, ttl: float | None = None) -> None:
+        """Set `key`; with `ttl`, it disappears `ttl` seconds after the last put."""
+
+    async def get(self, key: str) -> str | None: ...
+
+    async def delete(self, key: str) -> None: ...
+
+    async def scan(self, prefix: str) -> dict[str, str]:
+        """Every key under `prefix`, with its value."""
+
+    async def campaign(self, lock: str, holder: str, ttl: float) -> int | None:
+        """Take the lock or renew it for `ttl`: the fencing token while `holder` holds
+        it (new on every acquisition, larger than every earlier one), else None."""
+
+    async def holder(self, lock: str) -> tuple[str, int] | None:
+        """Who holds the lock now, and its token."""
+
+    async def fenced_put(self, lock: str, holder: str, token: int, key: str, value: str) -> bool:
+        """Set `key` only while `holder` holds the lock with `token`; False otherwise."""
+
+    async def resign(self, lock: str, holder: str, token: int) -> None: ...
+
+    async def close(self) -> None: ...

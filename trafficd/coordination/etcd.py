@@ -1,0 +1,175 @@
+"""The etcd v3 backend, through etcd's JSON gateway over aiohttp.
+
+Implements `base.Backend` for operators who want consensus across three
+regions. The gateway (`/v3/kv/*`, `/v3/lease/*`, base64 keys and values) is
+part of every etcd server, so no gRPC client is needed; each URL of
+`coordination.urls` is tried in turn. The lock is a key created in a
+transaction only if absent (`create_revision == 0`), attached to a lease of
+`ttl` seconds that renewing keeps alive; the fencing token is the key's
+create revision, which etcd only ever increases. A fenced write is a
+transaction comparing the lock's value and create revision. Keys written with
+a TTL share one lease per TTL, refreshed on every put.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from typing import Any
+
+import aiohttp
+
+from trafficd.coordination.base import StoreError
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _unb64(text: str) -> str:
+    return base64.b64decode(text).decode()
+
+
+def _range_end(prefix: str) -> str:
+    """The key just past every key starting with `prefix` (etcd's prefix range)."""
+    raw = bytearray(prefix.encode())
+    while raw and raw[-1] == 0xFF:
+        raw.pop()
+    if not raw:
+        return base64.b64encode(b"\0").decode()
+    raw[-1] += 1
+    return base64.b64encode(bytes(raw)).decode()
+
+
+class EtcdBackend:
+    def __init__(self, urls: list[str], *, timeout: float) -> None:
+        self.urls = [u.rstrip("/") for u in urls]
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+        self._leases: dict[int, str] = {}  # ttl seconds -> lease id, for keys with a TTL
+        self._lock_lease: str | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self.timeout)
+        return self._session
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        last = "no endpoint"
+        for url in self.urls:
+            try:
+                async with self._http().post(url + path, json=body) as resp:
+                    doc = await resp.json(content_type=None)
+                    if resp.status != 200:
+                        message = (
+                            doc.get("message") or doc.get("error") if isinstance(doc, dict) else ""
+                        )
+                        raise StoreError(f"etcd {path}: HTTP {resp.status}: {message}")
+                    return doc if isinstance(doc, dict) else {}
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                last = f"{url}: {type(exc).__name__}"
+        raise StoreError(f"etcd {path}: {last}")
+
+    async def _lease(self, ttl: float) -> str:
+        seconds = max(2, math.ceil(ttl))  # etcd's leases count whole seconds
+        lease = self._leases.get(seconds)
+        if lease is not None:
+            answer = await self._post("/v3/lease/keepalive", {"ID": lease})
+            if int(answer.get("result", {}).get("TTL", 0)) > 0:
+                return lease
+        granted = await self._post("/v3/lease/grant", {"TTL": seconds})
+        self._leases[seconds] = str(granted["ID"])
+        return self._leases[seconds]
+
+    async def put(self, key: str, value: str, ttl: float | None = None) -> None:
+        body: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}
+        if ttl:
+            body["lease"] = await self._lease(ttl)
+        await self._post("/v3/kv/put", body)
+
+    async def _range(self, key: str, prefix: bool = False) -> list[dict[str, Any]]:
+        body = {"key": _b64(key)}
+        if prefix:
+            body["range_end"] = _range_end(key)
+        kvs: list[dict[str, Any]] = (await self._post("/v3/kv/range", body)).get("kvs", [])
+        return kvs
+
+    async def get(self, key: str) -> str | None:
+        kvs = await self._range(key)
+        return _unb64(kvs[0].get("value", "")) if kvs else None
+
+    async def delete(self, key: str) -> None:
+        await self._post("/v3/kv/deleterange", {"key": _b64(key)})
+
+    async def scan(self, prefix: str) -> dict[str, str]:
+        return {
+            _unb64(kv["key"]): _unb64(kv.get("value", "")) for kv in await self._range(prefix, True)
+        }
+
+    async def campaign(self, lock: str, holder: str, ttl: float) -> int | None:
+        kvs = await self._range(lock)
+        if kvs:
+            kv = kvs[0]
+            if _unb64(kv.get("value", "")) != holder or kv.get("lease") != self._lock_lease:
+                return None
+            answer = await self._post("/v3/lease/keepalive", {"ID": self._lock_lease})
+            if int(answer.get("result", {}).get("TTL", 0)) <= 0:
+                return None  # expired meanwhile: the key goes with it
+            return int(kv["create_revision"])
+        granted = await self._post("/v3/lease/grant", {"TTL": max(2, math.ceil(ttl))})
+        lease = str(granted["ID"])
+        answer = await self._post(
+            "/v3/kv/txn",
+            {
+                "compare": [
+                    {"key": _b64(lock), "target": "CREATE", "result": "EQUAL", "create_revision": 0}
+                ],
+                "success": [
+                    {"request_put": {"key": _b64(lock), "value": _b64(holder), "lease": lease}}
+                ],
+            },
+        )
+        if not answer.get("succeeded"):
+            await self._post("/v3/lease/revoke", {"ID": lease})
+            return None
+        self._lock_lease = lease
+        return int(answer["header"]["revision"])
+
+    async def holder(self, lock: str) -> tuple[str, int] | None:
+        kvs = await self._range(lock)
+        if not kvs:
+            return None
+        return _unb64(kvs[0].get("value", "")), int(kvs[0]["create_revision"])
+
+    async def fenced_put(self, lock: str, holder: str, token: int, key: str, value: str) -> bool:
+        answer = await self._post(
+            "/v3/kv/txn",
+            {
+                "compare": [
+                    {
+                        "key": _b64(lock),
+                        "target": "VALUE",
+                        "result": "EQUAL",
+                        "value": _b64(holder),
+                    },
+                    {
+                        "key": _b64(lock),
+                        "target": "CREATE",
+                        "result": "EQUAL",
+                        "create_revision": token,
+                    },
+                ],
+                "success": [{"request_put": {"key": _b64(key), "value": _b64(value)}}],
+            },
+        )
+        return bool(answer.get("succeeded"))
+
+    async def resign(self, lock: str, holder: str, token: int) -> None:
+        if self._lock_lease is not None:
+            await self._post("/v3/lease/revoke", {"ID": self._lock_lease})
+            self._lock_lease = None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
