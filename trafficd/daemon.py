@@ -21,6 +21,11 @@ change (store.py) and reloaded at start, so a restart mid-drain neither
 restores a drained site nor repeats an action. SIGHUP reloads the
 configuration (a bad file keeps the old one running), SIGTERM/SIGINT stop
 within seconds without touching the backends.
+
+With `coordination` (several instances), rounds run on a wall-clock grid: each
+instance publishes its own observations and reads every vantage's through the
+store (coordination/), the leader alone decides, writes the shared state and
+actuates, and the followers show the leader's decisions.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import signal
@@ -118,6 +124,7 @@ class Daemon(Controller):
         self.coord: Coordinator | None = None
         self.own: dict[tuple[str, Probe, str], Observation] = {}
         self._seen: dict[tuple[str, Probe, str], float] = {}
+        self._followed = ""
         self._probe_series: dict[tuple[str, Probe, str], tuple[Gauge, Histogram]] = {}
         self._quay_series: dict[tuple[str, str, str], Gauge] = {}
         self.decision: Decision | None = None
@@ -432,7 +439,10 @@ class Daemon(Controller):
         must still count once, never zero times and never twice."""
         merged: dict[tuple[str, Probe, str], Observation] = {}
         seen: dict[tuple[str, Probe, str], float] = {}
-        for observations in published.values():
+        expected = set(self.config.all_vantages)  # an unlisted observer has no vote
+        for vantage, observations in published.items():
+            if vantage not in expected:
+                continue
             for o in observations:
                 previous = self.latest.get(o.key)
                 if previous is not None and self._seen.get(o.key) == o.t:
@@ -523,7 +533,10 @@ class Daemon(Controller):
         evidence = gather(self.latest, self.policy, now, self.engine.last_round)
         self.decision = Decision(self.engine, sites, (), (), evidence)
         self._export_decision(self.decision)
-        self.save()
+        memory = json.dumps([shared.get("engine"), shared.get("actuators")], sort_keys=True)
+        if memory != self._followed:  # the local copy, for a store that comes back empty
+            self._followed = memory
+            self.save()
 
     def _export_coordination(self) -> None:
         m, me = self.metrics, self.config.vantage
@@ -609,7 +622,13 @@ class Daemon(Controller):
                 list(config.coordination.urls), timeout=max(1.0, config.probes.timeout)
             )
             self.coord = Coordinator(config, backend)
-            self.latest, self.own = {}, dict(self.latest)
+            # Only this vantage's own observations are published; the merged view is
+            # rebuilt from the store at the next round.
+            mine = {**self.latest, **self.own}
+            self.own = {k: o for k, o in mine.items() if k[0] == config.vantage}
+            self.latest, self._seen = {}, {}
+        elif self.own:  # coordination turned off by a reload: back to one instance
+            self.latest, self.own = dict(self.own), {}
         self._export_coordination()
         self._session = make_session()
         tasks, self._backends = probe_tasks(config, self._session)
