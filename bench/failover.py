@@ -221,13 +221,16 @@ def cost(n: int, seconds: float, base: Path) -> None:
             time.sleep(3)  # past start-up
             ticks = os.sysconf("SC_CLK_TCK")
 
-            def cpu() -> float:
+            def cpu() -> tuple[float, float]:
+                """(user, system) seconds of the daemon."""
                 fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-                return (int(fields[11]) + int(fields[12])) / ticks
+                return int(fields[11]) / ticks, int(fields[12]) / ticks
 
-            c0, t0 = cpu(), time.monotonic()
+            (u0, s0), t0 = cpu(), time.monotonic()
             time.sleep(seconds)
-            share = (cpu() - c0) / (time.monotonic() - t0)
+            (u1, s1), wall = cpu(), time.monotonic() - t0
+            user, system = (u1 - u0) / wall, (s1 - s0) / wall
+            share = user + system
             hwm = next(
                 line
                 for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
@@ -236,7 +239,8 @@ def cost(n: int, seconds: float, base: Path) -> None:
             rss_mb = int(hwm.split()[1]) / 1024
             ok = share < 0.25 and rss_mb < 150
             print(
-                f"  {n:4d} sites: {share * 100:5.1f}% of a core, peak RSS {rss_mb:6.1f} MB"
+                f"  {n:4d} sites: {share * 100:5.1f}% of a core (user {user * 100:.1f}%, "
+                f"kernel {system * 100:.1f}%), peak RSS {rss_mb:6.1f} MB"
                 + (f"  (target for 200: {'met' if ok else 'MISSED'})" if n == 200 else "")
             )
         finally:
