@@ -30,6 +30,7 @@ import subprocess
 import tempfile
 import textwrap
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -237,7 +238,18 @@ def cost(n: int, seconds: float, base: Path) -> None:
                 if line.startswith("VmHWM")
             )
             rss_mb = int(hwm.split()[1]) / 1024
-            ok = share < 0.25 and rss_mb < 150
+            # A prober that fails is cheap or dear for the wrong reason: every probe must pass.
+            with urllib.request.urlopen(f"http://{config['listen']}/metrics", timeout=5) as r:
+                metrics = r.read().decode()
+            failing = sum(
+                1
+                for line in metrics.splitlines()
+                if line.startswith(("trafficd_probe_success{", "trafficd_storage_up{"))
+                and not line.endswith(" 1.0")
+            )
+            if failing:
+                print(f"  {n:4d} sites: {failing} probe series failing: figure not valid")
+            ok = share < 0.25 and rss_mb < 150 and not failing
             print(
                 f"  {n:4d} sites: {share * 100:5.1f}% of a core (user {user * 100:.1f}%, "
                 f"kernel {system * 100:.1f}%), peak RSS {rss_mb:6.1f} MB"

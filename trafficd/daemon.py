@@ -142,6 +142,7 @@ class Daemon(Controller):
         self._wakeups: dict[str, asyncio.Event] = {}
         self._session: aiohttp.ClientSession | None = None
         self._backends: dict[str, Any] = {}
+        self._closers: list[Callable[[], None]] = []
         self._reconcilers: list[Reconciler] = []
         self.policy = EnginePolicy.from_config(config)
         self._runners: list[web.AppRunner] = []
@@ -632,6 +633,7 @@ class Daemon(Controller):
         self._export_coordination()
         self._session = make_session()
         tasks, self._backends = probe_tasks(config, self._session)
+        self._closers = [t.close for t in tasks if t.close is not None]
         names = []
         for task in tasks:
             name = f"probe/{task.name}"
@@ -706,6 +708,9 @@ class Daemon(Controller):
         for backend in self._backends.values():
             with contextlib.suppress(Exception):
                 await backend.close()
+        for close in self._closers:
+            close()
+        self._closers = []
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -24,9 +24,11 @@ from urllib.parse import urlsplit
 import aiohttp
 from yarl import URL
 
+from trafficd import __version__
 from trafficd.config.model import Probes, Site
 from trafficd.config.types import split_host_port
 from trafficd.model import Observation, Probe
+from trafficd.probers import http1
 
 MAX_BODY = 64 * 1024
 PATHS = {Probe.ENDTOEND: "/health/endtoend", Probe.INSTANCE: "/health/instance"}
@@ -116,8 +118,33 @@ class QuayProber:
         self.ssl: ssl.SSLContext | bool = ssl_context(probes) if target.scheme == "https" else False
         self._debug_secret = probes.debug_secret
         self._debug_cookie: str | None = None
-        # Parsed once: building a URL from a string is a visible share of a probe's cost.
-        self._urls = {kind: URL(self.target.base + path) for kind, path in PATHS.items()}
+        # Built once: a target's probes never change but for Quay's debug cookie.
+        base = URL(self.target.base)
+        context = self.ssl if isinstance(self.ssl, ssl.SSLContext) else None
+        if target.scheme == "https" and context is None:
+            context = _unverified()  # tls_insecure: encrypted, not verified
+        self._endpoint = http1.Endpoint(
+            (base.raw_host or "").strip("[]"),
+            base.port or (443 if target.scheme == "https" else 80),
+            ssl_context=context,
+            server_hostname=self.target.hostname or None,
+            limit=MAX_BODY,
+        )
+        self._requests = {kind: self._request_bytes(path) for kind, path in PATHS.items()}
+
+    def _request_bytes(self, path: str) -> bytes:
+        lines = [
+            f"GET {path} HTTP/1.1",
+            f"Host: {self.target.host_header}",
+            "Accept: application/json",
+            f"User-Agent: trafficd/{__version__}",
+        ]
+        if self._debug_cookie is not None:
+            lines.append(f"Cookie: health_debug={self._debug_cookie}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+    def close(self) -> None:
+        self._endpoint.close()
 
     def _headers(self) -> Mapping[str, str]:
         headers = {"Host": self.target.host_header, "Accept": "application/json"}
@@ -169,6 +196,20 @@ class QuayProber:
         except TimeoutError:
             # Quay's storage check has no timeout: a hung bucket is a hung endtoend.
             return obs(False, "timeout")
+        except http1.TooLargeError:
+            return obs(False, "oversized")
+        except http1.ResetError as exc:
+            return obs(False, "reset", detail=str(exc))
+        except http1.ProtocolError as exc:
+            return obs(False, "protocol", detail=_short(exc))
+        except ssl.SSLCertVerificationError as exc:
+            return obs(False, "tls", detail=_short(exc.verify_message or exc))
+        except ssl.SSLError as exc:
+            return obs(False, "tls", detail=_short(exc.reason or exc))
+        except (ConnectionResetError, BrokenPipeError) as exc:
+            return obs(False, "reset", detail=type(exc).__name__)
+        except OSError as exc:
+            return obs(False, "connect", detail=_short(exc.strerror or exc))
         except aiohttp.ClientConnectorCertificateError as exc:
             return obs(False, "tls", detail=_short(exc.certificate_error))
         except aiohttp.ClientSSLError as exc:
@@ -187,21 +228,11 @@ class QuayProber:
             return obs(None, "error", detail=type(exc).__name__)
 
     async def _request(self, kind: Probe, obs: Callable[..., Observation]) -> Observation:
-        async with self.session.get(
-            self._urls[kind],
-            headers=self._headers(),
-            ssl=self.ssl,
-            server_hostname=self.target.hostname if self.ssl else None,
-            allow_redirects=False,
-            timeout=aiohttp.ClientTimeout(total=self.timeout),
-        ) as resp:
-            length = resp.content_length
-            if length is not None and length > MAX_BODY:
-                return obs(False, "oversized", status=resp.status)
-            body = await resp.content.read(MAX_BODY + 1)
-            if len(body) > MAX_BODY:
-                return obs(False, "oversized", status=resp.status)
-            status = resp.status
+        request = self._requests[kind]
+        if self._debug_cookie is not None:
+            request = self._request_bytes(PATHS[kind])
+        answer = await self._endpoint.get(request)
+        status, body = answer.status, answer.body
         services, failures = parse_body(body)
         if 300 <= status < 400:
             return obs(False, "redirect", status=status)
@@ -219,6 +250,14 @@ class QuayProber:
             services=services,
             detail=failures,
         )
+
+
+def _unverified() -> ssl.SSLContext:
+    """`probes.tls_insecure: true`: encrypted, not verified (never in production)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def classify(services: Mapping[str, bool]) -> str:

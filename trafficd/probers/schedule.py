@@ -36,6 +36,7 @@ class ProbeTask:
     target: str
     interval: float
     run: Callable[[], Awaitable[Observation]]
+    close: Callable[[], None] | None = None  # its kept-alive connections, at shutdown
 
 
 async def run_probe_loop(
@@ -87,7 +88,12 @@ def probe_tasks(
         for kind in (Probe.ENDTOEND, Probe.INSTANCE):
             tasks.append(
                 ProbeTask(
-                    f"{kind.value}/{name}", kind, name, probes.interval, _bind_site(prober, kind)
+                    f"{kind.value}/{name}",
+                    kind,
+                    name,
+                    probes.interval,
+                    _bind_site(prober, kind),
+                    close=prober.close,
                 )
             )
         if config.registry_probe is not None:
