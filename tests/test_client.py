@@ -5,9 +5,19 @@ from __future__ import annotations
 import io
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
-from trafficd.client import JSONFormatter, RedactingFilter, render_event, render_status
+import pytest
+
+from trafficd.client import (
+    ClientError,
+    JSONFormatter,
+    RedactingFilter,
+    locate,
+    render_event,
+    render_status,
+)
 from trafficd.config.secrets import Redactor
 
 
@@ -87,3 +97,20 @@ def test_status_table_and_events() -> None:
         {"time": "T", "kind": "refused", "site": "eu", "rule": "min_active_sites", "reasons": ["x"]}
     )
     assert line == "T  refused     eu: refused by min_active_sites  x"
+
+
+def test_a_client_finds_the_daemon_without_the_configs_secrets(tmp_path: Path) -> None:
+    # The S3 key and TSIG secret live in the daemon's environment, not the operator's.
+    (tmp_path / "token").write_text("admin-token\n")
+    config = tmp_path / "trafficd.yaml"
+    config.write_text(
+        "vantage: v\nlisten: 0.0.0.0:9790\napi_token_file: token\n"
+        "storage:\n  us: [S3Storage, {s3_bucket: b, storage_path: /r, "
+        "s3_access_key: ${env:NOT_SET_ANYWHERE}, s3_secret_key: ${file:/nonexistent}}]\n"
+    )
+    assert locate(None, str(config), None) == ("http://127.0.0.1:9790", "admin-token")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("listen: [not, an, address]\n")
+    with pytest.raises(ClientError) as caught:
+        locate(None, str(bad), None)
+    assert str(caught.value).endswith("bad.yaml:1: listen: HOST:PORT expected")

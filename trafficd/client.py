@@ -25,8 +25,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from trafficd.config import ConfigError, load
+from trafficd.config.model import Config
 from trafficd.config.secrets import Redactor
+from trafficd.config.source import read
 
 EXIT_OK, EXIT_ERROR, EXIT_INVALID, EXIT_UNREACHABLE, EXIT_AUTH, EXIT_REFUSED = 0, 1, 2, 4, 5, 6
 
@@ -35,6 +36,22 @@ class ClientError(Exception):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+def _client_settings(config_path: str) -> tuple[str, str | None]:
+    """`listen` and `api_token_file` of the daemon's configuration, read without resolving
+    its secrets: a client needs neither the S3 keys nor the TSIG secret to find the API."""
+    source, problems = read(Path(config_path))
+    data = source.data if isinstance(source.data, dict) else {}
+    listen = data.get("listen", Config.model_fields["listen"].default)
+    token_file = data.get("api_token_file")
+    if not isinstance(listen, str) or ":" not in listen:
+        problems.append(source.problem(("listen",), "HOST:PORT expected"))
+    if token_file is not None and not isinstance(token_file, str):
+        problems.append(source.problem(("api_token_file",), "a path expected"))
+    if problems:
+        raise ClientError(EXIT_INVALID, "\n".join(str(p) for p in problems))
+    return str(listen), token_file
 
 
 def locate(api: str | None, config_path: str | None, token_file: str | None) -> tuple[str, str]:
@@ -52,17 +69,14 @@ def locate(api: str | None, config_path: str | None, token_file: str | None) -> 
             if api is None:
                 raise ClientError(EXIT_INVALID, "say where the daemon is: --api URL or -c FILE")
         else:
-            try:
-                config = load(config_path)
-            except ConfigError as exc:
-                raise ClientError(EXIT_INVALID, "\n".join(str(p) for p in exc.problems)) from None
+            listen, token_file_ = _client_settings(config_path)
             if api is None:
-                host, _, port = config.listen.rpartition(":")
+                host, _, port = listen.rpartition(":")
                 if host in ("0.0.0.0", "::", "[::]"):  # noqa: S104 - reading, not binding
                     host = "127.0.0.1"
                 api = f"http://{host}:{port}"
-            if token is None and config.api_token_file:
-                path = Path(config.api_token_file)
+            if token is None and token_file_:
+                path = Path(token_file_)
                 if not path.is_absolute():
                     path = Path(config_path).parent / path
                 try:
