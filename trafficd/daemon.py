@@ -376,13 +376,24 @@ class Daemon(Controller):
         with contextlib.suppress(asyncio.QueueFull):
             self.notices.put_nowait(event)
 
-    def save(self) -> None:
+    def _actuator_memory(self) -> dict[str, Any]:
+        """What the actuators remember (replica counts, believed instance states), now."""
         actuators = dict(self.saved_actuators)
         for rec in self._reconcilers:
             export = getattr(rec.actuator, "export_state", None)
             if export is not None:
                 actuators[rec.actuator.ident] = export()
         self.saved_actuators = actuators
+        return actuators
+
+    def _import_state(self, actuator: Actuator) -> None:
+        state = self.saved_actuators.get(actuator.ident)
+        importer = getattr(actuator, "import_state", None)
+        if state is not None and importer is not None:
+            importer(state)
+
+    def save(self) -> None:
+        actuators = self._actuator_memory()
         self.store.save(self.engine, self.overrides, self.pause, actuators)
 
     async def engine_loop(self) -> None:
@@ -453,15 +464,10 @@ class Daemon(Controller):
         self.latest, self._seen = merged, seen
 
     def _shared_doc(self, decision: Decision) -> dict[str, Any]:
-        actuators = dict(self.saved_actuators)
-        for rec in self._reconcilers:
-            export = getattr(rec.actuator, "export_state", None)
-            if export is not None:
-                actuators[rec.actuator.ident] = export()
         return {
             "engine": engine_to_json(self.engine),
             "decisions": decisions_to_json(decision.sites),
-            "actuators": actuators,
+            "actuators": self._actuator_memory(),
             "leader": self.config.vantage,
             "t": time.time(),
         }
@@ -509,10 +515,7 @@ class Daemon(Controller):
             self.engine = engine_from_json(shared.get("engine", {}))
             self.saved_actuators = dict(shared.get("actuators", {}))
             for rec in self._reconcilers:
-                importer = getattr(rec.actuator, "import_state", None)
-                state = self.saved_actuators.get(rec.actuator.ident)
-                if importer is not None and state is not None:
-                    importer(state)
+                self._import_state(rec.actuator)
         event = self.store.event(
             "leader",
             vantage=self.config.vantage,
@@ -561,9 +564,7 @@ class Daemon(Controller):
     def coordination_view(self) -> dict[str, Any]:
         if self.coord is None:
             return {"backend": "none", "leader": self.config.vantage, "self": self.config.vantage}
-        view = self.coord.view()
-        view["backend"] = self.config.coordination.backend
-        return view
+        return self.coord.view()
 
     # --- actuators -----------------------------------------------------------------------
 
@@ -648,10 +649,7 @@ class Daemon(Controller):
         self._wakeups = {}
         for section in config.actuators:
             actuator: Actuator = build(section, context)
-            state = self.saved_actuators.get(actuator.ident)
-            importer = getattr(actuator, "import_state", None)
-            if state is not None and importer is not None:
-                importer(state)
+            self._import_state(actuator)
             coord = self.coord
             rec = Reconciler(
                 actuator,

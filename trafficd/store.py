@@ -132,7 +132,8 @@ def decisions_from_json(obj: Mapping[str, Any]) -> dict[str, SiteDecision]:
     }
 
 
-def _from_fields(cls: Any, obj: Mapping[str, Any]) -> Any:
+def from_fields(cls: Any, obj: Mapping[str, Any]) -> Any:
+    """A dataclass from a JSON object, ignoring keys it does not know (older or newer files)."""
     names = {f.name for f in fields(cls)}
     return cls(**{k: v for k, v in obj.items() if k in names})
 
@@ -173,10 +174,10 @@ class Store:
             return {
                 "engine": engine_from_json(raw.get("engine", {})),
                 "overrides": {
-                    site: _from_fields(Override, o)
+                    site: from_fields(Override, o)
                     for site, o in dict(raw.get("overrides", {})).items()
                 },
-                "pause": _from_fields(Pause, raw["pause"]) if raw.get("pause") else None,
+                "pause": from_fields(Pause, raw["pause"]) if raw.get("pause") else None,
                 "actuators": dict(raw.get("actuators", {})),
             }
         except (ValueError, KeyError, TypeError, AttributeError) as exc:

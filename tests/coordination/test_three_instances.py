@@ -41,7 +41,7 @@ from tests.e2e.test_failover import (
     ADMIN_TOKEN,
     REPO,
     Moto,
-    _answers,
+    running_peers,
     wait_for,
     write_config,
 )
@@ -174,64 +174,37 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
     store: RedisPeer | EtcdPeer = (
         RedisPeer(tmp_path) if request.param == "redis" else EtcdPeer(tmp_path)
     )
-    moto = {name: Moto(tmp_path, name) for name in ("us", "eu")}
-    sites = tmp_path / "sites"
-    sites.mkdir()
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    ports = {name: free_port() for name in moto}
-    named = Named(tmp_path)
-    haproxy = HAProxyPeer(tmp_path, backends=ports)
-    base_path = write_config(tmp_path, moto, ports, named, haproxy, sites, free_port())
-    base = json.loads(base_path.read_text())
-    w = World(tmp_path, store, moto, named, haproxy, sites)
+    store.start()
     try:
-        store.start()
-        for name, m in moto.items():
-            m.start()
-            argv = [sys.executable, "-m", "trafficd.demo.site", "--name", name]
-            argv += ["--port", str(ports[name]), "--s3", m.url, "--bucket", m.bucket]
-            argv += ["--shared", str(shared)]
-            (sites / f"{name}.argv.json").write_text(json.dumps(argv))
-            subprocess.run(
-                [sys.executable, "-m", "trafficd.demo.sitectl", str(sites), "start", name],
-                cwd=REPO,
-                check=True,
-                capture_output=True,
+        with running_peers(tmp_path) as p:
+            base_path = write_config(
+                tmp_path, p.moto, p.ports, p.named, p.haproxy, p.sites, free_port()
             )
-            url = f"http://127.0.0.1:{ports[name]}/health/instance"
-            wait_for(f"site {name} answers", functools.partial(_answers, url))
-        named.start()
-        haproxy.start()
-        for name in VANTAGES:
-            directory = tmp_path / name
-            directory.mkdir()
-            config = instance_config(base, name, directory, request.param, store.url)
-            path = directory / "trafficd.yaml"
-            path.write_text(json.dumps(config, indent=1))
-            instance = Instance(name, directory, path, f"http://{config['listen']}")
-            w.instances[name] = instance
-            instance.start()
-        for i in w.instances.values():
-            wait_for(
-                f"{i.name} /readyz",
-                functools.partial(lambda i: i.http("GET", "/readyz")[0] == 200, i),
-            )
-        yield w
+            base = json.loads(base_path.read_text())
+            w = World(tmp_path, store, p.moto, p.named, p.haproxy, p.sites)
+            try:
+                for name in VANTAGES:
+                    directory = tmp_path / name
+                    directory.mkdir()
+                    config = instance_config(base, name, directory, request.param, store.url)
+                    path = directory / "trafficd.yaml"
+                    path.write_text(json.dumps(config, indent=1))
+                    instance = Instance(name, directory, path, f"http://{config['listen']}")
+                    w.instances[name] = instance
+                    instance.start()
+                for i in w.instances.values():
+                    wait_for(f"{i.name} /readyz", functools.partial(_ready, i))
+                yield w
+            finally:
+                for i in w.instances.values():
+                    if i.proc is not None:
+                        stop(i.proc)
     finally:
-        for i in w.instances.values():
-            if i.proc is not None:
-                stop(i.proc)
-        for name in moto:
-            subprocess.run(
-                [sys.executable, "-m", "trafficd.demo.sitectl", str(sites), "stop", name],
-                cwd=REPO,
-                capture_output=True,
-            )
-            moto[name].stop()
-        named.stop()
-        haproxy.stop()
         store.stop()
+
+
+def _ready(instance: Instance) -> bool:
+    return instance.http("GET", "/readyz")[0] == 200
 
 
 def test_three_instances_one_decision(world: World) -> None:

@@ -10,6 +10,7 @@ one deployment, as an incident would unfold.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -248,44 +249,34 @@ def _answers(url: str) -> bool:
         return False
 
 
-@pytest.fixture
-def deployment(tmp_path: Path) -> Iterator[Deployment]:
-    moto = {name: Moto(tmp_path, name) for name in ("us", "eu")}
-    sites = tmp_path / "sites"
+@dataclass
+class Peers:
+    """Everything trafficd watches and drives: two Quay sites on moto, BIND, HAProxy."""
+
+    moto: dict[str, Moto]
+    ports: dict[str, int]
+    sites: Path
+    named: Named
+    haproxy: HAProxyPeer
+
+
+@contextlib.contextmanager
+def running_peers(tmp: Path) -> Iterator[Peers]:
+    """The peers started (sites through sitectl, as trafficd's command actuator does) and
+    stopped by PID at the end."""
+    moto = {name: Moto(tmp, name) for name in ("us", "eu")}
+    sites = tmp / "sites"
     sites.mkdir()
-    shared = tmp_path / "shared"
+    shared = tmp / "shared"
     shared.mkdir()
     ports = {name: free_port() for name in moto}
-    named = Named(tmp_path)
-    haproxy = HAProxyPeer(tmp_path, backends=ports)
-    api_port = free_port()
-    dep = Deployment(
-        tmp_path,
-        write_config(tmp_path, moto, ports, named, haproxy, sites, api_port),
-        f"http://127.0.0.1:{api_port}",
-        moto,
-        named,
-        haproxy,
-        sites,
-    )
+    peers = Peers(moto, ports, sites, Named(tmp), HAProxyPeer(tmp, backends=ports))
     try:
         for name, m in moto.items():
             m.start()
-            argv = [
-                sys.executable,
-                "-m",
-                "trafficd.demo.site",
-                "--name",
-                name,
-                "--port",
-                str(ports[name]),
-                "--s3",
-                m.url,
-                "--bucket",
-                m.bucket,
-                "--shared",
-                str(shared),
-            ]
+            argv = [sys.executable, "-m", "trafficd.demo.site", "--name", name]
+            argv += ["--port", str(ports[name]), "--s3", m.url, "--bucket", m.bucket]
+            argv += ["--shared", str(shared)]
             (sites / f"{name}.argv.json").write_text(json.dumps(argv))
             subprocess.run(
                 [sys.executable, "-m", "trafficd.demo.sitectl", str(sites), "start", name],
@@ -295,13 +286,10 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
             )
             url = f"http://127.0.0.1:{ports[name]}/health/instance"
             wait_for(f"site {name} answers", functools.partial(_answers, url))
-        named.start()
-        haproxy.start()
-        dep.start_trafficd()
-        yield dep
+        peers.named.start()
+        peers.haproxy.start()
+        yield peers
     finally:
-        if dep.trafficd is not None:
-            stop(dep.trafficd)
         for name in moto:
             subprocess.run(
                 [sys.executable, "-m", "trafficd.demo.sitectl", str(sites), "stop", name],
@@ -309,8 +297,29 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
                 capture_output=True,
             )
             moto[name].stop()
-        named.stop()
-        haproxy.stop()
+        peers.named.stop()
+        peers.haproxy.stop()
+
+
+@pytest.fixture
+def deployment(tmp_path: Path) -> Iterator[Deployment]:
+    with running_peers(tmp_path) as p:
+        api_port = free_port()
+        dep = Deployment(
+            tmp_path,
+            write_config(tmp_path, p.moto, p.ports, p.named, p.haproxy, p.sites, api_port),
+            f"http://127.0.0.1:{api_port}",
+            p.moto,
+            p.named,
+            p.haproxy,
+            p.sites,
+        )
+        try:
+            dep.start_trafficd()
+            yield dep
+        finally:
+            if dep.trafficd is not None:
+                stop(dep.trafficd)
 
 
 def test_failover_end_to_end(deployment: Deployment) -> None:

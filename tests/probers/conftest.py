@@ -6,8 +6,10 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
-from tests.peers import FaultProxy, azurite, moto_server
+from tests.peers import FaultProxy, azurite, free_port, moto_server
+from tests.probers.fake_swift import FakeSwift
 
 
 @pytest.fixture(scope="module")
@@ -20,6 +22,19 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def azurite_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with azurite(tmp_path_factory.mktemp("azurite")) as url:
         yield url
+
+
+@pytest.fixture
+async def swift() -> AsyncIterator[FakeSwift]:
+    """The FAKE Keystone + Swift of fake_swift.py (no real Swift runs here)."""
+    fake = FakeSwift()
+    runner = web.AppRunner(fake.app(), shutdown_timeout=0.5)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    fake.base = f"http://127.0.0.1:{port}"
+    yield fake
+    await runner.cleanup()
 
 
 @pytest.fixture

@@ -8,15 +8,11 @@ an exception for anything else (a dead backend is not an empty one).
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
-from tests.peers import free_port
 from tests.probers import test_azure as azure
 from tests.probers import test_swift as swift_tests
 from tests.probers.conftest import closed_port_url
@@ -50,20 +46,6 @@ def local_location(root: Path) -> StorageLocation:
     return StorageLocation(name="local", driver="LocalStorage", params=params_model, source="t")
 
 
-@contextlib.asynccontextmanager
-async def fake_swift() -> AsyncIterator[FakeSwift]:
-    fake = FakeSwift()
-    runner = web.AppRunner(fake.app(), shutdown_timeout=0.5)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    fake.base = f"http://127.0.0.1:{port}"
-    try:
-        yield fake
-    finally:
-        await runner.cleanup()
-
-
 async def contract(backend: StorageBackend) -> None:
     try:
         assert await backend.exists(KEY) is False
@@ -85,10 +67,9 @@ async def test_azure(azurite_url: str) -> None:
     await contract(backend_for(azure.location(azurite_url), timeout=2.0))
 
 
-async def test_swift() -> None:
-    async with fake_swift() as swift:
-        location = swift_tests.location(swift.base + "/v3", 3)
-        await contract(backend_for(location, timeout=2.0))
+async def test_swift(swift: FakeSwift) -> None:
+    location = swift_tests.location(swift.base + "/v3", 3)
+    await contract(backend_for(location, timeout=2.0))
 
 
 async def test_local(tmp_path: Path) -> None:

@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiobotocore.session import get_session
 
 from tests.peers import FaultProxy, free_port
 from tests.probers.registry_peer import PASSWORD, USER, Layout, Registry, TokenIssuer, sha256
-from tests.probers.test_s3 import create_bucket
+from tests.probers.test_s3 import create_bucket, s3_client
 from trafficd.config import load
 from trafficd.config.model import Probes, RegistryProbe, Site
 from trafficd.daemon import Daemon
@@ -179,13 +178,7 @@ async def test_a_corrupted_blob_fails_the_digest(world: World) -> None:
     layer = world.layout.layers["amd64"]
     hex_ = sha256(layer).split(":")[1]
     key = f"docker/registry/v2/blobs/sha256/{hex_[:2]}/{hex_}/data"
-    async with get_session().create_client(
-        "s3",
-        endpoint_url=world.moto,
-        region_name="us-east-1",
-        aws_access_key_id="a",
-        aws_secret_access_key="b",
-    ) as s3:
+    async with s3_client(world.moto) as s3:
         await s3.put_object(Bucket=world.bucket, Key=key, Body=bytes([layer[0] ^ 0xFF]) + layer[1:])
     obs = await world.probe()
     assert (obs.ok, obs.reason) == (False, "digest"), obs

@@ -109,26 +109,25 @@ S3_DRIVERS = [d for d in DRIVERS if d not in ("AzureStorage", "SwiftStorage", "L
 SETTINGS = StorageProbeSettings(vantage="us-east", timeout=2.0)
 
 
-async def create_bucket(endpoint: str, bucket: str) -> None:
-    async with get_session().create_client(
+def s3_client(endpoint: str) -> Any:
+    """An S3 client of the test's own on `endpoint` (moto checks no signature)."""
+    return get_session().create_client(
         "s3",
         endpoint_url=endpoint,
         region_name="us-east-1",
         aws_access_key_id="a",
         aws_secret_access_key="b",
-    ) as s3:
+    )
+
+
+async def create_bucket(endpoint: str, bucket: str) -> None:
+    async with s3_client(endpoint) as s3:
         with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
             await s3.create_bucket(Bucket=bucket)
 
 
 async def list_keys(endpoint: str, bucket: str) -> list[str]:
-    async with get_session().create_client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="a",
-        aws_secret_access_key="b",
-    ) as s3:
+    async with s3_client(endpoint) as s3:
         answer = await s3.list_objects_v2(Bucket=bucket)
         return [o["Key"] for o in answer.get("Contents", [])]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -16,18 +15,6 @@ from tests.probers.fake_swift import PASSWORD, USER, FakeSwift
 from trafficd.config.storage import DRIVERS, StorageLocation
 from trafficd.probers import backend_for, probe_storage
 from trafficd.probers.base import StorageProbeSettings
-
-
-@pytest.fixture
-async def swift() -> AsyncIterator[FakeSwift]:
-    fake = FakeSwift()
-    runner = web.AppRunner(fake.app(), shutdown_timeout=0.5)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    fake.base = f"http://127.0.0.1:{port}"
-    yield fake
-    await runner.cleanup()
 
 
 def location(auth_url: str, version: int, password: str = PASSWORD) -> StorageLocation:

@@ -8,10 +8,9 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from aiobotocore.session import get_session
 
 from tests.peers import free_port, moto_server
-from tests.probers.test_s3 import KEYS, create_bucket
+from tests.probers.test_s3 import KEYS, create_bucket, s3_client
 from tests.replication.conftest import READONLY_PASSWORD, QuayDB
 from tests.test_api import healthy
 from trafficd.config import load
@@ -59,13 +58,7 @@ replication: {{dsn: '{dsn}', password: '${{file:db-password}}',
 
 
 async def put_blobs(moto: str, bucket: str, blobs: list[PlacedBlob]) -> None:
-    async with get_session().create_client(
-        "s3",
-        endpoint_url=moto,
-        region_name="us-east-1",
-        aws_access_key_id="a",
-        aws_secret_access_key="b",
-    ) as s3:
+    async with s3_client(moto) as s3:
         for blob in blobs:
             await s3.put_object(Bucket=bucket, Key=blob.path(STORAGE_PATH), Body=b"layer")
 

@@ -28,6 +28,7 @@ from typing import Any
 from trafficd.config.model import Config
 from trafficd.coordination.base import Backend, StoreError
 from trafficd.model import Observation, Override, Pause
+from trafficd.store import from_fields
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class Coordinator:
     ) -> None:
         settings = config.coordination
         self.backend = backend
+        self.kind = settings.backend
         self.vantage = config.vantage
         self.vantages = config.all_vantages
         self.lease = settings.lease
@@ -181,7 +183,9 @@ class Coordinator:
         out = {}
         for key, raw in (await self.backend.scan(self.keys["override"])).items():
             try:
-                out[key.removeprefix(self.keys["override"])] = Override(**json.loads(raw))
+                out[key.removeprefix(self.keys["override"])] = from_fields(
+                    Override, json.loads(raw)
+                )
             except (ValueError, TypeError):
                 log.warning("coordination: unreadable override %s", key)
         return out
@@ -197,7 +201,8 @@ class Coordinator:
         if raw is None:
             return None
         try:
-            return Pause(**json.loads(raw))
+            pause: Pause = from_fields(Pause, json.loads(raw))
+            return pause
         except (ValueError, TypeError):
             log.warning("coordination: unreadable pause; ignoring it")
             return None
@@ -206,7 +211,7 @@ class Coordinator:
         """For `trafficd status`: who leads, and every vantage's freshness."""
         now = self.clock()
         return {
-            "backend": "shared",
+            "backend": self.kind,
             "up": self.up,
             "error": self.error,
             "leader": self.leader[0] if self.leader else None,
