@@ -1,8 +1,10 @@
-"""Probe scheduling on a fake clock: jitter, intervals, overruns, and a failing task."""
+"""Probe scheduling on a fake clock: jitter, intervals, the start grid, overruns, and a
+failing task."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 from pathlib import Path
 
@@ -44,7 +46,13 @@ async def test_jittered_start_then_one_probe_per_interval() -> None:
     task = ProbeTask("endtoend/eu", Probe.ENDTOEND, "eu", 2.0, run)
     with pytest.raises(asyncio.CancelledError):
         await run_probe_loop(
-            task, seen.append, vantage="v", sleep=fake.sleep, clock=fake.clock, rng=random.Random(7)
+            task,
+            seen.append,
+            vantage="v",
+            sleep=fake.sleep,
+            clock=fake.clock,
+            rng=random.Random(7),
+            grid=0,
         )
     assert 0 <= fake.sleeps[0] < 2.0
     assert fake.sleeps[1:] == pytest.approx([1.7] * 6)  # interval minus the probe's own time
@@ -67,8 +75,66 @@ async def test_an_overrunning_probe_skips_ticks_instead_of_bursting() -> None:
             sleep=fake.sleep,
             clock=fake.clock,
             rng=random.Random(1),
+            grid=0,
         )
     assert fake.sleeps[1:] == [0.0] * 6
+
+
+async def test_probes_start_on_the_grid_and_keep_their_interval() -> None:
+    """Every start is a grid point (50 ms for a 1 s interval): many targets' probes share
+    a wake-up. The interval does not drift: each start is the first grid point at or
+    after `offset + k * interval`."""
+    starts: dict[int, list[float]] = {}
+    for seed in range(20):
+        fake = FakeClock()
+        fake.now = 1000.013  # not itself on the grid
+
+        async def run(fake: FakeClock = fake, seed: int = seed) -> Observation:
+            starts.setdefault(seed, []).append(fake.now)
+            fake.now += 0.0123
+            return obs()
+
+        task = ProbeTask("endtoend/eu", Probe.ENDTOEND, "eu", 1.0, run)
+        with pytest.raises(asyncio.CancelledError):
+            await run_probe_loop(
+                task,
+                lambda o: None,
+                vantage="v",
+                sleep=fake.sleep,
+                clock=fake.clock,
+                rng=random.Random(seed),
+            )
+    slots = set()
+    for times in starts.values():
+        assert len(times) == 6
+        for t in times:
+            assert t / 0.05 == pytest.approx(round(t / 0.05), abs=1e-6)  # on the grid
+        assert [b - a for a, b in itertools.pairwise(times)] == pytest.approx([1.0] * 5)
+        slots.add(round(times[0] % 1.0, 3))
+    assert len(slots) > 10  # 20 targets spread over the interval, not bunched
+
+
+async def test_a_short_interval_gets_a_finer_grid() -> None:
+    fake = FakeClock()
+    starts: list[float] = []
+
+    async def run() -> Observation:
+        starts.append(fake.now)
+        return obs()
+
+    task = ProbeTask("endtoend/eu", Probe.ENDTOEND, "eu", 0.2, run)  # grid: 10 ms
+    with pytest.raises(asyncio.CancelledError):
+        await run_probe_loop(
+            task,
+            lambda o: None,
+            vantage="v",
+            sleep=fake.sleep,
+            clock=fake.clock,
+            rng=random.Random(3),
+        )
+    for t in starts:
+        assert t / 0.01 == pytest.approx(round(t / 0.01), abs=1e-6)
+    assert [b - a for a, b in itertools.pairwise(starts)] == pytest.approx([0.2] * 5)
 
 
 async def test_a_task_that_raises_becomes_an_unknown_observation() -> None:
@@ -81,7 +147,13 @@ async def test_a_task_that_raises_becomes_an_unknown_observation() -> None:
     task = ProbeTask("storage/x", Probe.STORAGE, "x", 1.0, run)
     with pytest.raises(asyncio.CancelledError):
         await run_probe_loop(
-            task, seen.append, vantage="v", sleep=fake.sleep, clock=fake.clock, rng=random.Random(1)
+            task,
+            seen.append,
+            vantage="v",
+            sleep=fake.sleep,
+            clock=fake.clock,
+            rng=random.Random(1),
+            grid=0,
         )
     assert {(o.ok, o.reason, o.detail, o.target) for o in seen} == {
         (None, "error", "RuntimeError", "x")

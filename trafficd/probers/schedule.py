@@ -7,11 +7,20 @@ configuration into one task per site probe and per storage location, and
 injected so the schedule is tested on a fake clock. A task that raises
 (which probers never should) is reported as an unknown observation and the
 loop goes on.
+
+Probes start on a shared grid (`GRID`, 50 ms): each is due at its own jittered
+time and starts at the first grid point after it, so the event loop wakes once
+per grid point for every probe due there rather than once per probe. Waking
+an idle process costs more than a health probe's own work: 200 sites at 1 s
+took about 290 us of CPU per probe on scattered wake-ups and 180 us on the
+grid (bench/failover.py, cost part). Probes of many targets still spread over
+the whole interval, one grid point in `interval / GRID`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -27,6 +36,8 @@ from trafficd.probers.quay import QuayProber, Target
 from trafficd.probers.registry import RegistryProber
 
 Sink = Callable[[Observation], None]
+
+GRID = 0.05  # seconds between the points at which probes start (see above)
 
 
 @dataclass(frozen=True)
@@ -45,14 +56,22 @@ async def run_probe_loop(
     *,
     vantage: str,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    clock: Callable[[], float] = time.monotonic,
+    clock: Callable[[], float] | None = None,
     rng: random.Random | None = None,
+    grid: float | None = None,
 ) -> None:
-    """Probe `task.target` every `task.interval`, starting at a random offset (jitter)."""
+    """Probe `task.target` every `task.interval`, starting at a random offset (jitter), each
+    probe at the first point of the `grid` (default `GRID`, at most a twentieth of the
+    interval; 0: none) at or after it is due."""
     r = rng or random.Random()  # noqa: S311 - jitter, not cryptography
-    await sleep(r.uniform(0, task.interval))  # so that probes of many targets do not align
-    next_at = clock()
+    # The loop's own clock: sleeps to one grid point then end at the same timer deadline.
+    clock = clock or asyncio.get_running_loop().time
+    step = min(GRID, task.interval / 20) if grid is None else grid
+    # So that probes of many targets do not align; the grid keeps them apart at 1/step.
+    due = clock() + r.uniform(0, task.interval)
     while True:
+        now = clock()
+        await sleep(max(0.0, _on_grid(due, step) - now))
         try:
             obs = await task.run()
         except asyncio.CancelledError:
@@ -68,11 +87,17 @@ async def run_probe_loop(
                 detail=type(exc).__name__,
             )
         sink(obs)
-        next_at += task.interval
+        due += task.interval
         now = clock()
-        if next_at < now:  # a probe overran its interval: skip the missed ticks
-            next_at = now
-        await sleep(next_at - now)
+        if due < now:  # a probe overran its interval: skip the missed ticks
+            due = now
+
+
+def _on_grid(t: float, step: float) -> float:
+    """The first grid point at or after `t` (a hair's float error is not a grid point late)."""
+    if step <= 0:
+        return t
+    return math.ceil(t / step - 1e-6) * step
 
 
 def probe_tasks(
