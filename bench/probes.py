@@ -6,9 +6,9 @@ Needs the Debian package prometheus-blackbox-exporter for the comparison
 
 For each N it starts N health endpoints (Quay's body) in a separate process,
 then probes every endpoint once per interval for `duration` seconds:
-1. with trafficd's QuayProber (one shared session, jittered per-site loops)
-   and prints probes/s, CPU seconds per 1,000 probes of this process, p50/p99
-   latency and peak RSS;
+1. with trafficd's QuayProber (one shared session, the daemon's own scheduler:
+   jittered starts on its grid) and prints probes/s, CPU seconds per 1,000
+   probes of this process, p50/p99 latency and peak RSS;
 2. through blackbox_exporter's /probe endpoint (module http_2xx) at the same
    rate, and prints the exporter's own CPU seconds per 1,000 probes, read from
    /proc/PID/stat, and the ratio.
@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import random
 import resource
 import shutil
 import socket
@@ -43,9 +42,10 @@ from pathlib import Path
 import aiohttp
 
 from trafficd.config.model import Probes, RegistryProbe, Site
-from trafficd.model import Probe
+from trafficd.model import Observation, Probe
 from trafficd.probers.quay import QuayProber, Target, make_session
 from trafficd.probers.registry import RegistryProber
+from trafficd.probers.schedule import ProbeTask, run_probe_loop
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,21 +104,33 @@ def self_cpu() -> float:
 async def run_loops(
     n: int, duration: float, interval: float, probe_one: Callable[[int], Awaitable[float | None]]
 ) -> list[float]:
-    """Each site probed once per interval, loops started with jitter; returns latencies."""
+    """Each site probed once per interval by the daemon's own scheduler (jittered starts on
+    its grid, probers/schedule.py) for `duration` seconds; returns latencies."""
     latencies: list[float] = []
-    deadline = time.monotonic() + duration
 
-    async def loop(i: int) -> None:
-        await asyncio.sleep(random.uniform(0, interval))  # noqa: S311 - jitter, not crypto
-        next_at = time.monotonic()
-        while next_at < deadline:
+    def task(i: int) -> ProbeTask:
+        async def run() -> Observation:
             latency = await probe_one(i)
             if latency is not None:
                 latencies.append(latency)
-            next_at += interval
-            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            return Observation(
+                t=time.time(),
+                vantage="bench",
+                probe=Probe.ENDTOEND,
+                target=f"s{i}",
+                ok=latency is not None,
+            )
 
-    await asyncio.gather(*(loop(i) for i in range(n)))
+        return ProbeTask(f"bench/{i}", Probe.ENDTOEND, f"s{i}", interval, run)
+
+    loops = [
+        asyncio.create_task(run_probe_loop(task(i), lambda obs: None, vantage="bench"))
+        for i in range(n)
+    ]
+    await asyncio.sleep(duration)
+    for loop in loops:
+        loop.cancel()
+    await asyncio.gather(*loops, return_exceptions=True)
     return latencies
 
 

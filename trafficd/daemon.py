@@ -41,7 +41,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -69,8 +69,6 @@ from trafficd.metrics import Metrics
 from trafficd.model import Cause, Observation, Override, Pause, Probe, State
 from trafficd.probers.quay import make_session
 from trafficd.probers.schedule import probe_tasks, run_probe_loop
-from trafficd.replication import ReplicationMonitor
-from trafficd.restoregate import GateResult, RestoreGate
 from trafficd.store import (
     Store,
     decisions_from_json,
@@ -79,6 +77,10 @@ from trafficd.store import (
     engine_to_json,
     read_events,
 )
+
+if TYPE_CHECKING:
+    from trafficd.replication import ReplicationMonitor
+    from trafficd.restoregate import GateResult, RestoreGate
 
 log = logging.getLogger(__name__)
 
@@ -678,6 +680,10 @@ class Daemon(Controller):
         self.replication = None  # (re)built from the new config
         self.gate = None
         if config.replication is not None:
+            # Imported here: asyncpg is for configurations that read Quay's database.
+            from trafficd.replication import ReplicationMonitor
+            from trafficd.restoregate import RestoreGate
+
             # Its own task: a slow or dead database never delays probing or draining.
             self.replication = ReplicationMonitor(config, self.metrics)
             self.spawn("replication", self.replication.run)

@@ -6,6 +6,7 @@ the same names) to implementations. `base.Reconciler` runs any of them.
 Each declares its `role`: `traffic` (DNS, load balancers), `instances`
 (kubernetes, command) or `notify` (webhook), so the daemon can drain traffic
 first and stop instances after `shutdown_grace`, and restore in reverse.
+Each module is imported when a configuration first names it (`trafficd.lazy`).
 """
 
 from __future__ import annotations
@@ -14,22 +15,16 @@ from collections.abc import Callable
 from typing import Any
 
 from trafficd.actuators.base import Actuator, BuildContext, Reconciler, desired_state
-from trafficd.actuators.command import Command
-from trafficd.actuators.haproxy import HAProxy
-from trafficd.actuators.kubernetes import Kubernetes
-from trafficd.actuators.powerdns import PowerDNS
-from trafficd.actuators.rfc2136 import RFC2136
-from trafficd.actuators.route53 import Route53
-from trafficd.actuators.webhook import Webhook
+from trafficd.lazy import lazy
 
 ACTUATORS: dict[str, Callable[[Any, BuildContext | None], Actuator]] = {
-    "rfc2136": RFC2136,
-    "haproxy": HAProxy,
-    "powerdns": PowerDNS,
-    "route53": Route53,
-    "kubernetes": Kubernetes,
-    "command": Command,
-    "webhook": Webhook,
+    "rfc2136": lazy("trafficd.actuators.rfc2136:RFC2136"),
+    "haproxy": lazy("trafficd.actuators.haproxy:HAProxy"),
+    "powerdns": lazy("trafficd.actuators.powerdns:PowerDNS"),
+    "route53": lazy("trafficd.actuators.route53:Route53"),
+    "kubernetes": lazy("trafficd.actuators.kubernetes:Kubernetes"),
+    "command": lazy("trafficd.actuators.command:Command"),
+    "webhook": lazy("trafficd.actuators.webhook:Webhook"),
 }
 
 

@@ -3,7 +3,8 @@
 `BACKENDS` maps each `coordination.backend` name (the same names the config
 accepts) to its class; `none` has no entry: a single instance keeps
 everything in its own state_dir. See coordinator.py for how the instances
-share observations, elect a leader and continue each other's work.
+share observations, elect a leader and continue each other's work. A backend's
+client library is imported when a configuration first names it (`trafficd.lazy`).
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ from typing import Protocol
 
 from trafficd.coordination.base import Backend, StoreError
 from trafficd.coordination.coordinator import Coordinator
-from trafficd.coordination.etcd import EtcdBackend
-from trafficd.coordination.redis import RedisBackend
+from trafficd.lazy import lazy
 
 
 class BackendFactory(Protocol):
@@ -21,8 +21,8 @@ class BackendFactory(Protocol):
 
 
 BACKENDS: dict[str, BackendFactory] = {
-    "redis": RedisBackend,
-    "etcd": EtcdBackend,
+    "redis": lazy("trafficd.coordination.redis:RedisBackend"),
+    "etcd": lazy("trafficd.coordination.etcd:EtcdBackend"),
 }
 
 __all__ = ["BACKENDS", "Backend", "Coordinator", "StoreError"]

@@ -5,6 +5,7 @@ each implement `base.StorageBackend` for one storage family, and
 `STORAGE_BACKENDS` maps every Quay driver name (the same names as
 `trafficd.config.storage.DRIVERS`) to the backend that checks it.
 `probe_storage` runs the canary against any backend. Probers never raise.
+Backends are imported when a location first needs one (`trafficd.lazy`).
 """
 
 from __future__ import annotations
@@ -12,11 +13,8 @@ from __future__ import annotations
 from typing import Protocol
 
 from trafficd.config.storage import StorageLocation
-from trafficd.probers.azure import AzureBackend
+from trafficd.lazy import lazy
 from trafficd.probers.base import StorageBackend, StorageProbeSettings, probe_storage
-from trafficd.probers.local import LocalBackend
-from trafficd.probers.s3 import S3Backend
-from trafficd.probers.swift import SwiftBackend
 
 
 class BackendFactory(Protocol):
@@ -25,20 +23,25 @@ class BackendFactory(Protocol):
     ) -> StorageBackend: ...
 
 
+_LOCAL = lazy("trafficd.probers.local:LocalBackend")
+_S3 = lazy("trafficd.probers.s3:S3Backend")
+_SWIFT = lazy("trafficd.probers.swift:SwiftBackend")
+_AZURE = lazy("trafficd.probers.azure:AzureBackend")
+
 STORAGE_BACKENDS: dict[str, BackendFactory] = {
-    "LocalStorage": LocalBackend,
-    "S3Storage": S3Backend,
-    "STSS3Storage": S3Backend,
-    "GoogleCloudStorage": S3Backend,
-    "RadosGWStorage": S3Backend,
-    "RHOCSStorage": S3Backend,
-    "IBMCloudStorage": S3Backend,
-    "SwiftStorage": SwiftBackend,
-    "CloudFrontedS3Storage": S3Backend,
-    "CloudFlareStorage": S3Backend,
-    "AkamaiS3Storage": S3Backend,
-    "MultiCDNStorage": S3Backend,
-    "AzureStorage": AzureBackend,
+    "LocalStorage": _LOCAL,
+    "S3Storage": _S3,
+    "STSS3Storage": _S3,
+    "GoogleCloudStorage": _S3,
+    "RadosGWStorage": _S3,
+    "RHOCSStorage": _S3,
+    "IBMCloudStorage": _S3,
+    "SwiftStorage": _SWIFT,
+    "CloudFrontedS3Storage": _S3,
+    "CloudFlareStorage": _S3,
+    "AkamaiS3Storage": _S3,
+    "MultiCDNStorage": _S3,
+    "AzureStorage": _AZURE,
 }
 
 
