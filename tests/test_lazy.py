@@ -4,6 +4,7 @@ does not import them (the memory part of bench/failover.py's cost figure)."""
 
 from __future__ import annotations
 
+import pkgutil
 import subprocess
 import sys
 import textwrap
@@ -13,7 +14,6 @@ import pytest
 
 from trafficd.actuators import ACTUATORS
 from trafficd.coordination import BACKENDS
-from trafficd.lazy import resolve
 from trafficd.probers import STORAGE_BACKENDS
 
 HEAVY = ["aiobotocore", "asyncpg", "azure", "botocore", "kubernetes_asyncio", "redis"]
@@ -26,7 +26,7 @@ HEAVY = ["aiobotocore", "asyncpg", "azure", "botocore", "kubernetes_asyncio", "r
 )
 def test_every_registered_name_resolves_to_its_class(entry: object) -> None:
     target: str = entry.target  # type: ignore[attr-defined]
-    cls = resolve(target)
+    cls = pkgutil.resolve_name(target)
     assert isinstance(cls, type)
     assert f"{cls.__module__}:{cls.__name__}" == target
 
@@ -81,7 +81,7 @@ def test_a_daemon_imports_only_the_sdks_its_configuration_names(tmp_path: Path) 
             sys.executable,
             "-c",
             "import sys; from trafficd.probers import STORAGE_BACKENDS as B; "
-            "from trafficd.lazy import resolve; resolve(B['S3Storage'].target); "
+            "import pkgutil; pkgutil.resolve_name(B['S3Storage'].target); "
             "print('aiobotocore' in sys.modules)",
         ],
         capture_output=True,

@@ -10,24 +10,16 @@ measured importing each on Python 3.11), against about 125 MB for everything.
 
 from __future__ import annotations
 
-import importlib
+import pkgutil
 from typing import Any
 
 
 def lazy(target: str) -> Any:
-    """A callable standing for `module:attr`: the first call imports it and calls it."""
-    module, _, attr = target.partition(":")
+    """A callable standing for `module:attr`: each call resolves it (the first imports
+    the module) and calls it. `.target` names it, for the tests that resolve every entry."""
 
     def call(*args: Any, **kwargs: Any) -> Any:
-        return resolve(target)(*args, **kwargs)
+        return pkgutil.resolve_name(target)(*args, **kwargs)
 
-    call.target = target  # type: ignore[attr-defined]  # for the tests that resolve every entry
-    call.__qualname__ = call.__name__ = attr
-    call.__module__ = module
+    call.target = target  # type: ignore[attr-defined]
     return call
-
-
-def resolve(target: str) -> Any:
-    """What `module:attr` names (imported now if it was not)."""
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)

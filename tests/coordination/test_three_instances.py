@@ -42,6 +42,7 @@ from tests.e2e.test_failover import (
     REPO,
     Moto,
     running_peers,
+    spawn_trafficd,
     wait_for,
     write_config,
 )
@@ -60,15 +61,7 @@ class Instance:
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        with (self.tmp / "trafficd.log").open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "trafficd.cli", "run", "-c", str(self.config)],
-                cwd=REPO,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env={**os.environ, "S3_KEY": "testing"},
-            )
+        self.proc = spawn_trafficd(self.config, self.tmp / "trafficd.log")
 
     def kill9(self) -> None:
         assert self.proc is not None

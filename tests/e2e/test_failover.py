@@ -37,6 +37,19 @@ ADMIN_TOKEN = "admin-token-for-the-e2e-test-0123456789"
 READ_TOKEN = "read-token-for-the-e2e-test-0123456789"
 
 
+def spawn_trafficd(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    """`trafficd run -c config` in its own session, its output appended to `log`."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "trafficd.cli", "run", "-c", str(config)],
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "S3_KEY": "testing"},
+        )
+
+
 def wait_for(what: str, check: Callable[[], bool], timeout: float = 20.0) -> float:
     """Polls `check` until true; returns when it became true (time.monotonic())."""
     end = time.monotonic() + timeout
@@ -92,15 +105,7 @@ class Deployment:
     trafficd: subprocess.Popen[bytes] | None = None
 
     def start_trafficd(self) -> None:
-        with (self.tmp / "trafficd.log").open("ab") as out:
-            self.trafficd = subprocess.Popen(
-                [sys.executable, "-m", "trafficd.cli", "run", "-c", str(self.config)],
-                cwd=REPO,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env={**os.environ, "S3_KEY": "testing"},
-            )
+        self.trafficd = spawn_trafficd(self.config, self.tmp / "trafficd.log")
         wait_for("trafficd /readyz", lambda: self.http("GET", "/readyz")[0] == 200)
 
     def http(

@@ -92,9 +92,16 @@ class RawServer:
         await self.server.wait_closed()
 
 
-async def raw_server(answer: Handler) -> tuple[RawServer, int]:
+@contextlib.asynccontextmanager
+async def raw_endpoint(answer: Handler) -> AsyncIterator[http1.Endpoint]:
+    """A raw server answering with `answer`, and an endpoint to it; both closed after."""
     server = await RawServer(answer).start()
-    return server, server.port
+    ep = endpoint(server.port)
+    try:
+        yield ep
+    finally:
+        ep.close()
+        await server.close()
 
 
 async def test_connections_are_kept_and_reused(app_server: tuple[int, list[int]]) -> None:
@@ -131,14 +138,9 @@ async def test_an_announced_body_past_the_limit_is_refused_before_it_is_read() -
         await asyncio.sleep(1)
         writer.close()
 
-    server, port = await raw_server(answer)
-    ep = endpoint(port)
-    try:
+    async with raw_endpoint(answer) as ep:
         with pytest.raises(http1.TooLargeError):
             await asyncio.wait_for(ep.get(REQUEST), 0.5)
-    finally:
-        ep.close()
-        await server.close()
 
 
 @pytest.mark.parametrize(
@@ -160,15 +162,10 @@ async def test_a_server_that_does_not_keep_alive_gets_a_new_connection(reply: by
         await writer.drain()
         writer.close()
 
-    server, port = await raw_server(answer)
-    ep = endpoint(port)
-    try:
+    async with raw_endpoint(answer) as ep:
         for _ in range(3):
             assert (await ep.get(REQUEST)).body == b"ok"
         assert connections == 3
-    finally:
-        ep.close()
-        await server.close()
 
 
 async def test_a_connection_closed_while_idle_is_replaced_not_reported() -> None:
@@ -179,15 +176,10 @@ async def test_a_connection_closed_while_idle_is_replaced_not_reported() -> None
         await asyncio.sleep(0.05)
         writer.close()  # a keep-alive timeout shorter than the probe interval
 
-    server, port = await raw_server(answer)
-    ep = endpoint(port)
-    try:
+    async with raw_endpoint(answer) as ep:
         assert (await ep.get(REQUEST)).body == b"ok"
         await asyncio.sleep(0.2)
         assert (await ep.get(REQUEST)).body == b"ok"
-    finally:
-        ep.close()
-        await server.close()
 
 
 async def test_garbage_and_an_early_close_are_errors() -> None:
@@ -203,14 +195,9 @@ async def test_garbage_and_an_early_close_are_errors() -> None:
         writer.close()
 
     for handler, error in ((garbage, http1.ProtocolError), (early, http1.ResetError)):
-        server, port = await raw_server(handler)
-        ep = endpoint(port)
-        try:
+        async with raw_endpoint(handler) as ep:
             with pytest.raises(error):
                 await asyncio.wait_for(ep.get(REQUEST), 2)
-        finally:
-            ep.close()
-            await server.close()
 
 
 def test_under_uvloop_as_trafficd_run_uses_it() -> None:
@@ -229,15 +216,10 @@ def test_under_uvloop_as_trafficd_run_uses_it() -> None:
             finally:
                 writer.close()
 
-        server, port = await raw_server(answer)
-        ep = endpoint(port)
-        try:
+        async with raw_endpoint(answer) as ep:
             for _ in range(3):
                 assert (await ep.get(REQUEST)).body == b"ok"
             await asyncio.sleep(0.05)  # the server side sees the close
-        finally:
-            ep.close()
-            await server.close()
         return peers
 
     assert len(uvloop.run(main())) == 1  # kept alive under uvloop's transports too

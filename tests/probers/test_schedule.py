@@ -13,7 +13,7 @@ import pytest
 from trafficd.config import load
 from trafficd.model import Observation, Probe
 from trafficd.probers.quay import make_session
-from trafficd.probers.schedule import ProbeTask, probe_tasks, run_probe_loop
+from trafficd.probers.schedule import ProbeTask, Sink, probe_tasks, run_probe_loop
 
 
 class FakeClock:
@@ -30,6 +30,21 @@ class FakeClock:
         if len(self.sleeps) > 6:
             raise asyncio.CancelledError
 
+    async def run(
+        self, task: ProbeTask, sink: Sink, *, seed: int, grid: float | None = None
+    ) -> None:
+        """`task`'s loop on this clock, for six probes."""
+        with pytest.raises(asyncio.CancelledError):
+            await run_probe_loop(
+                task,
+                sink,
+                vantage="v",
+                sleep=self.sleep,
+                clock=self.clock,
+                rng=random.Random(seed),
+                grid=grid,
+            )
+
 
 def obs(target: str = "eu") -> Observation:
     return Observation(t=0.0, vantage="v", probe=Probe.ENDTOEND, target=target, ok=True)
@@ -44,16 +59,7 @@ async def test_jittered_start_then_one_probe_per_interval() -> None:
         return obs()
 
     task = ProbeTask("endtoend/eu", Probe.ENDTOEND, "eu", 2.0, run)
-    with pytest.raises(asyncio.CancelledError):
-        await run_probe_loop(
-            task,
-            seen.append,
-            vantage="v",
-            sleep=fake.sleep,
-            clock=fake.clock,
-            rng=random.Random(7),
-            grid=0,
-        )
+    await fake.run(task, seen.append, seed=7, grid=0)
     assert 0 <= fake.sleeps[0] < 2.0
     assert fake.sleeps[1:] == pytest.approx([1.7] * 6)  # interval minus the probe's own time
     assert len(seen) == 6
@@ -67,16 +73,7 @@ async def test_an_overrunning_probe_skips_ticks_instead_of_bursting() -> None:
         return obs()
 
     task = ProbeTask("endtoend/eu", Probe.ENDTOEND, "eu", 2.0, run)
-    with pytest.raises(asyncio.CancelledError):
-        await run_probe_loop(
-            task,
-            lambda o: None,
-            vantage="v",
-            sleep=fake.sleep,
-            clock=fake.clock,
-            rng=random.Random(1),
-            grid=0,
-        )
+    await fake.run(task, lambda o: None, seed=1, grid=0)
     assert fake.sleeps[1:] == [0.0] * 6
 
 
@@ -95,15 +92,7 @@ async def test_probes_start_on_the_grid_and_keep_their_interval() -> None:
             return obs()
 
         task = ProbeTask("endtoend/eu", Probe.ENDTOEND, "eu", 1.0, run)
-        with pytest.raises(asyncio.CancelledError):
-            await run_probe_loop(
-                task,
-                lambda o: None,
-                vantage="v",
-                sleep=fake.sleep,
-                clock=fake.clock,
-                rng=random.Random(seed),
-            )
+        await fake.run(task, lambda o: None, seed=seed)
     slots = set()
     for times in starts.values():
         assert len(times) == 6
@@ -123,15 +112,7 @@ async def test_a_short_interval_gets_a_finer_grid() -> None:
         return obs()
 
     task = ProbeTask("endtoend/eu", Probe.ENDTOEND, "eu", 0.2, run)  # grid: 10 ms
-    with pytest.raises(asyncio.CancelledError):
-        await run_probe_loop(
-            task,
-            lambda o: None,
-            vantage="v",
-            sleep=fake.sleep,
-            clock=fake.clock,
-            rng=random.Random(3),
-        )
+    await fake.run(task, lambda o: None, seed=3)
     for t in starts:
         assert t / 0.01 == pytest.approx(round(t / 0.01), abs=1e-6)
     assert [b - a for a, b in itertools.pairwise(starts)] == pytest.approx([0.2] * 5)
@@ -145,16 +126,7 @@ async def test_a_task_that_raises_becomes_an_unknown_observation() -> None:
         raise RuntimeError("prober bug")
 
     task = ProbeTask("storage/x", Probe.STORAGE, "x", 1.0, run)
-    with pytest.raises(asyncio.CancelledError):
-        await run_probe_loop(
-            task,
-            seen.append,
-            vantage="v",
-            sleep=fake.sleep,
-            clock=fake.clock,
-            rng=random.Random(1),
-            grid=0,
-        )
+    await fake.run(task, seen.append, seed=1, grid=0)
     assert {(o.ok, o.reason, o.detail, o.target) for o in seen} == {
         (None, "error", "RuntimeError", "x")
     }

@@ -7,9 +7,8 @@ the canaries of every location due at the same moment run on as many threads,
 which release and retake the GIL around every system call and spend more on
 that than on the calls (200 locations at 1 s: the daemon took 19-27% of a core
 with the default executor, 15% with this thread; bench/failover.py, cost
-part). And a hung mount takes one more thread of that
-shared pool every interval, until the pool and everything else that uses it
-stops.
+part). And a hung mount takes one more thread of that shared pool every
+interval, until the pool and everything else that uses it stops.
 
 Here the operations of every location run in order on one thread, which hands
 back the results of a burst in one wake-up of the event loop. A job running
@@ -142,8 +141,7 @@ class FileThread:
 
     def _replace_if_stuck(self) -> None:
         worker = self._worker
-        current = worker.current if worker is not None else None
-        if worker is None or current is None:
+        if worker is None or (current := worker.current) is None:
             return
         if not current.stuck(time.monotonic(), self.stuck_after):
             return
@@ -156,9 +154,8 @@ class FileThread:
         worker.jobs.put(_STOP)
         self._worker = fresh = _Worker()
         self.replaced += 1
-        for item in moved:
-            if item is not _STOP:
-                fresh.jobs.put(item)
+        for item in moved:  # jobs only: _STOP goes to a worker only as it is let go
+            fresh.jobs.put(item)
 
     def stop(self) -> None:
         """Let the thread end (a stuck one ends when its job returns)."""

@@ -71,8 +71,7 @@ async def run_probe_loop(
     # So that probes of many targets do not align; the grid keeps them apart at 1/step.
     due = clock() + r.uniform(0, task.interval)
     while True:
-        now = clock()
-        await sleep(max(0.0, _on_grid(due, step) - now))
+        await sleep(max(0.0, _on_grid(due, step) - clock()))
         try:
             obs = await task.run()
         except asyncio.CancelledError:
@@ -88,10 +87,8 @@ async def run_probe_loop(
                 detail=type(exc).__name__,
             )
         sink(obs)
-        due += task.interval
-        now = clock()
-        if due < now:  # a probe overran its interval: skip the missed ticks
-            due = now
+        # A probe that overran its interval skips the missed ticks instead of bursting.
+        due = max(due + task.interval, clock())
 
 
 def _on_grid(t: float, step: float) -> float:
