@@ -66,7 +66,10 @@ def test_up_break_watch_repair_down(tmp_path: Path) -> None:
         while not promql(d.prometheus, 'trafficd_site_state{site="eu",state="drained"} == 1'):
             assert time.monotonic() < deadline, "Prometheus never saw eu drained"
             time.sleep(0.5)
-        assert promql(d.prometheus, 'ALERTS{alertname="TrafficdSiteDrained",site="eu"}')
+        # The rule is evaluated on its own 1 s cycle: the first after that scrape raises it.
+        while not promql(d.prometheus, 'ALERTS{alertname="TrafficdSiteDrained",site="eu"}'):
+            assert time.monotonic() < deadline + 5, "TrafficdSiteDrained never pending or firing"
+            time.sleep(0.5)
 
         demo(base, "repair", "eu")
         demo(base, "watch", "--until", "active", "--timeout", "30")
