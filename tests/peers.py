@@ -18,6 +18,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -27,6 +28,60 @@ from trafficd.demo.peers import free_port as free_port  # re-exported for the te
 from trafficd.demo.peers import stop as stop
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Programs that make a test a `peers` test (tests/conftest.py refuses them in a test
+# without the mark): the real servers, their tools, and the demo that starts them.
+PEER_PROGRAMS = frozenset(
+    {
+        "named",
+        "tsig-keygen",
+        "rndc",
+        "dig",
+        "haproxy",
+        "pdns_server",
+        "pdnsutil",
+        "prometheus",
+        "promtool",
+        "postgres",
+        "initdb",
+        "pg_ctl",
+        "psql",
+        "redis-server",
+        "etcd",
+        "docker-registry",
+        "skopeo",
+        "chromium",
+        "chromium-browser",
+        "azurite-blob",
+        "node",
+        "demo.sh",
+    }
+)
+# Python modules run with `-m` that start servers: moto's S3 server, the demo.
+PEER_MODULES = frozenset({"moto.server", "trafficd.demo"})
+_INTERPRETERS = frozenset({"sh", "bash", "env"})
+
+
+def peer_program(args: Any) -> str | None:
+    """The peer program that `subprocess.Popen(args)` would start, or None."""
+    if isinstance(args, str):
+        argv = args.split()
+    elif isinstance(args, bytes | os.PathLike):
+        argv = [os.fsdecode(args)]
+    else:
+        argv = [os.fsdecode(a) for a in args]
+    names = [Path(a).name for a in argv]
+    if not names:
+        return None
+    if names[0] in _INTERPRETERS and len(names) > 1:
+        names = names[1:]
+    if names[0] in PEER_PROGRAMS:
+        return names[0]
+    if names[0].startswith("python") and "-m" in argv[:-1]:
+        module = argv[argv.index("-m") + 1]
+        if module in PEER_MODULES:
+            return f"python -m {module}"
+    return None
 
 
 def _wait_http(url: str, proc: subprocess.Popen[bytes], what: str, deadline: float = 30.0) -> None:

@@ -14,8 +14,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from trafficd.demo.__main__ import Demo
 from trafficd.demo.peers import alive, promql, wait_until
+
+pytestmark = pytest.mark.peers
 
 
 def demo(base: Path, *argv: str, timeout: float = 120) -> str:

@@ -19,6 +19,8 @@ from aiohttp.test_utils import TestClient
 from tests.peers import free_port, moto_server
 from trafficd.demo.site import build_app
 
+pytestmark = pytest.mark.peers
+
 Client = TestClient[web.Request, web.Application]
 
 

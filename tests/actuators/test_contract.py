@@ -29,6 +29,8 @@ from trafficd.config.model import (
 from trafficd.metrics import Metrics
 from trafficd.model import Cause, State
 
+pytestmark = pytest.mark.peers
+
 ADDRESSES = {"us": "192.0.2.10", "eu": "192.0.2.20"}
 
 

@@ -21,6 +21,8 @@ from trafficd.actuators import build
 from trafficd.actuators.base import ActuatorPermanentError, Reconciler
 from trafficd.actuators.rfc2136 import RFC2136
 
+pytestmark = pytest.mark.peers
+
 
 @pytest.fixture
 def bind(tmp_path: Path) -> Iterator[BindHarness]:

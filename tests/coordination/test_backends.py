@@ -25,6 +25,7 @@ def connect(peer: RedisPeer | EtcdPeer) -> Backend:
     return BACKENDS[backend_name(peer)]([peer.url], timeout=2.0)
 
 
+@pytest.mark.peers
 async def test_keys_values_prefixes_and_ttl(store: RedisPeer | EtcdPeer) -> None:
     b = connect(store)
     try:
@@ -41,6 +42,7 @@ async def test_keys_values_prefixes_and_ttl(store: RedisPeer | EtcdPeer) -> None
         await b.close()
 
 
+@pytest.mark.peers
 async def test_one_holder_at_a_time_and_tokens_only_grow(store: RedisPeer | EtcdPeer) -> None:
     a, b = connect(store), connect(store)  # two instances, two clients
     try:
@@ -61,6 +63,7 @@ async def test_one_holder_at_a_time_and_tokens_only_grow(store: RedisPeer | Etcd
         await b.close()
 
 
+@pytest.mark.peers
 async def test_a_write_fenced_by_a_stale_token_is_refused(store: RedisPeer | EtcdPeer) -> None:
     a, b = connect(store), connect(store)
     try:

@@ -48,6 +48,8 @@ from tests.e2e.test_failover import (
 )
 from tests.peers import HAProxyPeer, Named, free_port, stop
 
+pytestmark = pytest.mark.peers
+
 VANTAGES = ("a", "b", "c")
 INTERVAL, LEASE, GRACE = 0.5, 2.0, 3.0
 

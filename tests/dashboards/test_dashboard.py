@@ -7,6 +7,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.deploy.test_prometheus_rules import exported_names, promtool
@@ -53,6 +54,7 @@ def test_every_metric_is_exported() -> None:
         assert used and used <= exported, (title, used - exported)
 
 
+@pytest.mark.peers
 def test_every_query_is_valid_promql(tmp_path: Path) -> None:
     rules = {
         "groups": [

@@ -23,6 +23,8 @@ import yaml
 from trafficd.demo.__main__ import Demo, wait
 from trafficd.demo.peers import promql
 
+pytestmark = pytest.mark.peers
+
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "deploy/prometheus/trafficd-rules.yaml"
 DASHBOARD = json.loads((REPO / "dashboards/trafficd.json").read_text())

@@ -41,6 +41,7 @@ def exported_names() -> set[str]:
     return names
 
 
+@pytest.mark.peers
 def test_promtool_checks_the_rules() -> None:
     out = subprocess.run(
         [promtool(), "check", "rules", str(RULES)], capture_output=True, text=True, check=False
@@ -49,6 +50,7 @@ def test_promtool_checks_the_rules() -> None:
     assert "SUCCESS: 19 rules found" in out.stdout
 
 
+@pytest.mark.peers
 def test_promtool_unit_tests_pass() -> None:
     out = subprocess.run(
         [promtool(), "test", "rules", RULE_TESTS.name],

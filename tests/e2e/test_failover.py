@@ -30,6 +30,8 @@ import pytest
 
 from tests.peers import HAProxyPeer, Named, _wait_http, free_port, stop
 
+pytestmark = pytest.mark.peers
+
 REPO = Path(__file__).resolve().parents[2]
 INTERVAL, FALL, RISE, GRACE = 0.5, 2, 2, 1.0
 ADDRESSES = {"us": "192.0.2.10", "eu": "192.0.2.20"}

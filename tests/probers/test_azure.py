@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
 from azure.storage.blob.aio import BlobServiceClient
 
 from tests.peers import AZURITE_ACCOUNT, AZURITE_KEY, FaultProxy
@@ -63,6 +64,7 @@ async def probe(
         await backend.close()
 
 
+@pytest.mark.peers
 async def test_write_and_read_probes_pass_and_clean_up(azurite_url: str) -> None:
     await ensure_container(azurite_url)
     obs, _ = await probe(azurite_url)
@@ -77,6 +79,7 @@ async def test_stopped_server_is_connect() -> None:
     assert (obs.ok, obs.reason) == (False, "connect")
 
 
+@pytest.mark.peers
 async def test_wrong_key_is_auth_and_never_shows_the_key(azurite_url: str) -> None:
     await ensure_container(azurite_url)
     wrong = "d3JvbmctYXp1cml0ZS1rZXktZm9yLXRoZS10ZXN0LTAxMjM0NTY3ODk="
@@ -86,6 +89,7 @@ async def test_wrong_key_is_auth_and_never_shows_the_key(azurite_url: str) -> No
     assert wrong not in repr(obs)
 
 
+@pytest.mark.peers
 async def test_hanging_server_times_out_within_the_bound(
     azurite_url: str, proxy_factory: list[FaultProxy]
 ) -> None:
@@ -96,6 +100,7 @@ async def test_hanging_server_times_out_within_the_bound(
     assert elapsed < 0.5 + 0.1
 
 
+@pytest.mark.peers
 async def test_server_error_names_the_step(
     azurite_url: str, proxy_factory: list[FaultProxy]
 ) -> None:
@@ -106,6 +111,7 @@ async def test_server_error_names_the_step(
     assert "HTTP 500" in (obs.detail or "")
 
 
+@pytest.mark.peers
 async def test_corrupted_read_fails_the_compare(
     azurite_url: str, proxy_factory: list[FaultProxy]
 ) -> None:

@@ -57,11 +57,13 @@ async def contract(backend: StorageBackend) -> None:
         await backend.close()
 
 
+@pytest.mark.peers
 async def test_s3(moto: str) -> None:
     await create_bucket(moto, "quay-exists")
     await contract(backend_for(s3_location(moto), timeout=2.0))
 
 
+@pytest.mark.peers
 async def test_azure(azurite_url: str) -> None:
     await azure.ensure_container(azurite_url)
     await contract(backend_for(azure.location(azurite_url), timeout=2.0))

@@ -111,6 +111,7 @@ async def world(request: pytest.FixtureRequest, tmp_path: Path, moto: str) -> As
     await close(w)
 
 
+@pytest.mark.peers
 async def test_a_healthy_pull_passes_every_step(world: World) -> None:
     obs = await world.probe()
     assert obs.ok is True, obs
@@ -122,6 +123,7 @@ async def test_a_healthy_pull_passes_every_step(world: World) -> None:
     assert all("Authorization" not in h for h in presigned)
 
 
+@pytest.mark.peers
 async def test_the_storage_host_never_sees_the_registry_credentials(world: World) -> None:
     await world.probe()
     await world.probe(blob_bytes=16)  # a Range read too
@@ -134,6 +136,7 @@ async def test_the_storage_host_never_sees_the_registry_credentials(world: World
     assert ranged and ranged[0]["Range"] == "bytes=0-15"
 
 
+@pytest.mark.peers
 async def test_a_manifest_list_resolves_to_linux_amd64(world: World) -> None:
     obs = await world.probe(reference="multi")
     assert obs.ok is True, obs
@@ -143,17 +146,20 @@ async def test_a_manifest_list_resolves_to_linux_amd64(world: World) -> None:
     assert any(want in p for p in blobs), blobs
 
 
+@pytest.mark.peers
 async def test_wrong_credentials_fail_at_auth(world: World) -> None:
     obs = await world.probe(password="wrong-password")
     assert (obs.ok, obs.reason, obs.status) == (False, "auth", 401)
     assert "wrong-password" not in str(obs)
 
 
+@pytest.mark.peers
 async def test_a_missing_tag_fails_at_manifest(world: World) -> None:
     obs = await world.probe(reference="no-such-tag")
     assert (obs.ok, obs.reason, obs.status) == (False, "manifest", 404)
 
 
+@pytest.mark.peers
 async def test_storage_refusing_downloads_fails_at_blob_read_while_v2_answers(
     world: World,
 ) -> None:
@@ -164,6 +170,7 @@ async def test_storage_refusing_downloads_fails_at_blob_read_while_v2_answers(
     assert {"ping", "manifest", "blob_redirect"} <= set(obs.steps)
 
 
+@pytest.mark.peers
 async def test_storage_stopped_fails_where_the_registry_first_needs_it(world: World) -> None:
     world.proxy.mode = "status500"  # every S3 request fails, the registry's too
     obs = await world.probe()
@@ -174,6 +181,7 @@ async def test_storage_stopped_fails_where_the_registry_first_needs_it(world: Wo
     assert {"ping", "auth"} <= set(obs.steps)
 
 
+@pytest.mark.peers
 async def test_a_corrupted_blob_fails_the_digest(world: World) -> None:
     layer = world.layout.layers["amd64"]
     hex_ = sha256(layer).split(":")[1]
@@ -198,6 +206,7 @@ async def test_a_site_that_cannot_be_reached_fails_at_ping() -> None:
     assert obs.detail is not None and obs.detail.startswith("connect")
 
 
+@pytest.mark.peers
 async def test_a_redirect_to_an_unreachable_host_fails_at_blob_read(
     tmp_path: Path, moto: str
 ) -> None:
@@ -211,6 +220,7 @@ async def test_a_redirect_to_an_unreachable_host_fails_at_blob_read(
         await close(w)
 
 
+@pytest.mark.peers
 async def test_an_anonymous_registry_needs_no_credentials(tmp_path: Path, moto: str) -> None:
     w = await make_world(tmp_path, moto, "none")
     try:
@@ -221,6 +231,7 @@ async def test_an_anonymous_registry_needs_no_credentials(tmp_path: Path, moto: 
         await close(w)
 
 
+@pytest.mark.peers
 async def test_the_token_is_cached_until_it_expires(tmp_path: Path, moto: str) -> None:
     w = await make_world(tmp_path, moto, "token")
     try:
@@ -261,6 +272,7 @@ def test_challenges_are_parsed_as_registries_send_them() -> None:
     assert parse_challenge('Basic realm="Registry Realm"') == ("basic", {"realm": "Registry Realm"})
 
 
+@pytest.mark.peers
 async def test_push_writes_a_canary_and_deletes_it(world: World) -> None:
     obs = await world.probe(push=True, push_repository="trafficd/canary-push")
     assert obs.ok is True, obs
@@ -273,6 +285,7 @@ async def test_push_writes_a_canary_and_deletes_it(world: World) -> None:
     assert (gone.ok, gone.reason, gone.status) == (False, "manifest", 404)
 
 
+@pytest.mark.peers
 async def test_the_daemon_runs_one_registry_probe_per_site_and_exports_its_steps(
     world: World, tmp_path: Path
 ) -> None:

@@ -147,6 +147,7 @@ def test_every_s3_family_driver_is_covered() -> None:
     }
 
 
+@pytest.mark.peers
 @pytest.mark.parametrize("driver", S3_DRIVERS)
 async def test_write_probe_passes_and_cleans_up(driver: str, moto: str) -> None:
     params, override = quay_style(driver, moto)
@@ -202,6 +203,7 @@ def test_quay_endpoint_rules() -> None:
     assert "secret" not in repr(s3_target(loc))
 
 
+@pytest.mark.peers
 @pytest.mark.parametrize(("driver", "sse"), [("S3Storage", True), ("RadosGWStorage", False)])
 async def test_uploads_send_sse_exactly_where_quay_does(
     driver: str, sse: bool, moto: str, proxy_factory: list[FaultProxy]
@@ -256,11 +258,13 @@ async def s3_probe_latency(proxy_url: str, moto: str, timeout: float) -> tuple[A
         await backend.close()
 
 
+@pytest.mark.peers
 async def test_server_stopped_is_connect(moto: str) -> None:
     obs = await s3_probe_through(closed_port_url(), moto)
     assert (obs.ok, obs.reason) == (False, "connect")
 
 
+@pytest.mark.peers
 async def test_hanging_server_times_out_within_the_bound(
     moto: str, proxy_factory: list[FaultProxy]
 ) -> None:
@@ -271,6 +275,7 @@ async def test_hanging_server_times_out_within_the_bound(
     assert elapsed < 0.5 + 0.1
 
 
+@pytest.mark.peers
 async def test_server_error_names_the_step_and_code(
     moto: str, proxy_factory: list[FaultProxy]
 ) -> None:
@@ -281,6 +286,7 @@ async def test_server_error_names_the_step_and_code(
     assert obs.detail is not None and obs.detail.startswith("InternalError (HTTP 500)")
 
 
+@pytest.mark.peers
 async def test_corrupted_read_fails_the_compare(moto: str, proxy_factory: list[FaultProxy]) -> None:
     proxy = await make_proxy(proxy_factory, moto)
     proxy.mode = "corrupt"
@@ -289,6 +295,7 @@ async def test_corrupted_read_fails_the_compare(moto: str, proxy_factory: list[F
     assert obs.reason == "compare", obs
 
 
+@pytest.mark.peers
 async def test_wrong_credentials_are_auth_and_never_show_the_key(moto: str) -> None:
     def reset_auth(value: bytes) -> None:
         request = urllib.request.Request(

@@ -9,8 +9,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.replication.conftest import READONLY_PASSWORD, QuayDB, digest_of
 from tests.replication.test_figures import fill
+
+pytestmark = pytest.mark.peers
 
 LOCATIONS = ("usstorage", "eustorage", "apstorage", "oldstorage")
 

@@ -21,6 +21,8 @@ from trafficd.replication import (
     read_figures,
 )
 
+pytestmark = pytest.mark.peers
+
 NOW = 1_795_400_000.0  # a fixed clock: figures never depend on the database's own
 DEFAULTS = ["usstorage", "eustorage"]
 

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from tests.replication.conftest import (
     READONLY_PASSWORD,
@@ -22,6 +23,8 @@ from trafficd.daemon import Daemon
 from trafficd.demo.peers import Postgres
 from trafficd.replication import ReplicationMonitor
 from trafficd.store import read_events
+
+pytestmark = pytest.mark.peers
 
 
 def replication_section(tmp: Path, dsn: str) -> str:

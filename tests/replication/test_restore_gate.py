@@ -20,6 +20,8 @@ from trafficd.replication import PlacedBlob, ReplicationMonitor
 from trafficd.restoregate import GateResult, RestoreGate
 from trafficd.store import read_events
 
+pytestmark = pytest.mark.peers
+
 T0 = 1_800_000_000.0
 STORAGE_PATH = "/datastorage/registry"
 
