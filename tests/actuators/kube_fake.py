@@ -21,7 +21,8 @@ answers exactly the calls the actuator makes, in the API's wire format
   `allowed`, else 403 Forbidden; SelfSubjectAccessReview answers from the
   same set. The bearer token must match, else 401. Errors are `Status` objects.
 - Every QuayRegistry the fake accepts is validated against the CRD's OpenAPI
-  schema read from `../shared/data/quayregistries.crd.yaml`.
+  schema: the Operator's `quayregistries.crd.yaml`, found through
+  `TRAFFICD_SHARED_DIR` (see `shared_data`).
 
 Operator behaviour it reproduces (quay/quay-operator):
 - the app Deployment is named `<registry>-quay-app` and is owned by the
@@ -55,20 +56,21 @@ from tests.peers import free_port
 
 
 def shared_data(name: str) -> Path:
-    """A file of `../shared/data/`, read in place (never copied into the project).
+    """A file of the shared test data, read in place (never copied into the project).
 
-    The repository's sibling `shared/` in a checkout; `TRAFFICD_SHARED_DIR` or the
-    workplace's `/work/shared` for a clone elsewhere. Missing is an error, not a skip.
+    Its directory comes from `TRAFFICD_SHARED_DIR` (its `data/` holds the file), which
+    .ci/run sets. Missing is an error that says so, not a skip.
     """
-    repo = Path(__file__).resolve().parents[2]
-    candidates = (
-        [Path(os.environ["TRAFFICD_SHARED_DIR"])] if "TRAFFICD_SHARED_DIR" in os.environ else []
-    )
-    candidates += [repo.parent / "shared", Path("/work/shared")]
-    for base in candidates:
-        if (base / "data" / name).is_file():
-            return base / "data" / name
-    raise FileNotFoundError(f"{name} not found in {', '.join(str(c / 'data') for c in candidates)}")
+    base = os.environ.get("TRAFFICD_SHARED_DIR")
+    if not base:
+        raise RuntimeError(
+            f"TRAFFICD_SHARED_DIR is not set: point it at the directory whose data/ holds {name}"
+            " (.ci/run sets it)"
+        )
+    path = Path(base) / "data" / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found (TRAFFICD_SHARED_DIR={base})")
+    return path
 
 
 TOKEN = "fake-cluster-token"
