@@ -1,4 +1,4 @@
-"""The command line offers every command of DESIGN.md; unbuilt ones say so plainly."""
+"""The command line offers every command of docs/design.md; unbuilt ones say so plainly."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The HTTP API (aiohttp): DESIGN.md's routes, bearer tokens, JSON errors.
+"""The HTTP API (aiohttp): docs/design.md's routes, bearer tokens, JSON errors.
 
 The daemon's face (pipeline: store and engine state -> here -> operators,
 Prometheus, external health checkers). `build_apps` returns the full app for

@@ -1,6 +1,6 @@
 """The daemon (`trafficd run`): probers -> engine -> actuators, supervised, persisted, served.
 
-Wires the pipeline of DESIGN.md together under one asyncio supervisor of
+Wires the pipeline of docs/design.md together under one asyncio supervisor of
 named, guarded tasks: one probe loop per target (jittered), one engine tick
 per `probes.interval`, one reconcile loop per actuator (woken when the
 desired state changes, and periodically to correct drift), a preflight loop,

@@ -1,4 +1,4 @@
-"""Every metric of DESIGN.md's contract, built on a registry passed in (never the global one).
+"""Every metric of docs/design.md's contract, built on a registry passed in (never the global one).
 
 Beside the pipeline: probers, the engine's runner, actuators and the API
 update the `Metrics` object the daemon creates; tests build their own

@@ -3,7 +3,7 @@
 Probers produce `Observation`s; the engine reads them and produces a
 `Decision`; actuators, the API and the audit log read that. Everything here
 is a frozen dataclass with no behaviour beyond (de)serialising the timeline
-format of DESIGN.md.
+format of docs/design.md.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class Observation:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Observation:
-        """One line of the timeline format (DESIGN.md); raises ValueError when malformed."""
+        """One line of the timeline format (docs/design.md); raises ValueError when malformed."""
         try:
             probe = Probe(obj["probe"])
             target = obj["location"] if probe is Probe.STORAGE else obj["site"]

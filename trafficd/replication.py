@@ -7,7 +7,7 @@ writes: every query runs in a read-only transaction under the configured
 statement timeout, so a slow or dead database costs one failed read and
 nothing else.
 
-Definitions (DESIGN.md, to the letter): a blob is a row of `imagestorage` whose
+Definitions (docs/design.md, to the letter): a blob is a row of `imagestorage` whose
 `uploading` is not true and that at least one `manifestblob` references; it is
 in the backlog of L when L is a default location and the blob has no placement
 there; it is at risk at L when L holds its only placement. Queue items are those
@@ -36,7 +36,7 @@ from trafficd.metrics import Metrics
 log = logging.getLogger(__name__)
 
 QUEUE_PREFIX = "imagestoragereplication/"
-STUCK_AFTER = timedelta(minutes=10)  # DESIGN.md: claimed past expiry by more than this
+STUCK_AFTER = timedelta(minutes=10)  # docs/design.md: claimed past expiry by more than this
 EXAMPLES = 20
 
 # Counted blobs (orphans and unfinished uploads excluded). Uses the indexes
@@ -197,7 +197,7 @@ class Removal:
 
 
 def default_locations(config: Config) -> list[str]:
-    """DESIGN.md: the configured list, else Quay's DISTRIBUTED_STORAGE_DEFAULT_LOCATIONS
+    """docs/design.md: the configured list, else Quay's DISTRIBUTED_STORAGE_DEFAULT_LOCATIONS
     (imported by the loader into the same key), else every location."""
     assert config.replication is not None
     return list(config.replication.default_locations or sorted(config.storage))

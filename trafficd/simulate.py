@@ -1,7 +1,7 @@
 """`trafficd simulate`: replay a recorded observation timeline through the engine.
 
 Sits beside the daemon, not inside it: it reads a JSON-lines timeline (the
-audit log's format, DESIGN.md), evaluates one engine round per
+audit log's format, docs/design.md), evaluates one engine round per
 `probes.interval` of timeline time, and prints every transition and every
 refused change. No network, no daemon, no clock.
 """
@@ -74,7 +74,7 @@ def simulate(
     end: float | None = None,
     carry_forward: bool = False,
 ) -> Iterator[dict[str, Any]]:
-    """Yield DESIGN.md's simulate objects: transitions, refusals, then the final states.
+    """Yield docs/design.md's simulate objects: transitions, refusals, then the final states.
 
     `carry_forward` is for audit logs, which record an observation only when it
     changes: each one stands, fresh, until the next change for its probe.

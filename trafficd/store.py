@@ -1,6 +1,6 @@
 """The store: what survives a restart, and the audit log.
 
-Beside the pipeline (DESIGN.md's data flow: the engine's state and the
+Beside the pipeline (docs/design.md's data flow: the engine's state and the
 operators' commands go in, the daemon reloads them at start). `state.json`
 in `state_dir` holds overrides, the pause, every site's engine memory
 (state, cause, timestamps, counters) and the actuators' remembered facts
@@ -9,7 +9,7 @@ temporary file, fsync, rename, fsync of the directory, so a crash leaves
 the old file or the new one, never half of one.
 
 `events.jsonl` is the audit log: one JSON object per line with `time` (RFC
-3339), `t` (epoch seconds) and `kind`: `observation` (in DESIGN.md's
+3339), `t` (epoch seconds) and `kind`: `observation` (in docs/design.md's
 timeline format, written when an observation changes, so `trafficd
 simulate` can replay the log), `transition`, `refused`, `manual`,
 `actuation`. It rotates by size through the standard library's

@@ -2,7 +2,7 @@
 
 Reads `show servers state BACKEND` on every socket (the usual pair of load
 balancers), so a reload that lost runtime state is seen and re-applied.
-The mode follows the drain's cause (DESIGN.md): failure drains get `state
+The mode follows the drain's cause (docs/design.md): failure drains get `state
 maint` plus `shutdown sessions server` (every request there fails, so
 keep-alive clients must move now), manual drains `state drain` (graceful),
 active sites `state ready` and their configured weight.

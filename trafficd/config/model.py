@@ -1,4 +1,4 @@
-"""The validated configuration: every section of DESIGN.md's configuration.
+"""The validated configuration: every section of docs/configuration.md.
 
 The middle of the configuration layer: `loader` feeds parsed, secret-resolved
 data into `Config`; the rest of trafficd reads only these frozen models.

@@ -32,7 +32,7 @@ from trafficd.store import from_fields
 
 log = logging.getLogger(__name__)
 
-FRESH_INTERVALS = 3  # observations older than this many intervals are unknown (DESIGN.md)
+FRESH_INTERVALS = 3  # observations older than this many intervals are unknown (docs/design.md)
 
 
 class Coordinator:

@@ -430,7 +430,7 @@ class _Round:
 
 
 def _instances_stopped(memory: SiteMemory) -> bool:
-    """Whether this drain stops the site's instances (DESIGN.md's cause table)."""
+    """Whether this drain stops the site's instances (docs/design.md's cause table)."""
     return memory.cause is Cause.STORAGE or (memory.cause is Cause.MANUAL and memory.stop_instances)
 
 

@@ -40,7 +40,7 @@ class EnginePolicy:
 
     @property
     def stale_after(self) -> float:
-        """Observations older than 3 intervals are unknown (DESIGN.md)."""
+        """Observations older than 3 intervals are unknown (docs/design.md)."""
         return 3 * self.interval
 
     def site(self, name: str) -> SiteSpec:
