@@ -74,3 +74,13 @@ def test_every_metric_in_the_rules_is_exported_and_every_alert_has_a_runbook() -
         assert rule["labels"]["severity"] in ("info", "warning", "critical")
     names = {rule["alert"] for rule in alerts}
     assert len(names) == len(alerts)  # no alert defined twice
+
+
+def test_every_runbook_url_is_a_page_of_the_repository() -> None:
+    doc = yaml.safe_load(RULES.read_text())
+    for rule in (rule for group in doc["groups"] for rule in group["rules"]):
+        url = rule["annotations"]["runbook_url"]
+        assert url == f"docs/runbooks/{rule['alert']}.md", rule["alert"]
+        page = REPO / url
+        assert page.is_file(), url
+        assert page.read_text().startswith(f"# {rule['alert']}\n"), url
