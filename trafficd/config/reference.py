@@ -1,7 +1,7 @@
-"""The configuration reference in the README, generated from the model.
+"""The configuration reference of docs/configuration.md, generated from the model.
 
 Documentation end of the configuration layer: `python -m trafficd.config.reference`
-prints the Markdown that README.md holds between its reference markers, and a
+prints the Markdown that docs/configuration.md holds between its markers, and a
 test fails when the two differ, so no key goes undocumented.
 """
 
