@@ -280,6 +280,15 @@ class HAProxyPeer(HAProxy):
         for port in self.backends.values():
             _wait_http(f"http://127.0.0.1:{port}/", self.servers[0], "backend http.server")
 
+    def start_all(self) -> None:
+        """The backends, then HAProxy; a failure on the way stops what already runs."""
+        try:
+            self.start_backends()
+            self.start()
+        except BaseException:
+            self.stop_all()
+            raise
+
     def stop(self) -> None:
         if self.proc is not None:
             stop(self.proc)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from tests.peers import peer_program
+from tests.peers import HAProxyPeer, peer_program
 
 
 @pytest.mark.parametrize(
@@ -43,6 +44,16 @@ def test_an_unmarked_test_cannot_start_a_server() -> None:
 def test_an_unmarked_test_may_run_other_programs() -> None:
     out = subprocess.run([sys.executable, "-c", "print('ok')"], capture_output=True, check=True)
     assert out.stdout == b"ok\n"
+
+
+def test_a_failed_haproxy_start_stops_the_backends_it_started(tmp_path: Path) -> None:
+    # The guard refuses haproxy here, after the backends (Python http.servers) run:
+    # they used to outlive the test, one pair per failed start.
+    peer = HAProxyPeer(tmp_path)
+    with pytest.raises(RuntimeError, match="starts 'haproxy'"):
+        peer.start_all()
+    assert len(peer.servers) == 2
+    assert all(server.poll() is not None for server in peer.servers)
 
 
 @pytest.mark.peers

@@ -147,8 +147,7 @@ class HAProxyHarness(Harness):
 
     def __init__(self, tmp: Path) -> None:
         self.peer = HAProxyPeer(tmp)
-        self.peer.start_backends()
-        self.peer.start()
+        self.peer.start_all()
         self.config = HAProxyActuator.model_validate(
             {"type": "haproxy", "id": "lb", "sockets": [self.peer.admin_socket]}
         )
