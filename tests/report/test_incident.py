@@ -211,3 +211,63 @@ def test_effects_of_each_actuators_changes() -> None:
     }
     for change, want in cases.items():
         assert effects(change, eu) == want, change
+
+
+def test_each_target_of_an_actuator_confirms_on_its_own() -> None:
+    """Actuation events that name their target (one HAProxy socket each, as a daemon
+    reconciling per target writes them): one milestone per target. A dead load balancer
+    confirms only once it is back and read back in sync, and a drain blocked meanwhile
+    is marked."""
+    events: list[dict[str, Any]] = []
+    for e in recorded():
+        if e["kind"] == "actuation" and e["actuator"] == "lb":
+            events.append({**e, "target": "/run/a.sock"})
+            if e["t"] < 1796181341:  # the drain: b is down
+                events.append(
+                    {
+                        **e,
+                        "target": "/run/b.sock",
+                        "applied": [],
+                        "in_sync": False,
+                        "error": "lb: /run/b.sock: connection refused",
+                    }
+                )
+            else:
+                events.append({**e, "target": "/run/b.sock"})
+        else:
+            events.append(e)
+    late = {
+        "kind": "actuation",
+        "actuator": "lb",
+        "target": "/run/b.sock",
+        "in_sync": True,
+        "error": None,
+        "notes": [],
+        "t": 1796181341.5,
+        "time": "2026-12-02T03:15:41.500+00:00",
+        "applied": ["/run/b.sock: set server quay/eu state maint"],
+    }
+    blocked = {
+        "kind": "shutdown_blocked",
+        "site": "eu",
+        "blocked": True,
+        "t": 1796181341.2,
+        "time": "2026-12-02T03:15:41.200+00:00",
+        "holders": ["lb /run/b.sock: connection refused"],
+    }
+    report = build_report(read_layout(CONFIG), [[*events, late, blocked]])
+    eu = next(s for s in report.sites if s.name == "eu")
+    m = milestones(eu.incidents[0])
+    a, b = m["traffic off (lb /run/a.sock, haproxy)"], m["traffic off (lb /run/b.sock, haproxy)"]
+    assert a.time == "2026-12-02T03:15:40.976+00:00"
+    assert b.time == "2026-12-02T03:15:41.500+00:00"
+    assert "traffic off (lb, haproxy)" not in m
+    marks = [(mk.lane, mk.status, mk.title, mk.text) for mk in eu.marks if mk.lane == "shutdown"]
+    assert marks == [
+        (
+            "shutdown",
+            "error",
+            "instances kept up: traffic not confirmed off",
+            "lb /run/b.sock: connection refused",
+        )
+    ]

@@ -142,3 +142,12 @@ def test_screenshot_is_not_blank_and_shows_the_bands(report: Report, tmp_path: P
 
     for name in ("ok", "fail", "drained", "active"):
         assert pixels[rgb(COLOURS[name])] > 500, name
+
+
+def test_readme_screenshot_is_a_picture_of_a_report() -> None:
+    readme = Path(__file__).resolve().parents[2] / "README.md"
+    assert "![trafficd report of the demo tour](docs/report.png)" in readme.read_text()
+    image = Image.open(readme.parent / "docs" / "report.png").convert("RGB")
+    assert image.width >= 1000 and ImageStat.Stat(image.convert("L")).stddev[0] > 20
+    colours = {colour for _, colour in image.getcolors(1 << 24) or []}
+    assert {(30, 142, 62), (217, 48, 37)} <= colours  # probe ok and failing bands

@@ -19,10 +19,11 @@ this builds). It takes the audit log's records (store.py: `observation`,
 Actuation events name their actuator and list changes as text; `effects`
 reads which site each change takes traffic from (or gives it back to), or
 stops or starts, from the change formats of the actuators. A confirmation
-that a backend's traffic is off is an actuation of that actuator, after it
-applied the site's removal, that read the backend back in sync and had no
-error; an explicit event of a kind in CONFIRMED_KINDS (`{"kind":
-"traffic_off", "site": .., "actuator": .., "target": ..?}`) counts first.
+that a backend's traffic is off is an actuation of that actuator (of that
+target, where events name a `target`), after it applied the site's removal,
+that read the backend back in sync and had no error; an explicit event of a
+kind in CONFIRMED_KINDS (`{"kind": "traffic_off", "site": .., "actuator": ..,
+"target": ..?}`) counts first. `shutdown_blocked` events are marked.
 """
 
 from __future__ import annotations
@@ -447,6 +448,14 @@ class _Builder:
                         reasons,
                     )
                 )
+            elif kind == "shutdown_blocked" and site == spec.name:
+                if r.get("blocked"):
+                    holders = "; ".join(str(h) for h in r.get("holders") or [])
+                    title = "instances kept up: traffic not confirmed off"
+                    marks.append(Mark(t, when, "shutdown", "error", title, holders))
+                else:
+                    title = "shutdown unblocked"
+                    marks.append(Mark(t, when, "shutdown", "ok", title, "traffic confirmed off"))
             elif kind == "restore_gate" and spec.name in (r.get("sites") or []):
                 status = "ok" if r.get("passed") else "error"
                 marks.append(
@@ -662,38 +671,60 @@ class _Builder:
     def backends(
         self, spec: SiteLayout, lo: float, hi: float, effect: str, label: str
     ) -> list[Milestone]:
-        """Per traffic actuator: the read-back that confirmed `effect` (off/on) for the site."""
+        """Per traffic actuator, and per target where its events name targets (HAProxy
+        sockets, DNS servers): the read-back that confirmed `effect` (off/on) for the site."""
         out = []
         for act in self.layout.traffic_actuators(spec.name):
-            name = f"{label} ({act.ident}, {act.type})"
-            found: Milestone | None = None
-            applied: float | None = None
+            targets: list[str | None] = []
             for r in self.records:
-                t = float(r.get("t", 0))
-                if not lo <= t <= hi:
-                    continue
-                kind = r.get("kind")
-                if effect == "off" and kind in CONFIRMED_KINDS:
-                    if r.get("site") == spec.name and r.get("actuator") == act.ident:
-                        t, when = _life_time(r)
-                        target = f" {r['target']}" if r.get("target") else ""
-                        found = Milestone(name, t, when, f"confirmed{target} ({kind} event)")
-                        break
-                    continue
-                if kind != "actuation" or r.get("actuator") != act.ident:
-                    continue
-                if any(effect in effects(str(c), spec) for c in r.get("applied") or []):
-                    applied = t if applied is None else applied
-                if applied is not None and not r.get("error") and r.get("in_sync"):
-                    t, when = _life_time(r)
-                    changes = [c for c in r.get("applied") or [] if effects(str(c), spec)]
-                    text = "; ".join(changes) or "read back in sync"
-                    if applied < t:
-                        text += f" (applied at {clock(applied)})"
-                    found = Milestone(name, t, when, f"{text}; read back in sync")
-                    break
-            out.append(found or Milestone(name, None, None, "no confirmation in the log"))
+                if r.get("kind") == "actuation" and r.get("actuator") == act.ident:
+                    target = r.get("target")
+                    if target not in targets:
+                        targets.append(target)
+            named: list[str | None] = [t for t in targets if t is not None]
+            for target in named or [None]:
+                where = f"{act.ident} {target}" if target else act.ident
+                name = f"{label} ({where}, {act.type})"
+                found = self.confirmation(spec, act.ident, target, lo, hi, effect, name)
+                out.append(found or Milestone(name, None, None, "no confirmation in the log"))
         return out
+
+    def confirmation(
+        self,
+        spec: SiteLayout,
+        ident: str,
+        target: str | None,
+        lo: float,
+        hi: float,
+        effect: str,
+        name: str,
+    ) -> Milestone | None:
+        applied: float | None = None
+        for r in self.records:
+            t = float(r.get("t", 0))
+            if not lo <= t <= hi or r.get("actuator") != ident:
+                continue
+            kind = r.get("kind")
+            if effect == "off" and kind in CONFIRMED_KINDS:
+                if r.get("site") == spec.name and (
+                    target is None or r.get("target") in (None, target)
+                ):
+                    t, when = _life_time(r)
+                    on = f" {r['target']}" if r.get("target") else ""
+                    return Milestone(name, t, when, f"confirmed{on} ({kind} event)")
+                continue
+            if kind != "actuation" or r.get("target") != target:
+                continue
+            if any(effect in effects(str(c), spec) for c in r.get("applied") or []):
+                applied = t if applied is None else applied
+            if applied is not None and not r.get("error") and r.get("in_sync"):
+                t, when = _life_time(r)
+                changes = [c for c in r.get("applied") or [] if effects(str(c), spec)]
+                text = "; ".join(changes) or "read back in sync"
+                if applied < t:
+                    text += f" (applied at {clock(applied)})"
+                return Milestone(name, t, when, f"{text}; read back in sync")
+        return None
 
 
 def build_report(
