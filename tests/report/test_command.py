@@ -145,3 +145,13 @@ def test_secrets_are_not_resolved(tmp_path: Path, capsys: pytest.CaptureFixture[
     argv = ["report", "-c", str(config), "--events", str(EVENTS), "--format", "markdown"]
     assert main(argv) == 0
     assert "traffic off (bind, rfc2136)" in capsys.readouterr().out
+
+
+def test_a_window_without_events_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["report", "-c", str(CONFIG), "--events", str(EVENTS), "--since", "1m"]
+    assert main([*argv, "--format", "markdown"]) == 0  # the recording is long past
+    out = capsys.readouterr().out
+    assert "0 event(s)" in out and out.count("no drain in this window") == 2
+    assert main(argv) == 0
+    html = capsys.readouterr().out
+    assert html.count('<svg class="timeline"') == 2 and 'class="band' not in html

@@ -41,8 +41,10 @@ def test_every_element_is_in_the_dom(report: Report, tmp_path: Path) -> None:
     dom = elements(dump_dom(rendered(report, tmp_path)))
     sections = [e for e in dom if e.tag == "section"]
     assert sorted(e.attrs["data-site"] for e in sections) == ["eu", "us"]
-    svgs = {e.attrs["data-site"]: e for e in dom if e.tag == "svg"}
-    assert sorted(svgs) == ["eu", "us"]
+    views = sorted((e.attrs["data-site"], e.attrs["data-view"]) for e in dom if e.tag == "svg")
+    # us's manual drain takes 1.5 s of the 22.7 s window: it gets a close-up too.
+    assert views == [("eu", "site"), ("us", "incident-1"), ("us", "site")]
+    dom = [e for e in dom if e.attrs.get("data-view") in (None, "site")]
     summaries = [e for e in dom if e.tag == "table" and "summary" in e.attrs.get("class", "")]
     assert sorted(e.attrs["data-site"] for e in summaries) == ["eu", "us"]
     rows = {
@@ -81,12 +83,15 @@ def test_band_boundaries_match_the_logs_timestamps(report: Report, tmp_path: Pat
             target = e["location"] if e["probe"] == "storage" else e["site"]
             logged.setdefault((e["vantage"], e["probe"], target), []).append(e["t"])
     lives = {e["t"] for e in recorded() if e["kind"] in ("started", "stopped")}
-    svgs = {e.attrs["data-site"]: e for e in dom if e.tag == "svg"}
     checked = 0
-    for svg in svgs.values():
+    for svg in [e for e in dom if e.tag == "svg"]:
         t0, t1 = float(svg.attrs["data-t0"]), float(svg.attrs["data-t1"])
         x0, x1 = float(svg.attrs["data-x0"]), float(svg.attrs["data-x1"])
-        assert (t0, t1) == (recorded()[0]["t"], max(e["t"] for e in recorded()))
+        view = svg.attrs["data-view"]
+        if view == "site":
+            assert (t0, t1) == (recorded()[0]["t"], max(e["t"] for e in recorded()))
+        else:  # the close-up: us's manual drain, a second either side
+            assert (t0, t1) == (1796181355.6317337 - 1.0, 1796181357.1964626 + 1.0)
 
         def x(t: float) -> float:
             return x0 + (t - t0) * (x1 - x0) / (t1 - t0)  # noqa: B023 - used in this loop
@@ -97,16 +102,20 @@ def test_band_boundaries_match_the_logs_timestamps(report: Report, tmp_path: Pat
             for e in dom
             if e.tag == "rect"
             and e.attrs.get("class", "").startswith("band")
-            and e.attrs["data-site"] == site
+            and (e.attrs["data-site"], e.attrs["data-view"]) == (site, view)
         ]
         drawn = {
             (b.attrs["data-vantage"], b.attrs["data-probe"], b.attrs["data-target"])
             for b in site_bands
         }
         assert drawn  # and each drawn probe is checked against every one of its log lines:
-        for key, times in logged.items():
+        for key, every in logged.items():
             if key not in drawn:
                 continue
+            # A close-up starts with the band standing at its left edge.
+            times = [t for t in every if t0 <= t <= t1]
+            if view != "site" and min(every) < t0:
+                times = [t0, *times]
             mine = [
                 b
                 for b in site_bands
@@ -114,14 +123,20 @@ def test_band_boundaries_match_the_logs_timestamps(report: Report, tmp_path: Pat
             ]
             starts = [float(b.attrs["data-start"]) for b in mine]
             assert starts == sorted(times), key  # one band per logged observation, exact
-            for band, following in zip(mine, [*sorted(times)[1:], t1], strict=True):
+            later = [t for t in sorted(every) if t > t1][:1]
+            ends = [*sorted(times)[1:], *(later or [t1])]
+            for band, following in zip(mine, ends, strict=True):
                 end = float(band.attrs["data-end"])
-                assert end == following or end in lives, (key, band.attrs)
+                assert end == min(following, t1) or end in lives, (key, band.attrs)
                 # Drawn where the timestamps say, to the thousandth of a pixel.
                 assert abs(float(band.attrs["x"]) - x(float(band.attrs["data-start"]))) < 1e-3
                 assert abs(float(band.attrs["data-x1"]) - x(end)) < 1e-3
                 checked += 1
-        marks = [e for e in dom if e.tag == "g" and e.attrs.get("data-site") == site]
+        marks = [
+            e
+            for e in dom
+            if e.tag == "g" and (e.attrs.get("data-site"), e.attrs.get("data-view")) == (site, view)
+        ]
         assert marks
         for mark in marks:
             assert abs(float(mark.attrs["data-x"]) - x(float(mark.attrs["data-t"]))) < 1e-3

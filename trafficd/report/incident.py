@@ -111,6 +111,15 @@ def effects(change: str, site: SiteLayout) -> set[str]:
     return out
 
 
+Key = tuple[str, str, str]  # (vantage, probe, target), as Observation.key
+
+
+def row_name(key: Key) -> str:
+    """A probe's row on the timeline: `us-east · endtoend`, `us-east · storage eustorage`."""
+    vantage, probe, target = key
+    return f"{vantage} · storage {target}" if probe == "storage" else f"{vantage} · {probe}"
+
+
 @dataclass(frozen=True)
 class Band:
     """One run of unchanged observations of one probe target, by one vantage."""
@@ -126,8 +135,7 @@ class Band:
 
     @property
     def row(self) -> str:
-        what = f"storage {self.target}" if self.probe == "storage" else self.probe
-        return f"{self.vantage} · {what}"
+        return row_name((self.vantage, self.probe, self.target))
 
 
 @dataclass(frozen=True)
@@ -265,7 +273,7 @@ def _observations(sources: Sequence[Sequence[Mapping[str, Any]]], end: float) ->
 
 
 def _bands(obs: list[_Obs], lo: float, hi: float) -> list[Band]:
-    by_key: dict[tuple[str, str, str], list[_Obs]] = {}
+    by_key: dict[Key, list[_Obs]] = {}
     for o in obs:
         by_key.setdefault((o.vantage, o.probe, o.target), []).append(o)
     bands = []
@@ -280,7 +288,7 @@ def _bands(obs: list[_Obs], lo: float, hi: float) -> list[Band]:
     return bands
 
 
-def _key_state(obs: list[_Obs], key: tuple[str, str, str], at: float) -> tuple[bool | None, float]:
+def _key_state(obs: list[_Obs], key: Key, at: float) -> tuple[bool | None, float]:
     """The probe's result at `at` and since when it has been failing (or `at`)."""
     items = [o for o in obs if (o.vantage, o.probe, o.target) == key and o.t <= at]
     if not items or items[-1].ok is not False or items[-1].life_end < at:
@@ -312,9 +320,7 @@ class _Builder:
         self.obs = obs
         self.lo, self.hi = lo, hi
 
-    def site_keys(
-        self, spec: SiteLayout, probes: Iterable[str] = PROBES
-    ) -> list[tuple[str, str, str]]:
+    def site_keys(self, spec: SiteLayout, probes: Iterable[str] = PROBES) -> list[Key]:
         wanted = set(probes)
         keys = {(o.vantage, o.probe, o.target) for o in self.obs}
         storage = set(spec.storage) if spec.storage is not None else None
@@ -330,7 +336,7 @@ class _Builder:
         order = {p: i for i, p in enumerate(PROBES)}
         locations = list(spec.storage or ())
 
-        def rank(k: tuple[str, str, str]) -> tuple[str, int, int, str]:
+        def rank(k: Key) -> tuple[str, int, int, str]:
             loc = locations.index(k[2]) if k[1] == "storage" and k[2] in locations else 0
             return (k[0], order[k[1]], loc, k[2])
 
@@ -338,24 +344,19 @@ class _Builder:
 
     def site(self, spec: SiteLayout) -> SiteReport:
         keys = self.site_keys(spec)
-        bands = [
-            b
-            for b in _bands(
-                [o for o in self.obs if (o.vantage, o.probe, o.target) in set(keys)],
-                self.lo,
-                self.hi,
-            )
-        ]
+        wanted = set(keys)
+        mine = [o for o in self.obs if (o.vantage, o.probe, o.target) in wanted]
+        bands = _bands(mine, self.lo, self.hi)
         rows = []
         for k in keys:
-            row = Band(k[0], k[1], k[2], 0, 0, None, "", "").row
+            row = row_name(k)
             if row not in rows:
                 rows.append(row)
         transitions = [
             r for r in self.records if r.get("kind") == "transition" and r.get("site") == spec.name
         ]
         states = self.states(transitions)
-        marks = self.marks(spec, transitions)
+        marks = self.marks(spec)
         incidents = self.incidents(spec, transitions)
         return SiteReport(spec.name, rows, bands, states, marks, incidents)
 
@@ -383,7 +384,7 @@ class _Builder:
             out.append(StateBand(state, start, self.hi, text))
         return out
 
-    def marks(self, spec: SiteLayout, transitions: list[Mapping[str, Any]]) -> list[Mark]:
+    def marks(self, spec: SiteLayout) -> list[Mark]:
         marks: list[Mark] = []
         for r in self.records:
             t = r.get("t")
@@ -540,7 +541,7 @@ class _Builder:
         if failing:
             since, key = min(failing)
             o = next(o for o in self.obs if (o.vantage, o.probe, o.target) == key and o.t == since)
-            row = Band(*key, 0, 0, None, "", "").row
+            row = row_name(key)
             ms.append(Milestone("first failing probe", o.t, o.time, f"{row}: {o.text}"))
         else:
             manual = [
@@ -627,7 +628,7 @@ class _Builder:
         self,
         spec: SiteLayout,
         inc: Incident,
-        failing: list[tuple[float, tuple[str, str, str]]],
+        failing: list[tuple[float, Key]],
         end: float,
     ) -> Milestone:
         if not failing:
@@ -645,14 +646,14 @@ class _Builder:
         keys = {k for _, k in failing if clearing is None or k[1] in clearing} or {
             k for _, k in failing
         }
-        latest: dict[tuple[str, str, str], bool | None] = {k: False for k in keys}
+        latest: dict[Key, bool | None] = {k: False for k in keys}
         for o in self.obs:
             key = (o.vantage, o.probe, o.target)
             if key not in keys or o.t <= inc.start or o.t > end:
                 continue
             latest[key] = o.ok
             if all(v is True for v in latest.values()):
-                names = ", ".join(Band(*k, 0, 0, None, "", "").row for k in sorted(keys))
+                names = ", ".join(row_name(k) for k in sorted(keys))
                 return Milestone("cause cleared", o.t, o.time, f"passing again: {names}")
         return Milestone("cause cleared", None, None, "not in the log")
 

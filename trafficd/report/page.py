@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 from html import escape
 
@@ -49,6 +50,7 @@ th { background: #f1f3f4; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td.when { white-space: nowrap; font-variant-numeric: tabular-nums; }
 .missing { color: #80868b; }
+.caption { color: #5f6368; font-size: 12px; margin: 10px 0 4px; }
 .risk { color: #c5221f; font-weight: 600; }
 svg.timeline { display: block; border: 1px solid #dadce0; background: #fff; }
 svg text { font: 11px system-ui, sans-serif; fill: #3c4043; }
@@ -94,12 +96,16 @@ def _rect(cls: str, x0: float, x1: float, y: float, colour: str, attrs: str, tit
     )
 
 
-def timeline(site: SiteReport, t0: float, t1: float) -> str:
-    lanes = ["decisions", *sorted({m.lane for m in site.marks} - {"decisions"})]
+def timeline(site: SiteReport, t0: float, t1: float, view: str = "site") -> str:
+    """The site's timeline from t0 to t1; `view` names it in every element's data-view
+    (`site` for the whole window, `incident-N` for the close-up of one drain)."""
+    marks = [m for m in site.marks if t0 <= m.t <= t1]
+    lanes = ["decisions", *sorted({m.lane for m in marks} - {"decisions"})]
     height = TOP + (len(site.rows) + 1 + len(lanes)) * (ROW + GAP) + 10
+    tag = f'data-site="{escape(site.name)}" data-view="{view}"'
     out = [
         f'<svg class="timeline" xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" '
-        f'height="{height}" viewBox="0 0 {WIDTH} {height}" data-site="{escape(site.name)}" '
+        f'height="{height}" viewBox="0 0 {WIDTH} {height}" {tag} '
         f'data-t0="{t0!r}" data-t1="{t1!r}" data-x0="{X0}" data-x1="{X1}">'
     ]
     # Time axis.
@@ -120,14 +126,20 @@ def timeline(site: SiteReport, t0: float, t1: float) -> str:
             f'<rect class="nodata" x="{X0}" y="{y}" width="{X1 - X0}" height="{ROW}" '
             'fill="#f1f3f4"/>'
         )
-        out.extend(_band(b, t0, t1, y, site.name) for b in site.bands if b.row == label)
+        for b in site.bands:
+            if b.row == label and b.end >= t0 and b.start <= t1:
+                clipped = replace(b, start=max(b.start, t0), end=min(b.end, t1))
+                out.append(_band(clipped, t0, t1, y, tag))
         y += ROW + GAP
     out.append(_row_label("state", y))
     for s in site.states:
-        x0, x1 = _x(s.start, t0, t1), _x(s.end, t0, t1)
+        if s.end < t0 or s.start > t1:
+            continue
+        start, end = max(s.start, t0), min(s.end, t1)
+        x0, x1 = _x(start, t0, t1), _x(end, t0, t1)
         attrs = (
-            f'data-site="{escape(site.name)}" data-row="state" data-state="{s.state}" '
-            f'data-start="{s.start!r}" data-end="{s.end!r}"'
+            f'{tag} data-row="state" data-state="{s.state}" '
+            f'data-start="{start!r}" data-end="{end!r}"'
         )
         title = f"{s.state} from {clock(s.start)}: {s.text}"
         out.append(_rect(f"state {s.state}", x0, x1, y, COLOURS[s.state], attrs, title))
@@ -140,8 +152,8 @@ def timeline(site: SiteReport, t0: float, t1: float) -> str:
     lane_y = {lane: y + i * (ROW + GAP) for i, lane in enumerate(lanes)}
     for lane, ly in lane_y.items():
         out.append(_row_label(lane, ly))
-    for mark in site.marks:
-        out.append(_mark(mark, t0, t1, lane_y[mark.lane], TOP, site.name))
+    for mark in marks:
+        out.append(_mark(mark, t0, t1, lane_y[mark.lane], TOP, tag))
     out.append("</svg>")
     return "\n".join(out)
 
@@ -150,11 +162,11 @@ def _row_label(label: str, y: float) -> str:
     return f'<text class="row-label" x="8" y="{y + ROW - 4}">{escape(label)}</text>'
 
 
-def _band(band: Band, t0: float, t1: float, y: float, site: str) -> str:
+def _band(band: Band, t0: float, t1: float, y: float, tag: str) -> str:
     cls = _band_class(band.ok)
     x0, x1 = _x(band.start, t0, t1), _x(band.end, t0, t1)
     attrs = (
-        f'data-site="{escape(site)}" data-row="{escape(band.row)}" '
+        f'{tag} data-row="{escape(band.row)}" '
         f'data-vantage="{escape(band.vantage)}" '
         f'data-probe="{band.probe}" data-target="{escape(band.target)}" '
         f'data-ok="{cls}" data-start="{band.start!r}" data-end="{band.end!r}"'
@@ -163,7 +175,7 @@ def _band(band: Band, t0: float, t1: float, y: float, site: str) -> str:
     return _rect(f"band {cls}", x0, x1, y, COLOURS[cls], attrs, title)
 
 
-def _mark(mark: Mark, t0: float, t1: float, y: float, top: float, site: str) -> str:
+def _mark(mark: Mark, t0: float, t1: float, y: float, top: float, tag: str) -> str:
     x = _fmt(_x(mark.t, t0, t1))
     colour = COLOURS[mark.status]
     guide = ""
@@ -174,7 +186,7 @@ def _mark(mark: Mark, t0: float, t1: float, y: float, top: float, site: str) -> 
         )
     cy = y + ROW / 2
     return (
-        f'<g class="mark {mark.status}" data-site="{escape(site)}" data-n="{mark.n}" '
+        f'<g class="mark {mark.status}" {tag} data-n="{mark.n}" '
         f'data-lane="{escape(mark.lane)}" '
         f'data-t="{mark.t!r}" data-x="{x}">{guide}'
         f'<circle cx="{x}" cy="{cy}" r="7" fill="{colour}"/>'
@@ -182,6 +194,18 @@ def _mark(mark: Mark, t0: float, t1: float, y: float, top: float, site: str) -> 
         f"<title>{mark.n}. {escape(mark.time)} {escape(mark.title)}: {escape(mark.text)}</title>"
         "</g>"
     )
+
+
+def close_up(incident: Incident, t0: float, t1: float) -> tuple[float, float] | None:
+    """The window of one drain, from its first failing probe to its last milestone with
+    a margin, when the whole report's window would squeeze it into under half the width."""
+    times = [m.t for m in incident.milestones if m.t is not None]
+    lo, hi = min(times, default=incident.start), max(times, default=incident.start)
+    if incident.end is None:
+        hi = t1
+    pad = max((hi - lo) * 0.1, 1.0)
+    lo, hi = max(t0, lo - pad), min(t1, hi + pad)
+    return (lo, hi) if hi > lo and hi - lo < (t1 - t0) / 2 else None
 
 
 def _offset(t: float | None, origin: float) -> str:
@@ -270,13 +294,24 @@ def render_html(report: Report, title: str = "trafficd incident report") -> str:
         parts.append(f"<h2>site {escape(site.name)}</h2>")
         if not site.incidents:
             parts.append('<p class="missing">no drain in this window</p>')
-        for inc in site.incidents:
+        for n, inc in enumerate(site.incidents, 1):
             cause = inc.cause or "unknown cause"
             parts.append(
                 f"<h3>drain of {escape(site.name)} ({escape(cause)}), decided "
                 f"{escape(clock(inc.start))}</h3>"
             )
             parts.append(summary_table(inc))
+            window = close_up(inc, t0, t1)
+            if window is not None:
+                parts.append(
+                    f'<p class="caption">close-up: {escape(clock(window[0]))} to '
+                    f"{escape(clock(window[1]))}</p>"
+                )
+                parts.append(timeline(site, *window, view=f"incident-{n}"))
+        parts.append(
+            f'<p class="caption">{escape(site.name)}, the whole window: {escape(clock(t0))} '
+            f"to {escape(clock(t1))}</p>"
+        )
         parts.append(timeline(site, t0, t1))
         parts.append(event_table(site.marks))
         parts.append("</section>")
