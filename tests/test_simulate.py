@@ -149,3 +149,37 @@ def test_a_malformed_timeline_names_the_line(
     timeline.write_text(first + "\n" + line + "\n")
     assert main(["simulate", "-c", str(config), "--timeline", str(timeline)]) == 2
     assert capsys.readouterr().err.strip() == f"{tmp_path}/{message}"
+
+
+@pytest.mark.peers  # headless Chromium
+def test_simulate_report_draws_the_replay(
+    tmp_path: Path, files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--report` draws the replayed decisions as `trafficd report` draws the daemon's,
+    rendered by real Chromium; its milestones are the replay's own times."""
+    from tests.report.chromium import dump_dom, elements
+
+    config, timeline = files
+    page = tmp_path / "replay.html"
+    argv = ["simulate", "-c", str(config), "--timeline", str(timeline), "--report", str(page)]
+    assert main([*argv, "--json"]) == 0
+    moves = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert moves[0]["cause"] == "storage"  # transitions name their cause
+    dom = elements(dump_dom(page))
+    milestones = {e.attrs["data-milestone"]: e for e in dom if "data-milestone" in e.attrs}
+    times = {k: float(e.attrs["data-t"]) for k, e in milestones.items() if "data-t" in e.attrs}
+    assert times == {
+        "first failing probe": 10.0,  # eustorage failed from the timeline's first line
+        "drain decided": 14.0,
+        "cause cleared": 22.0,  # its first passing probe
+        "restore decided": 24.0,
+        "traffic fully returned": 26.0,  # no actuator here: the decision itself
+    }
+    assert "t=10.000" in milestones["first failing probe"].text
+    bands = [e for e in dom if e.tag == "rect" and e.attrs.get("data-target") == "eustorage"]
+    assert [(b.attrs["data-ok"], b.attrs["data-start"], b.attrs["data-end"]) for b in bands] == [
+        ("fail", "10.0", "22.0"),
+        ("ok", "22.0", "28.0"),
+    ]
+    states = [e.attrs["data-state"] for e in dom if e.attrs.get("data-row") == "state"]
+    assert states == ["active", "draining", "drained", "restoring", "active", "active"]

@@ -12,7 +12,8 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from trafficd import __version__, client
@@ -20,7 +21,8 @@ from trafficd.config import ConfigError, load, summary
 from trafficd.config.model import Config
 from trafficd.config.secrets import Redactor
 from trafficd.engine import EnginePolicy
-from trafficd.simulate import TimelineError, read_timeline, render_text, simulate
+from trafficd.simulate import TimelineError, audit_records, read_timeline, render_text, simulate
+from trafficd.store import EVENTS_FILE
 
 T = TypeVar("T")
 
@@ -61,15 +63,116 @@ def _simulate(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return EXIT_INVALID
     policy = EnginePolicy.from_config(config)
-    replay = simulate(
-        observations,
-        policy,
-        end=observations.end if observations.audit else None,
-        carry_forward=observations.audit,
+    replay = list(
+        simulate(
+            observations,
+            policy,
+            end=observations.end if observations.audit else None,
+            carry_forward=observations.audit,
+        )
     )
     for obj in replay:
         print(json.dumps(obj) if args.json else render_text(obj))
+    if args.report:
+        from trafficd.report import Layout, build_report
+        from trafficd.report.page import render_html
+
+        report = build_report(
+            Layout.from_config(config),
+            [audit_records(observations, replay)],
+            names=[f"{args.timeline} replayed with {args.config}"],
+            end=max(observations.end, observations[-1].t) if observations else None,
+        )
+        try:
+            _write(args.report, render_html(report, "trafficd simulate: replayed timeline"))
+        except OSError as exc:
+            print(f"{args.report}: cannot write: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_ERROR
     return EXIT_OK
+
+
+def _write(path: str, text: str) -> None:
+    """`-` is standard output; a file is written whole or not at all."""
+    if path == "-":
+        sys.stdout.write(text)
+        return
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(target)
+
+
+def _report(args: argparse.Namespace) -> int:
+    """`trafficd report`: the audit log read directly (no daemon needed), drawn per site."""
+    from trafficd.config.types import parse_duration
+    from trafficd.report import build_report, read_layout
+    from trafficd.report.layout import ConfigError as LayoutError
+    from trafficd.report.markdown import render_markdown
+    from trafficd.report.page import render_html
+    from trafficd.store import read_events
+
+    try:
+        layout = read_layout(args.config)
+    except LayoutError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_INVALID
+    since = None
+    if args.since:
+        try:
+            since = time.time() - parse_duration(args.since)
+        except ValueError as exc:
+            print(f"trafficd report: --since: {exc}", file=sys.stderr)
+            return EXIT_INVALID
+    unknown = [s for s in args.site or [] if s not in layout.sites]
+    if unknown:
+        print(
+            f"trafficd report: unknown site {unknown[0]!r} (sites: {', '.join(layout.sites)})",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
+    sources: list[list[dict[str, Any]]] = []
+    names: list[str] = []
+    try:
+        if args.events:
+            for name in args.events:
+                with open(name, encoding="utf-8") as f:
+                    sources.append(list(_records(f)))
+                names.append(name)
+        else:
+            assert layout.state_dir is not None
+            state_dir = Path(layout.state_dir)
+            if not (state_dir / EVENTS_FILE).exists():
+                print(
+                    f"trafficd report: {state_dir / EVENTS_FILE}: no audit log (state_dir of "
+                    f"{args.config}); --events FILE reads a copy",
+                    file=sys.stderr,
+                )
+                return EXIT_INVALID
+            sources.append(list(read_events(state_dir)))
+            names.append(str(state_dir / EVENTS_FILE))
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"trafficd report: cannot read: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    report = build_report(layout, sources, since=since, sites=args.site, names=names)
+    render = render_markdown if args.format == "markdown" else render_html
+    try:
+        _write(args.output, render(report))
+    except OSError as exc:
+        print(f"{args.output}: cannot write: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+def _records(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """Audit records of a copied log or of `trafficd events --json`; other lines skipped."""
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and "kind" in record:
+            yield record
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -309,7 +412,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", required=True, metavar="FILE")
     p.add_argument("--timeline", required=True, metavar="FILE.jsonl")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--report", metavar="FILE.html", help="also draw the replay as `trafficd report` does"
+    )
     p.set_defaults(func=_simulate)
+
+    p = sub.add_parser(
+        "report", help="an incident as one picture: timeline and summary from the audit log"
+    )
+    p.add_argument(
+        "-c", "--config", required=True, metavar="FILE", help="sites, actuators, state_dir"
+    )
+    p.add_argument("--since", metavar="DURATION", help="only the events of this last period")
+    p.add_argument("--site", action="append", metavar="SITE", help="only this site (repeatable)")
+    p.add_argument(
+        "--events",
+        action="append",
+        metavar="FILE.jsonl",
+        help="read this audit log (a copy, `trafficd events --json`, or one per instance; "
+        "repeatable) instead of state_dir's",
+    )
+    p.add_argument("-o", "--output", default="-", metavar="FILE", help="default: stdout")
+    p.add_argument("--format", choices=("html", "markdown"), default="html")
+    p.set_defaults(func=_report)
 
     p = sub.add_parser("replication", help="replication backlog and blobs at risk")
     rsub = p.add_subparsers(dest="replication_command", required=True, metavar="SUBCOMMAND")

@@ -3,7 +3,9 @@
 Sits beside the daemon, not inside it: it reads a JSON-lines timeline (the
 audit log's format, docs/design.md), evaluates one engine round per
 `probes.interval` of timeline time, and prints every transition and every
-refused change. No network, no daemon, no clock.
+refused change. No network, no daemon, no clock. `audit_records` turns a
+replay back into audit-log records, for `simulate --report` to draw
+(trafficd.report).
 """
 
 from __future__ import annotations
@@ -100,6 +102,7 @@ def simulate(
                     "site": tr.site,
                     "from": tr.from_state.value,
                     "to": tr.to_state.value,
+                    "cause": tr.cause.value if tr.cause else None,
                     "reasons": list(tr.reasons),
                 }
             for refusal in decision.refusals:
@@ -115,6 +118,37 @@ def simulate(
         weight = spec.weight if memory.state.value == "active" else 0
         final[spec.name] = {"state": memory.state.value, "weight": weight}
     yield {"final": final}
+
+
+def audit_records(
+    observations: list[Observation], replay: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The replay as the daemon's audit log would hold it: the timeline's observations
+    (each logged when it changes, as the daemon does) and the engine's transitions and
+    refusals, in time order."""
+    out: list[dict[str, Any]] = []
+    last: dict[tuple[str, Probe, str], tuple[bool | None, str | None, dict[str, bool]]] = {}
+    for obs in observations:
+        seen = (obs.ok, obs.reason, dict(obs.services))
+        if last.get(obs.key) != seen:
+            last[obs.key] = seen
+            out.append({"kind": "observation", **obs.to_json()})
+    for obj in replay:
+        if "to" in obj:
+            out.append({"kind": "transition", "automatic": True, **obj})
+        elif "refused" in obj:
+            rule = obj["refused"]
+            out.append(
+                {
+                    "kind": "refused",
+                    "t": obj["t"],
+                    "site": obj["site"],
+                    "rule": rule,
+                    "reasons": obj["reasons"],
+                }
+            )
+    out.sort(key=lambda r: float(r["t"]))
+    return out
 
 
 def render_text(obj: dict[str, Any]) -> str:

@@ -347,6 +347,7 @@ def test_failover_end_to_end(deployment: Deployment) -> None:
     assert out.stderr == "trafficd status: HTTP 401: missing or unknown bearer token\n"
 
     # --- 1: eu's storage dies -----------------------------------------------------------
+    storage_wall = time.time()  # wall clock, as the audit log's `t` (for check_report)
     d.moto["eu"].stop()
     stopped_at = time.monotonic()
     dns_at = wait_for("eu out of DNS", lambda: d.dns() == {"us"})
@@ -358,6 +359,7 @@ def test_failover_end_to_end(deployment: Deployment) -> None:
     )
     assert detection < FALL * INTERVAL + 2
     wait_for("HAProxy holds eu out", lambda: d.haproxy_admin()["eu"] != 0, timeout=5)
+    lb_wall = time.time()
     assert d.haproxy_admin()["us"] == 0
     assert d.http("GET", "/sites/eu/verdict")[0] == 503
     wait_for("eu's Quay stopped after the grace", lambda: not d.site_running("eu"))
@@ -387,6 +389,7 @@ def test_failover_end_to_end(deployment: Deployment) -> None:
     d.moto["eu"].start()
     started_at = wait_for("eu's Quay started", lambda: d.site_running("eu"))
     back_at = wait_for("eu back in DNS", lambda: d.dns() == {"us", "eu"})
+    back_wall = time.time()
     assert started_at <= back_at
     wait_for("HAProxy serves eu", lambda: d.haproxy_admin() == {"us": 0, "eu": 0}, timeout=5)
     assert d.status()["eu"]["state"] == "active", d.audit()
@@ -446,6 +449,9 @@ def test_failover_end_to_end(deployment: Deployment) -> None:
     d.trafficd = None
     assert d.dns() == {"us", "eu"}
 
+    # --- the incident as `trafficd report` reads it from the audit log -------------------
+    check_report(d, storage_wall, dns_wall, lb_wall, back_wall)
+
 
 def test_hung_bucket_hangs_endtoend_and_drains(deployment: Deployment) -> None:
     """Quay v3.18's storage check has no timeout: a frozen bucket hangs /health/endtoend.
@@ -477,3 +483,55 @@ def test_hung_bucket_hangs_endtoend_and_drains(deployment: Deployment) -> None:
     finally:
         os.kill(proc.pid, signal.SIGCONT)
     wait_for("eu back in DNS", lambda: d.dns() == {"us", "eu"}, timeout=40)
+
+
+def check_report(
+    d: Deployment, storage_wall: float, dns_wall: float, lb_wall: float, back_wall: float
+) -> None:
+    """`trafficd report` over the audit log this run wrote, with the daemon stopped (as
+    in a postmortem): its figures against what the test itself saw of the peers."""
+    from trafficd.report import build_report, read_layout
+    from trafficd.store import read_events
+
+    events = list(read_events(d.tmp / "state"))
+    report = build_report(read_layout(d.config), [events])
+    [eu] = [s for s in report.sites if s.name == "eu"]
+    storage = [i for i in eu.incidents if i.cause == "storage"]
+    assert len(storage) == 1, d.audit()
+    m = {x.what: x for x in storage[0].milestones}
+    drain = next(
+        e
+        for e in events
+        if e["kind"] == "transition" and e["site"] == "eu" and e["to"] == "draining"
+    )
+    assert (m["drain decided"].t, m["drain decided"].time) == (drain["t"], drain["time"])
+    first = m["first failing probe"]
+    assert first.t is not None and storage_wall <= first.t <= drain["t"], first
+    assert first.detail.startswith("test · storage eustorage: failing"), first
+    # Each backend's read-back: after the decision, before the test saw the peer follow
+    # (plus the time the event takes to reach the log after the read-back).
+    off = {"traffic off (bind, rfc2136)": dns_wall, "traffic off (lb, haproxy)": lb_wall}
+    for what, seen in off.items():
+        t = m[what].t
+        assert t is not None and drain["t"] <= t <= seen + 1.0, (what, m[what], seen)
+    stops = [float(line.split()[0]) for line in d.sitectl_log() if " stop eu " in line]
+    stopped = m["instances stopped (command)"].t
+    assert stopped is not None and stops[0] <= stopped, (m["instances stopped (command)"], stops)
+    assert stopped - drain["t"] >= GRACE
+    starts = [float(line.split()[0]) for line in d.sitectl_log() if " start eu " in line]
+    started = m["instances started (command)"].t
+    assert started is not None and starts[-1] <= started, (m["instances started (command)"], starts)
+    returned, restore = m["traffic fully returned"].t, m["restore decided"].t
+    assert returned is not None and restore is not None
+    assert restore < started <= returned <= back_wall + 1.0, (restore, started, returned)
+    # The command line prints the same figures, times as the log wrote them, and the page.
+    out = d.cli("report", "-c", str(d.config), "--since", "10m", "--format", "markdown")
+    assert out.returncode == 0, out.stderr
+    offset = drain["t"] - first.t
+    assert f"| drain decided | {drain['time']} | +{offset:.3f} s |" in out.stdout, out.stdout
+    page = d.tmp / "incident.html"
+    out = d.cli("report", "-c", str(d.config), "--site", "eu", "-o", str(page))
+    assert out.returncode == 0, out.stderr
+    html = page.read_text()
+    assert '<svg class="timeline"' in html and "<script" not in html
+    assert html.count('class="band fail"') >= 2

@@ -1,0 +1,273 @@
+"""The report's reading of the audit log: milestones, bands and marks of a real incident.
+
+The figures are those of tests/report/testdata/e2e-events.jsonl, a log the end-to-end
+test wrote (eu's storage stopped, trafficd killed and restarted while eu was drained,
+eu's storage back, a global database failure, a manual drain of us and a refused one
+of eu); each expected time below can be read in that file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.report.conftest import CONFIG, recorded
+from trafficd.report import Report, build_report, read_layout
+from trafficd.report.incident import Incident, Milestone, effects
+from trafficd.report.layout import SiteLayout
+
+
+def milestones(incident: Incident) -> dict[str, Milestone]:
+    return {m.what: m for m in incident.milestones}
+
+
+def test_storage_incident_figures_are_the_logs_own(report: Report) -> None:
+    eu = next(s for s in report.sites if s.name == "eu")
+    assert len(eu.incidents) == 1
+    inc = eu.incidents[0]
+    assert inc.cause == "storage"
+    m = milestones(inc)
+    assert list(m) == [
+        "first failing probe",
+        "drain decided",
+        "traffic off (bind, rfc2136)",
+        "traffic off (lb, haproxy)",
+        "instances stopped (command)",
+        "cause cleared",
+        "restore decided",
+        "instances started (command)",
+        "traffic back (bind, rfc2136)",
+        "traffic back (lb, haproxy)",
+        "traffic fully returned",
+    ]
+    expected = {
+        "first failing probe": (1796181340.430328, "2026-12-02T03:15:40.430+00:00"),
+        "drain decided": (1796181340.9350617, "2026-12-02T03:15:40.935+00:00"),
+        "traffic off (bind, rfc2136)": (1796181340.992778, "2026-12-02T03:15:40.992+00:00"),
+        "traffic off (lb, haproxy)": (1796181340.9766393, "2026-12-02T03:15:40.976+00:00"),
+        "instances stopped (command)": (1796181342.843397, "2026-12-02T03:15:42.843+00:00"),
+        "restore decided": (1796181350.4614003, "2026-12-02T03:15:50.461+00:00"),
+        "instances started (command)": (1796181351.0124164, "2026-12-02T03:15:51.012+00:00"),
+        "traffic back (bind, rfc2136)": (1796181351.9672487, "2026-12-02T03:15:51.967+00:00"),
+        "traffic back (lb, haproxy)": (1796181351.9506555, "2026-12-02T03:15:51.950+00:00"),
+        # The last backend's read-back, after the decision at 03:15:51.922.
+        "traffic fully returned": (1796181351.9672487, "2026-12-02T03:15:51.967+00:00"),
+    }
+    for what, (t, when) in expected.items():
+        assert (m[what].t, m[what].time) == (t, when), what
+    assert m["first failing probe"].detail.startswith("test · storage eustorage: failing; connect")
+    # Cleared when eustorage's direct probe passed again, not when eu's endtoend did
+    # (it failed on while eu's instances were stopped).
+    assert m["cause cleared"].detail == "passing again: test · storage eustorage"
+    assert m["restore decided"].t is not None and m["cause cleared"].t is not None
+    assert m["cause cleared"].t < m["restore decided"].t
+    assert inc.origin == expected["first failing probe"][0]
+
+
+def test_manual_drain_has_no_failing_probe_and_clears_on_undrain(report: Report) -> None:
+    us = next(s for s in report.sites if s.name == "us")
+    [inc] = us.incidents
+    m = milestones(inc)
+    assert inc.cause == "manual"
+    # us's endtoend was failing then (the global database failure): not this drain's cause.
+    assert m["first failing probe"].t is None
+    assert m["first failing probe"].detail == "no probe was failing: drained by admin (maintenance)"
+    assert m["cause cleared"].detail == "undrain by admin"
+    assert m["cause cleared"].time == "2026-12-02T03:15:56.997+00:00"
+    assert m["instances stopped (command)"].t is None  # a manual drain leaves them running
+    assert inc.origin == m["drain decided"].t
+
+
+def test_refusal_manual_commands_and_actuations_are_marked(report: Report) -> None:
+    eu = next(s for s in report.sites if s.name == "eu")
+    us = next(s for s in report.sites if s.name == "us")
+    refused = [mk for mk in eu.marks if mk.lane == "refused"]
+    assert [(mk.time, mk.title, mk.text) for mk in refused] == [
+        (
+            "2026-12-02T03:15:56.133+00:00",
+            "refused by min_active_sites (admin: drain)",
+            "manual: also (by admin)",
+        )
+    ]
+    manual = [(mk.title, mk.text) for mk in us.marks if mk.lane == "manual"]
+    assert manual == [("drain by admin", "why: maintenance"), ("undrain by admin", "why: —")]
+    lanes = {mk.lane for mk in eu.marks}
+    assert lanes == {"decisions", "refused", "actuator bind", "actuator lb", "actuator command"}
+    # The first bind actuation (a TTL fix, both addresses kept) is about neither site.
+    assert all(mk.t > 1796181340 for mk in eu.marks if mk.lane == "actuator bind")
+    assert [mk.n for mk in eu.marks] == list(range(1, len(eu.marks) + 1))
+
+
+def test_bands_follow_the_logged_observations_and_the_daemons_lives(report: Report) -> None:
+    events = recorded()
+    eu = next(s for s in report.sites if s.name == "eu")
+    assert eu.rows == ["test · endtoend", "test · instance", "test · storage eustorage"]
+    storage = [b for b in eu.bands if b.probe == "storage"]
+    logged = sorted(
+        e["t"] for e in events if e["kind"] == "observation" and e.get("location") == "eustorage"
+    )
+    assert [b.start for b in storage] == logged
+    lives = sorted(e["t"] for e in events if e["kind"] in ("started", "stopped"))
+    for band, following in zip(storage, [*logged[1:], None], strict=True):
+        # Each band ends at the next observation, or where its daemon's life ended
+        # (trafficd was killed at about 03:15:43 and started again at 03:15:44.564).
+        assert band.end == following or band.end in lives, band
+    killed = [b for b in storage if b.end in lives and b.end != report.end]
+    assert [b.end for b in killed] == [1796181344.5644393]
+
+
+def test_explicit_confirmation_event_is_read_first() -> None:
+    """An event that says a backend confirmed the site's traffic off (issue 18's shape)
+    wins over the actuation's own read-back."""
+    events = recorded()
+    confirm: dict[str, Any] = {
+        "kind": "traffic_off",
+        "site": "eu",
+        "actuator": "lb",
+        "target": "/run/haproxy/admin.sock",
+        "t": 1796181340.95,
+        "time": "2026-12-02T03:15:40.950+00:00",
+    }
+    report = build_report(read_layout(CONFIG), [[*events, confirm]])
+    eu = next(s for s in report.sites if s.name == "eu")
+    m = milestones(eu.incidents[0])
+    lb = m["traffic off (lb, haproxy)"]
+    assert (lb.t, lb.time) == (1796181340.95, "2026-12-02T03:15:40.950+00:00")
+    assert lb.detail == "confirmed /run/haproxy/admin.sock (traffic_off event)"
+    assert any(mk.title == "traffic confirmed off /run/haproxy/admin.sock" for mk in eu.marks)
+
+
+def test_unconfirmed_backend_is_said_so() -> None:
+    """An actuation that errs, or is not in sync on read-back, confirms nothing."""
+    events = [
+        e
+        for e in recorded()
+        if not (e["kind"] == "actuation" and e["actuator"] == "bind" and e["t"] < 1796181341)
+    ]
+    failed = {
+        "kind": "actuation",
+        "actuator": "bind",
+        "applied": [],
+        "error": "bind: 127.0.0.1:53: timed out",
+        "in_sync": False,
+        "notes": [],
+        "t": 1796181340.99,
+        "time": "2026-12-02T03:15:40.990+00:00",
+    }
+    report = build_report(read_layout(CONFIG), [[*events, failed]])
+    eu = next(s for s in report.sites if s.name == "eu")
+    m = milestones(eu.incidents[0])
+    assert m["traffic off (bind, rfc2136)"].t is None
+    assert m["traffic off (bind, rfc2136)"].detail == "no confirmation in the log"
+    errors = [mk for mk in eu.marks if mk.lane == "actuator bind" and mk.status == "error"]
+    assert [mk.text for mk in errors] == [
+        "error: bind: 127.0.0.1:53: timed out; not in sync on read-back"
+    ]
+
+
+def test_since_keeps_the_state_before_the_window() -> None:
+    since = 1796181353.0  # after eu's return, before us's manual drain
+    report = build_report(read_layout(CONFIG), [recorded()], since=since)
+    eu = next(s for s in report.sites if s.name == "eu")
+    assert eu.incidents == []
+    assert [s.state for s in eu.states] == ["active"]
+    assert report.start >= since
+    us = next(s for s in report.sites if s.name == "us")
+    assert [inc.cause for inc in us.incidents] == ["manual"]
+
+
+def test_blobs_at_risk_are_read_from_the_drain_reasons() -> None:
+    events = recorded()
+    risk = "replication: 12 blob(s) (3456 bytes) exist only at eustorage: pulls of them fail"
+    for e in events:
+        if e["kind"] == "transition" and e["site"] == "eu" and e["to"] == "draining":
+            e["reasons"] = [*e["reasons"], risk]
+    report = build_report(read_layout(CONFIG), [events])
+    eu = next(s for s in report.sites if s.name == "eu")
+    assert eu.incidents[0].blobs_at_risk == (12, 3456)
+    assert [(mk.lane, mk.title) for mk in eu.marks if mk.lane == "blobs at risk"] == [
+        ("blobs at risk", "12 blob(s) at risk")
+    ]
+
+
+def test_effects_of_each_actuators_changes() -> None:
+    eu = SiteLayout("eu", ("eustorage",), ("192.0.2.20",), ("quay", "eu"), None)
+    cases = {
+        "quay.example.test. A: ['192.0.2.10', '192.0.2.20'] -> ['192.0.2.10'] ttl 30": {"off"},
+        "quay.example.test. A: ['192.0.2.10'] -> ['192.0.2.10', '192.0.2.20'] ttl 30": {"on"},
+        "quay.example.test. A: ['192.0.2.10', '192.0.2.20'] -> ['192.0.2.10', '192.0.2.20']": set(),
+        "quay.example.test. A: (none) -> ['192.0.2.20']": {"on"},
+        "/run/haproxy.sock: set server quay/eu state maint": {"off"},
+        "/run/haproxy.sock: set server quay/eu state drain": {"off"},
+        "/run/haproxy.sock: set server quay/eu state ready": {"on"},
+        "/run/haproxy.sock: set server quay/us state maint": set(),
+        "/run/haproxy.sock: set server quay/eu weight 100": set(),
+        "quay.example.com. eu: weight 100 -> 0": {"off"},
+        "quay.example.com. eu: weight 0 -> 100": {"on"},
+        "quay.example.com. us: weight 100 -> 0": set(),
+        "stop site eu": {"stop"},
+        "start site eu": {"start"},
+        "stop site us": set(),
+        "wait for site eu's instances to become available": {"wait"},
+    }
+    for change, want in cases.items():
+        assert effects(change, eu) == want, change
+
+
+def test_each_target_of_an_actuator_confirms_on_its_own() -> None:
+    """Actuation events that name their target (one HAProxy socket each, as a daemon
+    reconciling per target writes them): one milestone per target. A dead load balancer
+    confirms only once it is back and read back in sync, and a drain blocked meanwhile
+    is marked."""
+    events: list[dict[str, Any]] = []
+    for e in recorded():
+        if e["kind"] == "actuation" and e["actuator"] == "lb":
+            events.append({**e, "target": "/run/a.sock"})
+            if e["t"] < 1796181341:  # the drain: b is down
+                events.append(
+                    {
+                        **e,
+                        "target": "/run/b.sock",
+                        "applied": [],
+                        "in_sync": False,
+                        "error": "lb: /run/b.sock: connection refused",
+                    }
+                )
+            else:
+                events.append({**e, "target": "/run/b.sock"})
+        else:
+            events.append(e)
+    late = {
+        "kind": "actuation",
+        "actuator": "lb",
+        "target": "/run/b.sock",
+        "in_sync": True,
+        "error": None,
+        "notes": [],
+        "t": 1796181341.5,
+        "time": "2026-12-02T03:15:41.500+00:00",
+        "applied": ["/run/b.sock: set server quay/eu state maint"],
+    }
+    blocked = {
+        "kind": "shutdown_blocked",
+        "site": "eu",
+        "blocked": True,
+        "t": 1796181341.2,
+        "time": "2026-12-02T03:15:41.200+00:00",
+        "holders": ["lb /run/b.sock: connection refused"],
+    }
+    report = build_report(read_layout(CONFIG), [[*events, late, blocked]])
+    eu = next(s for s in report.sites if s.name == "eu")
+    m = milestones(eu.incidents[0])
+    a, b = m["traffic off (lb /run/a.sock, haproxy)"], m["traffic off (lb /run/b.sock, haproxy)"]
+    assert a.time == "2026-12-02T03:15:40.976+00:00"
+    assert b.time == "2026-12-02T03:15:41.500+00:00"
+    assert "traffic off (lb, haproxy)" not in m
+    marks = [(mk.lane, mk.status, mk.title, mk.text) for mk in eu.marks if mk.lane == "shutdown"]
+    assert marks == [
+        (
+            "shutdown",
+            "error",
+            "instances kept up: traffic not confirmed off",
+            "lb /run/b.sock: connection refused",
+        )
+    ]
