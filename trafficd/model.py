@@ -57,6 +57,13 @@ class Observation:
     latency: float | None = None  # seconds the probe took
     detail: str | None = None  # failure text: Quay's debug output, an SDK error code
     steps: Mapping[str, float] = field(default_factory=dict)  # seconds per step (registry)
+    # Quay's debug mode (site probes): the text of each service in `services_expanded`,
+    # its `failure` or, on a passing check, its `message`.
+    service_texts: Mapping[str, str] = field(default_factory=dict)
+    # The storage locations those texts name: location -> "preferred" (Quay's `Preferred
+    # storage 'LOC' check failed`: `storage` false) or "non_preferred" (`Non-preferred
+    # storage 'LOC' unavailable`: `storage` may stay true).
+    storage_faults: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, Probe, str]:
@@ -86,6 +93,10 @@ class Observation:
                 latency=None if obj.get("latency") is None else float(obj["latency"]),
                 detail=None if obj.get("detail") is None else str(obj["detail"]),
                 steps={str(k): float(v) for k, v in (obj.get("steps") or {}).items()},
+                service_texts={str(k): str(v) for k, v in (obj.get("service_texts") or {}).items()},
+                storage_faults={
+                    str(k): str(v) for k, v in (obj.get("storage_faults") or {}).items()
+                },
             )
         except KeyError as exc:
             raise ValueError(f"missing key {exc.args[0]!r}") from None
@@ -111,6 +122,10 @@ class Observation:
             out["detail"] = self.detail
         if self.steps:
             out["steps"] = {k: round(v, 6) for k, v in self.steps.items()}
+        if self.service_texts:
+            out["service_texts"] = dict(self.service_texts)
+        if self.storage_faults:
+            out["storage_faults"] = dict(self.storage_faults)
         return out
 
 

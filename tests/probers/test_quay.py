@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,10 +16,11 @@ import trustme
 from aiohttp import web
 
 from tests.peers import free_port
-from tests.probers.quay_app import DEBUG_SECRET, QuayApp, quay_body
+from tests.probers.quay_app import DEBUG_SECRET, HEALTHY, QuayApp, quay_body
 from trafficd.config.model import Probes, Site
+from trafficd.demo.quay import endpoint_unreachable, non_preferred_unavailable, preferred_failed
 from trafficd.model import Probe
-from trafficd.probers.quay import QuayProber, Target, make_session
+from trafficd.probers.quay import QuayProber, Target, _Cookies, make_session, storage_faults
 
 
 @pytest.fixture(scope="module")
@@ -186,3 +191,305 @@ async def test_debug_mode_keeps_the_failure_text(servers: list[Server]) -> None:
     assert obs.detail == "storage: S3 error: connect timeout on quay-eu"
     plain, _ = await run_probe(server.port)
     assert plain.detail is None
+
+
+# --- debug mode: Quay's session cookie, one enable per session ---------------------------
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def debug_prober(
+    session: Any, port: int, clock: FakeClock, *, timeout: float = 1.0, secret: str = DEBUG_SECRET
+) -> QuayProber:
+    site = Site(url="http://quay.example.com", connect=f"127.0.0.1:{port}", storage=["x"])
+    settings = Probes(interval=f"{timeout * 2}s", timeout=f"{timeout}s", debug_secret=secret)
+    return QuayProber(Target.from_site("eu", site), settings, session, vantage="v", clock=clock)
+
+
+PREFERRED_EU = preferred_failed("eu", endpoint_unreachable("http://127.0.0.1:1/eu/_verify"))
+
+
+async def test_debug_mode_is_enabled_once_per_session(servers: list[Server]) -> None:
+    quay = QuayApp(services={**HEALTHY, "storage": False}, texts={"storage": PREFERRED_EU})
+    server = await serve(quay)
+    servers.append(server)
+    clock = FakeClock()
+    async with make_session() as session:
+        prober = debug_prober(session, server.port, clock)
+        seen = []
+        for i in range(40):
+            clock.now += 0.5
+            seen.append(await prober.probe(Probe.ENDTOEND if i % 2 else Probe.INSTANCE))
+        prober.close()
+    # Before: one enable per probe, since no `health_debug` cookie ever came back.
+    assert quay.enables == prober.enables == 1
+    assert all(o.detail == f"storage: {PREFERRED_EU}" for o in seen), seen[:2]
+    assert all(o.service_texts == {"storage": PREFERRED_EU} for o in seen)
+    assert all(o.storage_faults == {"eu": "preferred"} for o in seen)
+    # Quay's session cookie went back with every probe; no cookie of another name exists.
+    assert all(c is not None and c.startswith("_csrf_token=") for c in quay.cookies), quay.cookies
+    assert len(set(quay.cookies)) == 1
+
+
+async def test_debug_mode_is_enabled_again_after_quay_restarts(servers: list[Server]) -> None:
+    quay = QuayApp(services={**HEALTHY, "storage": False}, texts={"storage": PREFERRED_EU})
+    server = await serve(quay)
+    servers.append(server)
+    clock = FakeClock()
+    async with make_session() as session:
+        prober = debug_prober(session, server.port, clock)
+        for _ in range(5):
+            clock.now += 1
+            assert (await prober.probe(Probe.ENDTOEND)).service_texts
+        assert quay.enables == 1
+        quay.restart()  # a new session key: the kept cookie no longer holds health_debug
+        clock.now += QuayProber.ENABLE_INTERVAL
+        off = await prober.probe(Probe.ENDTOEND)
+        assert off.ok is False and off.service_texts == {} and off.detail is None
+        after = [await prober.probe(Probe.ENDTOEND) for _ in range(5)]
+        prober.close()
+    assert quay.enables == 2  # once, on the first answer that showed debug mode off
+    assert all(o.service_texts == {"storage": PREFERRED_EU} for o in after)
+
+
+async def test_a_site_that_keeps_forgetting_is_enabled_once_a_minute(
+    servers: list[Server],
+) -> None:
+    """Each enable writes the secret into Quay's access log: never once per probe."""
+    quay = QuayApp()
+    server = await serve(quay)
+    servers.append(server)
+    clock = FakeClock()
+    async with make_session() as session:
+        prober = debug_prober(session, server.port, clock)
+        for _ in range(30):
+            quay.restart()  # every answer shows debug mode off
+            clock.now += 1
+            assert (await prober.probe(Probe.ENDTOEND)).ok is True
+        assert quay.enables == 1
+        clock.now += QuayProber.ENABLE_INTERVAL
+        await prober.probe(Probe.ENDTOEND)
+        prober.close()
+    assert quay.enables == 2
+
+
+async def test_the_debug_secret_reaches_no_observation_nor_log(
+    servers: list[Server], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    wrong = "wrong-secret-4567-never-logged"
+    quay = QuayApp(services={**HEALTHY, "storage": False})
+    server = await serve(quay)
+    servers.append(server)
+    clock = FakeClock()
+    seen = []
+    async with make_session() as session:
+        for port, secret in (
+            (server.port, wrong),
+            (free_port(), wrong),
+            (server.port, DEBUG_SECRET),
+        ):
+            prober = debug_prober(session, port, clock, secret=secret)
+            for _ in range(3):
+                clock.now += 1
+                seen.append(await prober.probe(Probe.ENDTOEND))
+            prober.close()
+    assert quay.enables == 2  # the wrong secret (404) is not tried again within the minute
+    assert {o.reason for o in seen} == {"storage", "connect"}
+    # The simulated Quay's own access log (aiohttp.access) holds it, as Quay's does.
+    logged = [r.getMessage() for r in caplog.records if r.name != "aiohttp.access"]
+    for text in [repr(o) for o in seen] + [json.dumps(o.to_json()) for o in seen] + logged:
+        assert wrong not in text and DEBUG_SECRET not in text
+        assert "_csrf_token" not in text
+
+
+def test_storage_faults_name_the_location() -> None:
+    other = non_preferred_unavailable("us", "An error occurred (404) when calling HeadBucket")
+    assert storage_faults(PREFERRED_EU) == {"eu": "preferred"}
+    assert storage_faults(other) == {"us": "non_preferred"}
+    assert storage_faults(f"{PREFERRED_EU}; {other}") == {"eu": "preferred", "us": "non_preferred"}
+    assert storage_faults("Storage check failed with exception boom") == {}
+    assert storage_faults(None) == {}
+
+
+# --- one request per probe in flight -------------------------------------------------------
+
+
+async def wait_for(check: Any, what: str, bound: float = 5.0) -> None:
+    deadline = time.monotonic() + bound
+    while not check():
+        assert time.monotonic() < deadline, f"{what} within {bound}s"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_pending_request_is_not_sent_again(servers: list[Server]) -> None:
+    """Quay keeps working on a request whose prober gave up: while one is unanswered, the
+    rounds record timeouts and send nothing; its answer is the next round's observation."""
+    quay = QuayApp(hang=True)
+    server = await serve(quay)
+    servers.append(server)
+    clock = FakeClock()
+    async with make_session() as session:
+        prober = debug_prober(session, server.port, clock, timeout=0.2)
+        rounds = []
+        for _ in range(6):
+            clock.now += 1
+            rounds.append(await prober.probe(Probe.ENDTOEND))
+        assert [o.reason for o in rounds] == ["timeout"] * 6
+        assert all(o.ok is False for o in rounds)
+        assert all("unanswered after" in (o.detail or "") for o in rounds[1:]), rounds
+        assert len(quay.hosts) == 1  # before: one request per round, 6 running at Quay
+        # Quay's 7-10 s storage check ends in a failure: that answer is the next round.
+        quay.services["storage"] = False
+        quay.texts["storage"] = PREFERRED_EU
+        quay.release.set()
+        await wait_for(lambda: not prober.pending(Probe.ENDTOEND), "the pending request answered")
+        clock.now += 1
+        late = await prober.probe(Probe.ENDTOEND)
+        assert (late.ok, late.reason, late.status) == (False, "storage", 503)
+        assert late.storage_faults == {"eu": "preferred"} and late.t == clock.now
+        assert len(quay.hosts) == 1
+        clock.now += 1
+        fresh = await prober.probe(Probe.ENDTOEND)
+        prober.close()
+    assert len(quay.hosts) == 2 and fresh.reason == "storage" and fresh.latency is not None
+    assert fresh.latency < 0.2
+
+
+async def test_a_late_success_is_still_a_timeout(servers: list[Server]) -> None:
+    quay = QuayApp(delay=0.3)
+    server = await serve(quay)
+    servers.append(server)
+    clock = FakeClock()
+    async with make_session() as session:
+        prober = debug_prober(session, server.port, clock, timeout=0.1)
+        first = await prober.probe(Probe.ENDTOEND)
+        assert prober.pending(Probe.ENDTOEND)
+        await wait_for(lambda: not prober.pending(Probe.ENDTOEND), "the slow request answered")
+        late = await prober.probe(Probe.ENDTOEND)
+        prober.close()
+    assert (first.reason, late.reason, late.ok) == ("timeout", "timeout", False)
+    assert late.status == 200 and "over the 0.1s timeout" in (late.detail or "")
+    assert len(quay.hosts) == 1
+
+
+async def test_each_probe_has_its_own_request_in_flight(servers: list[Server]) -> None:
+    """A hung endtoend does not hold /health/instance back, nor stops it being sent."""
+    quay = QuayApp(hang=True)
+    server = await serve(quay)
+    servers.append(server)
+    clock = FakeClock()
+    async with make_session() as session:
+        prober = debug_prober(session, server.port, clock, timeout=0.2)
+        for _ in range(3):
+            clock.now += 1
+            await prober.probe(Probe.ENDTOEND)
+            await prober.probe(Probe.INSTANCE)
+        prober.close()
+    assert len(quay.hosts) == 2
+
+
+async def test_a_request_unanswered_for_a_minute_is_given_up(servers: list[Server]) -> None:
+    quay = QuayApp(hang=True)
+    server = await serve(quay)
+    servers.append(server)
+    clock = FakeClock()
+    async with make_session() as session:
+        prober = debug_prober(session, server.port, clock, timeout=0.2)
+        await prober.probe(Probe.ENDTOEND)
+        clock.now += QuayProber.ABANDON_AFTER - 1
+        await prober.probe(Probe.ENDTOEND)
+        assert len(quay.hosts) == 1
+        clock.now += 1
+        again = await prober.probe(Probe.ENDTOEND)
+        prober.close()
+    assert again.reason == "timeout" and again.detail is None
+    assert len(quay.hosts) == 2  # a dead connection is not waited on for ever
+
+
+# --- real Quay's recorded answers, replayed through the prober ------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_quay() -> Path:
+    """Answers recorded from real Quay (quay/quay after v3.18.0), read in place from the
+    shared test data (`TRAFFICD_SHARED_DIR`, whose `data/` holds them; .ci/run sets it)."""
+    root = os.environ.get("TRAFFICD_SHARED_DIR")
+    if not root:
+        pytest.fail(
+            "TRAFFICD_SHARED_DIR is not set: point it at the directory whose data/ holds "
+            "real-quay/health-responses.jsonl (.ci/run sets it)"
+        )
+    path = Path(root) / "data" / "real-quay"
+    for name in ("health-responses.jsonl", "faults.log"):
+        if not (path / name).is_file():
+            pytest.fail(f"{path / name} not found (TRAFFICD_SHARED_DIR={root})")
+    return path
+
+
+async def test_real_quay_answers_replayed_through_the_prober(
+    servers: list[Server], real_quay: Path
+) -> None:
+    """Every answer real Quay gave (services_expanded as recorded), served in Quay's format
+    to a prober in debug mode: verdict, services, texts and locations as Quay said them."""
+    lines = (real_quay / "health-responses.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines if line.strip()]
+    answered = [r for r in records if isinstance(r["body"], dict)]
+    quay = QuayApp()
+    server = await serve(quay)
+    servers.append(server)
+    clock = FakeClock()
+    kinds: set[str] = set()
+    async with make_session() as session:
+        prober = debug_prober(session, server.port, clock)
+        for record in answered:
+            services = {name: bool(v["status"]) for name, v in record["body"].items()}
+            quay.services, quay.expanded = services, record["body"]
+            clock.now += 1
+            obs = await prober.probe(Probe(record["ep"]))
+            assert obs.status == record["code"], record
+            assert obs.ok is (record["code"] == 200), (record, obs)
+            assert obs.services == services
+            texts = {
+                name: v.get("failure") or v.get("message")
+                for name, v in record["body"].items()
+                if v.get("failure") or v.get("message")
+            }
+            assert obs.service_texts == texts, record
+            storage = texts.get("storage", "")
+            if storage.startswith("Preferred storage 'eu' check failed: "):
+                assert (obs.reason, obs.storage_faults) == ("storage", {"eu": "preferred"})
+                kinds.add("preferred")
+            elif storage.startswith("Non-preferred storage 'eu' unavailable: "):
+                assert (obs.ok, obs.storage_faults) == (True, {"eu": "non_preferred"})
+                kinds.add("non_preferred")
+            else:
+                assert obs.storage_faults == {}, record
+            if texts.get("redis", "").startswith("Could not connect to redis"):
+                assert obs.reason == "shared_dependency" and obs.detail is not None
+                kinds.add("redis")
+            if texts.get("database", "").startswith("Could not connect to the database"):
+                assert obs.reason is not None and "shared_dependency" in obs.reason
+                kinds.add("database")
+        prober.close()
+    assert quay.enables == 1  # 600-odd probes, one session
+    assert kinds == {"preferred", "non_preferred", "redis", "database"}
+    assert len(answered) > 600
+
+
+def test_the_session_cookie_follows_what_the_site_sets() -> None:
+    jar = _Cookies()
+    jar.update([b"_csrf_token=eyJoZWFsdGhfZGVidWciOnRydWV9.abc-_; HttpOnly; Path=/"])
+    assert jar.header() == "_csrf_token=eyJoZWFsdGhfZGVidWciOnRydWV9.abc-_"
+    jar.update([b"_csrf_token=second.sig; Path=/", b"other=1"])
+    assert jar.header() == "_csrf_token=second.sig; other=1"
+    # Flask deletes a session with an empty value, an Expires in the past and Max-Age=0.
+    jar.update([b"_csrf_token=; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; Path=/"])
+    jar.update([b"other=1; Expires=Thu, 01 Jan 1970 00:00:00 GMT"])
+    assert jar.header() is None

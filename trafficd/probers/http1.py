@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -38,13 +39,15 @@ class ProtocolError(Exception):
 @dataclass
 class Response:
     status: int
-    headers: dict[bytes, bytes]
+    headers: dict[bytes, bytes]  # names lowercased; a repeated header keeps its last value
     body: bytes
+    set_cookies: list[bytes] = field(default_factory=list)  # every Set-Cookie, in order
 
 
 @dataclass
 class _Reply:
     headers: dict[bytes, bytes] = field(default_factory=dict)
+    set_cookies: list[bytes] = field(default_factory=list)
     body: bytearray = field(default_factory=bytearray)
     too_large: bool = False
     keep_alive: bool = False  # read while parsing: llhttp forgets it once the message ends
@@ -83,7 +86,10 @@ class _Connection(asyncio.Protocol):
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.reply.headers[name.lower()] = value
+        name = name.lower()
+        self.reply.headers[name] = value
+        if name == b"set-cookie":  # the one header that repeats and cannot be joined
+            self.reply.set_cookies.append(value)
 
     def on_headers_complete(self) -> None:
         self.reply.keep_alive = self.parser.should_keep_alive()
@@ -112,11 +118,13 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    async def get(self, request: bytes) -> Response:
+    async def get(self, request: bytes, on_sent: Callable[[], None] | None = None) -> Response:
         assert self.transport is not None
         self.reply = _Reply()
         self.waiter = asyncio.get_running_loop().create_future()
         self.transport.write(request)
+        if on_sent is not None:
+            on_sent()
         try:
             await self.waiter
         finally:
@@ -124,7 +132,7 @@ class _Connection(asyncio.Protocol):
         status = self.parser.get_status_code()
         if not self.reply.keep_alive:
             self.close()
-        return Response(status, self.reply.headers, bytes(self.reply.body))
+        return Response(status, self.reply.headers, bytes(self.reply.body), self.reply.set_cookies)
 
 
 class Endpoint:
@@ -156,14 +164,15 @@ class Endpoint:
         )
         return conn
 
-    async def get(self, request: bytes) -> Response:
-        """Send `request` (a whole GET, built once by the caller) and read the answer."""
+    async def get(self, request: bytes, on_sent: Callable[[], None] | None = None) -> Response:
+        """Send `request` (a whole GET, built once by the caller) and read the answer;
+        `on_sent` is called once the request is written (the server is then working on it)."""
         while self._idle:
             conn = self._idle.popleft()
             if conn.closed:
                 continue
             try:
-                response = await conn.get(request)
+                response = await conn.get(request, on_sent)
             except ResetError:
                 continue  # closed while idle (the server's keep-alive timeout): a new one
             except BaseException:
@@ -173,7 +182,7 @@ class Endpoint:
             return response
         conn = await self._connect()
         try:
-            response = await conn.get(request)
+            response = await conn.get(request, on_sent)
         except BaseException:
             conn.close()
             raise

@@ -3,21 +3,27 @@
 First stage of the pipeline for site health. It connects to the site's
 `connect` address while sending the global hostname from `url` as Host header
 and TLS SNI, and verifies the certificate against that hostname (what `curl
---connect-to` does), so the global load balancer is bypassed. One shared
-aiohttp session serves every site. Quay's body
-(`{"data": {"services": {...}}, "status_code": N}`, reference/quay.md) becomes
-an `Observation`; nothing raises into the caller.
+--connect-to` does), so the global load balancer is bypassed. Requests go
+through `http1` (kept-alive connections per site). Quay's body (`{"data":
+{"services": {...}}, "status_code": N}`, reference/quay.md) becomes an
+`Observation`, with, in debug mode, each service's failure text
+(`service_texts`) and the storage locations those texts name
+(`storage_faults`); nothing raises into the caller. `QuayProber` says how debug
+mode's session is kept and why one request per probe is in flight at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
+import math
+import re
 import ssl
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from email.utils import parsedate_to_datetime
+from http.cookies import CookieError, Morsel, SimpleCookie
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,6 +37,7 @@ from trafficd.model import Observation, Probe
 from trafficd.probers import http1
 
 MAX_BODY = 64 * 1024
+MAX_TEXT = 500  # characters kept of each of Quay's failure texts
 PATHS = {Probe.ENDTOEND: "/health/endtoend", Probe.INSTANCE: "/health/instance"}
 
 
@@ -78,28 +85,146 @@ def make_session(limit: int = 256) -> aiohttp.ClientSession:
     )
 
 
-def parse_body(body: bytes) -> tuple[dict[str, bool] | None, str | None]:
-    """Quay's services map and, in debug mode, the failure texts; (None, None) if unparsable."""
+@dataclass(frozen=True)
+class Health:
+    """What one of Quay's health answers says."""
+
+    services: dict[str, bool]
+    # services_expanded (debug mode only): NAME -> its failure or message text, if any.
+    expanded: dict[str, str | None] | None
+
+    @property
+    def failures(self) -> str | None:
+        """The failed services' texts, for the observation's `detail`."""
+        failed = [
+            f"{name}: {text or 'failed'}"
+            for name, text in sorted((self.expanded or {}).items())
+            if self.services.get(name) is False
+        ]
+        return "; ".join(failed) or None
+
+    @property
+    def texts(self) -> dict[str, str]:
+        return {name: text for name, text in sorted((self.expanded or {}).items()) if text}
+
+
+def parse_body(body: bytes) -> Health | None:
+    """Quay's services map and, in debug mode, each service's text; None if unparsable."""
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        return None, None
+        return None
     data = doc.get("data") if isinstance(doc, dict) else None
     services = data.get("services") if isinstance(data, dict) else None
     if not isinstance(services, dict) or not all(isinstance(v, bool) for v in services.values()):
-        return None, None
-    failures = []
-    expanded = data.get("services_expanded") if isinstance(data, dict) else None
-    if isinstance(expanded, dict):
-        for name, info in sorted(expanded.items()):
-            if isinstance(info, dict) and info.get("status") is False:
-                text = info.get("failure") or info.get("message") or "failed"
-                failures.append(f"{name}: {str(text)[:500]}")
-    return {str(k): v for k, v in services.items()}, "; ".join(failures) or None
+        return None
+    assert isinstance(data, dict)
+    expanded: dict[str, str | None] | None = None
+    raw = data.get("services_expanded")
+    if isinstance(raw, dict):
+        expanded = {}
+        for name, info in raw.items():
+            text = None
+            if isinstance(info, dict):
+                text = info.get("failure") or info.get("message")
+            expanded[str(name)] = str(text)[:MAX_TEXT] if text else None
+    return Health({str(k): v for k, v in services.items()}, expanded)
+
+
+# Quay's storage check names the location it could not use, as real Quay was seen to.
+_STORAGE_FAULT = re.compile(
+    r"(?P<kind>Preferred storage|Non-preferred storage) '(?P<location>[^']+)' "
+    r"(?:check failed|unavailable)"
+)
+
+
+def storage_faults(text: str | None) -> dict[str, str]:
+    """`Preferred storage 'eu' check failed: ...` -> {"eu": "preferred"}; a location that
+    Quay names both ways counts as preferred."""
+    faults: dict[str, str] = {}
+    for match in _STORAGE_FAULT.finditer(text or ""):
+        kind = "preferred" if match["kind"] == "Preferred storage" else "non_preferred"
+        if faults.get(match["location"]) != "preferred":
+            faults[match["location"]] = kind
+    return faults
+
+
+class _Cookies:
+    """The cookies a site set (Quay's Flask session `_csrf_token`), sent back on every request.
+
+    One site, one client: no domains or paths to match. A cookie is dropped when the
+    site deletes it (empty value, `Max-Age=0`, or an `Expires` in the past)."""
+
+    LIMIT = 8  # cookies kept per site; Quay sets one
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+        self._header: str | None = None
+
+    def update(self, headers: list[bytes]) -> None:
+        if not headers:
+            return
+        for header in headers:
+            jar: SimpleCookie = SimpleCookie()
+            try:
+                jar.load(header.decode("latin-1"))
+            except CookieError:
+                continue
+            for name, morsel in jar.items():
+                if not morsel.value or _expired(morsel):
+                    self.values.pop(name, None)
+                elif name in self.values or len(self.values) < self.LIMIT:
+                    self.values[name] = morsel.value
+        self._header = "; ".join(f"{k}={v}" for k, v in self.values.items()) or None
+
+    def header(self) -> str | None:
+        """The Cookie header's value, None without cookies."""
+        return self._header
+
+
+def _expired(morsel: Morsel[str]) -> bool:
+    max_age = str(morsel["max-age"]).strip()
+    if max_age:
+        return max_age.lstrip("-").isdigit() and int(max_age) <= 0
+    if morsel["expires"]:
+        try:
+            return parsedate_to_datetime(str(morsel["expires"])).timestamp() <= time.time()
+        except (TypeError, ValueError):
+            return False
+    return False
+
+
+@dataclass
+class _Flight:
+    """One request to a site probe: when it started and whether it reached the site."""
+
+    started: float
+    task: asyncio.Task[Observation] | None = None
+    sent: bool = False
+
+    def mark_sent(self) -> None:
+        self.sent = True
 
 
 class QuayProber:
-    """Probes one site's health endpoints through a shared session."""
+    """Probes one site's health endpoints through a shared session.
+
+    Debug mode: with `probes.debug_secret`, the prober calls `/health/enabledebug/<secret>`
+    once, keeps the session cookie Quay answers with (`_csrf_token`: Quay's signed Flask
+    session, which holds `health_debug`; no `health_debug` cookie exists) and sends it back
+    on every probe. It enables again only when an answer shows debug mode off (no
+    `services_expanded`: a restarted Quay with a new session key), and at most once per
+    `ENABLE_INTERVAL`, because every enable writes the secret into Quay's access log.
+
+    One request per probe in flight: Quay finishes a request whose client gave up (its
+    storage check has no timeout; 7-10 s under boto's retries), so a probe that times out
+    leaves its request running and the next rounds record a timeout without sending
+    another until it answers. The answer, when it comes, is the next round's observation
+    (a failure as Quay said it, with its debug text; a success as a timeout). A request
+    unanswered for `ABANDON_AFTER` is given up (a dead connection, not a busy Quay)."""
+
+    ENABLE_INTERVAL = 60.0
+    ABANDON_AFTER = 60.0
 
     def __init__(
         self,
@@ -117,8 +242,12 @@ class QuayProber:
         self.clock = clock
         self.ssl: ssl.SSLContext | bool = ssl_context(probes) if target.scheme == "https" else False
         self._debug_secret = probes.debug_secret
-        self._debug_cookie: str | None = None
-        # Built once: a target's probes never change but for Quay's debug cookie.
+        self._cookies = _Cookies()
+        self._debug_on = False  # as far as the last answer showed
+        self._enable_after = -math.inf  # clock time of the next enable allowed
+        self._enable_lock = asyncio.Lock()  # endtoend and instance share the session
+        self.enables = 0  # enable requests sent
+        self._flights: dict[Probe, _Flight] = {}
         base = URL(self.target.base)
         context = self.ssl if isinstance(self.ssl, ssl.SSLContext) else None
         if target.scheme == "https" and context is None:
@@ -130,7 +259,8 @@ class QuayProber:
             server_hostname=self.target.hostname or None,
             limit=MAX_BODY,
         )
-        self._requests = {kind: self._request_bytes(path) for kind, path in PATHS.items()}
+        # Built once per cookie value: a target's probes never change but for Quay's session.
+        self._requests: dict[Probe, tuple[str | None, bytes]] = {}
 
     def _request_bytes(self, path: str) -> bytes:
         lines = [
@@ -139,63 +269,128 @@ class QuayProber:
             "Accept: application/json",
             f"User-Agent: trafficd/{__version__}",
         ]
-        if self._debug_cookie is not None:
-            lines.append(f"Cookie: health_debug={self._debug_cookie}")
+        cookie = self._cookies.header()
+        if cookie is not None:
+            lines.append(f"Cookie: {cookie}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
+    def _probe_request(self, kind: Probe) -> bytes:
+        cookie = self._cookies.header()
+        built = self._requests.get(kind)
+        if built is None or built[0] != cookie:
+            built = self._requests[kind] = (cookie, self._request_bytes(PATHS[kind]))
+        return built[1]
+
+    def pending(self, kind: Probe) -> bool:
+        """Whether a request of `kind` that outlived its round is still unanswered."""
+        flight = self._flights.get(kind)
+        return flight is not None and flight.task is not None and not flight.task.done()
+
     def close(self) -> None:
+        for flight in self._flights.values():
+            if flight.task is not None:
+                flight.task.cancel()
+        self._flights.clear()
         self._endpoint.close()
 
-    def _headers(self) -> Mapping[str, str]:
-        headers = {"Host": self.target.host_header, "Accept": "application/json"}
-        if self._debug_cookie is not None:
-            headers["Cookie"] = f"health_debug={self._debug_cookie}"
-        return headers
-
     async def _enable_debug(self) -> None:
-        """Quay shows failure texts to a client holding the `health_debug` cookie."""
-        if self._debug_secret is None or self._debug_cookie is not None:
-            return
-        path = f"/health/enabledebug/{self._debug_secret.get_secret_value()}"
-        async with self.session.get(
-            self.target.base + path,
-            headers=self._headers(),
-            ssl=self.ssl,
-            server_hostname=self.target.hostname if self.ssl else None,
-            allow_redirects=False,
-            timeout=aiohttp.ClientTimeout(total=self.timeout),
-        ) as resp:
-            cookie = resp.cookies.get("health_debug")
-            if resp.status == 200 and cookie is not None:
-                self._debug_cookie = cookie.value
+        """Put `health_debug` into Quay's session, at most once per `ENABLE_INTERVAL`."""
+        async with self._enable_lock:
+            now = self.clock()
+            if self._debug_on or now < self._enable_after:
+                return
+            self._enable_after = now + self.ENABLE_INTERVAL
+            self.enables += 1
+            assert self._debug_secret is not None
+            request = self._request_bytes(
+                f"/health/enabledebug/{self._debug_secret.get_secret_value()}"
+            )
+            # Never raises: the probe that follows says why the site cannot be reached,
+            # and no error here may carry the request (it holds the secret).
+            try:
+                async with asyncio.timeout(self.timeout):
+                    answer = await self._endpoint.get(request)
+            except (TimeoutError, OSError, http1.TooLargeError, http1.ResetError):
+                return  # OSError: ssl.SSLError too
+            except http1.ProtocolError:
+                return
+            self._cookies.update(answer.set_cookies)
+            self._debug_on = answer.status == 200 and bool(answer.set_cookies)
+
+    def _observation(
+        self, kind: Probe, started: float, ok: bool | None, reason: str | None = None, **kw: Any
+    ) -> Observation:
+        # Stamped when known, not when asked: the engine counts an observation in
+        # the first round after it arrives, and a slow probe (a timeout) must count.
+        return Observation(
+            t=self.clock(),
+            vantage=self.vantage,
+            probe=kind,
+            target=self.target.site,
+            ok=ok,
+            reason=reason,
+            latency=time.perf_counter() - started,
+            **kw,
+        )
 
     async def probe(self, kind: Probe) -> Observation:
         """One probe of `/health/endtoend` or `/health/instance`. Never raises."""
         started = time.perf_counter()
+        flight = self._flights.pop(kind, None)
+        if flight is not None and flight.task is not None:
+            if flight.task.done():
+                return self._late(flight.task.result(), kind, started)
+            age = self.clock() - flight.started
+            if age < self.ABANDON_AFTER:
+                self._flights[kind] = flight
+                return self._observation(
+                    kind,
+                    started,
+                    False,
+                    "timeout",
+                    detail=f"the previous request is unanswered after {age:.1f}s",
+                )
+            flight.task.cancel()  # given up: the next request goes on a new connection
+        flight = _Flight(started=self.clock())
+        task = asyncio.get_running_loop().create_task(self._attempt(kind, started, flight))
+        flight.task = task
+        try:
+            # Waits without cancelling it (cheaper than wait_for over a shield).
+            await asyncio.wait((task,), timeout=self.timeout)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if task.done():
+            return task.result()
+        if flight.sent:  # Quay is working on it: wait for its answer, send nothing more
+            self._flights[kind] = flight
+        else:  # still connecting: nothing runs at the site, try afresh next round
+            task.cancel()
+        # Quay's storage check has no timeout: a hung bucket is a hung endtoend.
+        return self._observation(kind, started, False, "timeout")
 
-        def obs(ok: bool | None, reason: str | None = None, **kw: Any) -> Observation:
-            # Stamped when known, not when asked: the engine counts an observation in
-            # the first round after it arrives, and a slow probe (a timeout) must count.
-            return Observation(
-                t=self.clock(),
-                vantage=self.vantage,
-                probe=kind,
-                target=self.target.site,
-                ok=ok,
-                reason=reason,
-                latency=time.perf_counter() - started,
-                **kw,
+    def _late(self, answer: Observation, kind: Probe, started: float) -> Observation:
+        """The answer to a request that outlived its round, as this round's observation."""
+        if answer.ok is not False:  # no later than `timeout` is the bound of a pass
+            waited = answer.latency or 0.0
+            return self._observation(
+                kind,
+                started,
+                False,
+                "timeout",
+                status=answer.status,
+                detail=f"answered after {waited:.1f}s, over the {self.timeout:g}s timeout",
             )
+        return replace(answer, t=self.clock())
+
+    async def _attempt(self, kind: Probe, started: float, flight: _Flight) -> Observation:
+        def obs(ok: bool | None, reason: str | None = None, **kw: Any) -> Observation:
+            return self._observation(kind, started, ok, reason, **kw)
 
         try:
-            async with asyncio.timeout(self.timeout):
-                if self._debug_secret is not None and self._debug_cookie is None:
-                    with contextlib.suppress(aiohttp.ClientError):  # the probe will say why
-                        await self._enable_debug()
-                return await self._request(kind, obs)
-        except TimeoutError:
-            # Quay's storage check has no timeout: a hung bucket is a hung endtoend.
-            return obs(False, "timeout")
+            if self._debug_secret is not None and not self._debug_on:
+                await self._enable_debug()
+            return await self._request(kind, obs, flight)
         except http1.TooLargeError:
             return obs(False, "oversized")
         except http1.ResetError as exc:
@@ -210,45 +405,37 @@ class QuayProber:
             return obs(False, "reset", detail=type(exc).__name__)
         except OSError as exc:
             return obs(False, "connect", detail=_short(exc.strerror or exc))
-        except aiohttp.ClientConnectorCertificateError as exc:
-            return obs(False, "tls", detail=_short(exc.certificate_error))
-        except aiohttp.ClientSSLError as exc:
-            return obs(False, "tls", detail=_short(exc))
-        except aiohttp.ClientConnectorError as exc:
-            return obs(False, "connect", detail=_short(exc.os_error))
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
-            return obs(False, "reset", detail=type(exc).__name__)
-        except aiohttp.ClientResponseError as exc:
-            return obs(False, "protocol", detail=_short(exc.message))
-        except aiohttp.ClientError as exc:
-            return obs(None, "error", detail=type(exc).__name__)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # never into the loop: the prober could not tell
             return obs(None, "error", detail=type(exc).__name__)
 
-    async def _request(self, kind: Probe, obs: Callable[..., Observation]) -> Observation:
-        request = self._requests[kind]
-        if self._debug_cookie is not None:
-            request = self._request_bytes(PATHS[kind])
-        answer = await self._endpoint.get(request)
+    async def _request(
+        self, kind: Probe, obs: Callable[..., Observation], flight: _Flight
+    ) -> Observation:
+        answer = await self._endpoint.get(self._probe_request(kind), flight.mark_sent)
+        self._cookies.update(answer.set_cookies)
         status, body = answer.status, answer.body
-        services, failures = parse_body(body)
         if 300 <= status < 400:
             return obs(False, "redirect", status=status)
         if status not in (200, 503):
             return obs(False, f"http_{status}", status=status)
-        if services is None:
+        health = parse_body(body)
+        if health is None:
             return obs(False, "unparsable", status=status)
-        if status == 503 and failures is None and self._debug_cookie is not None:
-            self._debug_cookie = None  # expired or refused: ask again next time
+        if health.expanded is None:
+            self._debug_on = False  # Quay forgot the session (restarted): enable again
+        services = health.services
         healthy = status == 200 and all(services.values())
+        texts = health.texts
         return obs(
             healthy,
             None if healthy else classify(services),
             status=status,
             services=services,
-            detail=failures,
+            detail=health.failures,
+            service_texts=texts,
+            storage_faults=storage_faults(texts.get("storage")),
         )
 
 
