@@ -146,6 +146,12 @@ class Demo:
         for name, secret in (("token", self.token), ("s3.key", "demo")):
             (self.base / name).write_text(secret + "\n")
             (self.base / name).chmod(0o600)
+        # Quay's ENABLE_HEALTH_DEBUG_SECRET, read by the sites and by trafficd; kept across
+        # `up`s, since sites that still run read it when they started.
+        debug = self.base / "health-debug.secret"
+        if not debug.exists():
+            debug.write_text("demo-health-debug-" + os.urandom(8).hex() + "\n")
+            debug.chmod(0o600)
         self.save()
         for site in SITES:
             self.start_s3(site)
@@ -217,7 +223,11 @@ class Demo:
                 f"http://127.0.0.1:{self.s3_ports[site]}",
                 "--bucket",
                 f"quay-{site}",
-                "--shared",
+                "--locations",
+                f"{site}storage",
+                "--debug-secret-file",
+                str(self.base / "health-debug.secret"),
+                "--shared",  # last: tests find the shared directory there
                 str(self.base / "shared"),
             ]
             (self.sites_dir / f"{site}.argv.json").write_text(json.dumps(argv))
@@ -268,7 +278,11 @@ class Demo:
                 }
                 for site in SITES
             },
-            "probes": {"interval": "1s", "timeout": "800ms"},
+            "probes": {
+                "interval": "1s",
+                "timeout": "800ms",
+                "debug_secret": f"${{file:{self.base / 'health-debug.secret'}}}",
+            },
             "policy": {"fall": 3, "rise": 3, "hold_down": "5s", "shutdown_grace": "3s"},
             "actuators": actuators,
         }

@@ -1,16 +1,24 @@
 """A simulated Quay site (demo, end-to-end test): health endpoints whose storage is real.
 
 Run: python -m trafficd.demo.site --name eu --port P --s3 URL[,URL...] --bucket B[,B...]
-     --shared DIR [--quay-version 3.17|3.18]
+     [--locations L[,L...]] [--quay-version 3.17|3.18] [--aws-max-attempts N]
+     [--debug-secret-file FILE] --shared DIR
 
-Answers `/health/instance` and `/health/endtoend` in Quay's exact format
-(`{"data": {"services": {...}}, "status_code": N}`, 200 or 503). `storage`
-is computed as Quay does it, by writing `_verify` under the storage path of
-the site's real S3 bucket (a moto server per site): v3.17 checks the first
-preferred location only; v3.18 checks every preferred location and has no
-timeout of its own, so a hung bucket hangs endtoend. `database` and `redis`
-are shared by every site: they fail when the file `DIR/database-down`
-exists. Any other path answers 200 `site NAME` so HAProxy's frontend can be
+Answers `/health/instance` and `/health/endtoend` as real Quay does
+(`trafficd.demo.quay`: compact sorted JSON, Quay's headers, `503 SERVICE
+UNAVAILABLE`, debug mode through the `_csrf_token` session cookie when
+`--debug-secret-file` names the secret). `storage` is computed as Quay does it,
+by writing `_verify` under the storage path of each preferred location's real S3
+bucket (a moto server per site) and checking that it exists: v3.17 checks the
+first preferred location only; v3.18 checks every preferred location and has no
+timeout of its own, so a hung bucket hangs endtoend. The failure text names the
+first location that failed (`Preferred storage 'LOC' check failed: ...`, LOC from
+`--locations`, else the bucket). boto's attempts are `--aws-max-attempts` (Quay's
+`AWS_MAX_ATTEMPTS`; default 1: a failing bucket answers in tens of ms); 0 keeps
+boto's default retries, under which a dead bucket takes 7-10 s, as on real Quay.
+`database` and `redis` are shared by every site: they fail when the file
+`DIR/database-down` or `DIR/redis-down` exists (`auth` stays true, as on real
+Quay). Any other path answers 200 `site NAME` so HAProxy's frontend can be
 tested with real requests.
 """
 
@@ -25,11 +33,34 @@ import boto3
 from aiohttp import web
 from botocore.config import Config
 
+from trafficd.demo.quay import (
+    Sessions,
+    database_refused,
+    health_response,
+    preferred_failed,
+    redis_refused,
+)
+
+# Where the simulated shared services would be: the failure texts name them.
+DATABASE_PORT, REDIS_PORT = 5432, 6379
+
+
+def boto_config(max_attempts: int) -> Config:
+    """Quay's S3 driver: boto3 with long timeouts and no timeout of its own."""
+    if max_attempts <= 0:  # boto's defaults: legacy retry mode, 5 attempts with back-off
+        return Config(connect_timeout=60, read_timeout=60)
+    return Config(
+        connect_timeout=60,
+        read_timeout=60,
+        retries={"total_max_attempts": max_attempts, "mode": "legacy"},
+    )
+
 
 def build_app(args: argparse.Namespace) -> web.Application:
     urls = args.s3.split(",")
     buckets = args.bucket.split(",")
-    # Quay's S3 driver: boto3 with a long default timeout and retries; none of its own.
+    locations = (args.locations or args.bucket).split(",")
+    config = boto_config(args.aws_max_attempts)
     clients = [
         boto3.client(
             "s3",
@@ -37,45 +68,60 @@ def build_app(args: argparse.Namespace) -> web.Application:
             aws_access_key_id="testing",
             aws_secret_access_key="testing",  # noqa: S106 - moto accepts any key
             region_name="us-east-1",
-            config=Config(connect_timeout=60, read_timeout=60, retries={"max_attempts": 1}),
+            config=config,
         )
         for url in urls
     ]
     shared = Path(args.shared)
+    secret = Path(args.debug_secret_file).read_text().strip() if args.debug_secret_file else None
+    sessions = Sessions(secret)
 
-    def storage_ok() -> bool:
-        checked = clients if args.quay_version == "3.18" else clients[:1]
-        for client, bucket in zip(checked, buckets, strict=False):
+    def storage_check() -> str | None:
+        """None when every checked location works, else the failure text."""
+        checked = list(zip(clients, buckets, locations, strict=False))
+        if args.quay_version == "3.17":
+            checked = checked[:1]
+        for client, bucket, location in checked:
             try:
                 client.put_object(
-                    Bucket=bucket, Key="datastorage/registry/_verify", Body=b"testing"
+                    Bucket=bucket, Key="datastorage/registry/_verify", Body=b"testing 123"
                 )
-                client.get_object(Bucket=bucket, Key="datastorage/registry/_verify")["Body"].read()
-            except Exception:
-                return False
-        return True
+                client.head_object(Bucket=bucket, Key="datastorage/registry/_verify")
+            except Exception as exc:  # botocore's text, as Quay quotes it
+                return preferred_failed(location, str(exc))
+        return None
 
-    def body(services: dict[str, bool]) -> web.Response:
-        code = 200 if all(services.values()) else 503
-        return web.json_response({"data": {"services": services}, "status_code": code}, status=code)
+    def shared_services(texts: dict[str, str]) -> tuple[bool, bool]:
+        database = not (shared / "database-down").exists()
+        redis = not (shared / "redis-down").exists()
+        if not database:
+            texts["database"] = database_refused(DATABASE_PORT)
+        if not redis:
+            texts["redis"] = redis_refused(REDIS_PORT)
+        return database, redis
 
     async def instance(request: web.Request) -> web.Response:
-        db = not (shared / "database-down").exists()
-        return body(
-            {
-                "auth": True,
-                "database": db,
-                "disk_space": True,
-                "registry_gunicorn": True,
-                "service_key": True,
-                "web_gunicorn": True,
-            }
-        )
+        texts: dict[str, str] = {}
+        database, _ = shared_services(texts)  # instance never checks redis
+        texts.pop("redis", None)
+        services = {
+            "auth": True,
+            "database": database,
+            "disk_space": True,
+            "registry_gunicorn": True,
+            "service_key": True,
+            "web_gunicorn": True,
+        }
+        return health_response(services, texts, debug=sessions.debug(request), hostname=args.name)
 
     async def endtoend(request: web.Request) -> web.Response:
-        db = not (shared / "database-down").exists()
-        storage = await asyncio.to_thread(storage_ok)
-        return body({"auth": db, "database": db, "redis": db, "storage": storage})
+        texts: dict[str, str] = {}
+        database, redis = shared_services(texts)
+        failure = await asyncio.to_thread(storage_check)
+        if failure is not None:
+            texts["storage"] = failure
+        services = {"auth": True, "database": database, "redis": redis, "storage": failure is None}
+        return health_response(services, texts, debug=sessions.debug(request), hostname=args.name)
 
     async def other(request: web.Request) -> web.Response:
         return web.Response(text=f"site {args.name}")
@@ -83,6 +129,7 @@ def build_app(args: argparse.Namespace) -> web.Application:
     app = web.Application()
     app.router.add_get("/health/instance", instance)
     app.router.add_get("/health/endtoend", endtoend)
+    app.router.add_get("/health/enabledebug/{secret}", sessions.enable)
     app.router.add_get("/{tail:.*}", other)
     return app
 
@@ -93,8 +140,13 @@ def main(argv: Any = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--s3", required=True)
     parser.add_argument("--bucket", required=True)
+    parser.add_argument("--locations", help="location names, as the buckets (default: buckets)")
     parser.add_argument("--shared", required=True)
     parser.add_argument("--quay-version", choices=("3.17", "3.18"), default="3.18")
+    parser.add_argument(
+        "--aws-max-attempts", type=int, default=1, help="boto attempts; 0: boto's own retries"
+    )
+    parser.add_argument("--debug-secret-file", help="ENABLE_HEALTH_DEBUG_SECRET, in a file")
     args = parser.parse_args(argv)
     web.run_app(build_app(args), host="127.0.0.1", port=args.port, print=None)
 
