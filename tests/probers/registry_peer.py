@@ -118,7 +118,8 @@ class Layout:
 class TokenIssuer:
     """The token endpoint of the Docker token spec, in process: Basic in, a JWT out."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, expires_in: int | None = 300) -> None:
+        self.expires_in = expires_in  # None: left out, as Quay's token endpoint does
         self.ca = trustme.CA()
         self.cert = self.ca.issue_cert("token-signer.test")
         self.bundle = directory / "token-ca.pem"
@@ -168,7 +169,10 @@ class TokenIssuer:
             for blob in self.cert.cert_chain_pems
         ]
         token = jwt.encode(claims, key, algorithm="ES256", headers={"x5c": chain})  # type: ignore[arg-type]
-        return web.json_response({"token": token, "expires_in": 300})
+        answer: dict[str, Any] = {"token": token}
+        if self.expires_in is not None:
+            answer["expires_in"] = self.expires_in
+        return web.json_response(answer)
 
     async def close(self) -> None:
         if self._runner is not None:

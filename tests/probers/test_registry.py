@@ -258,6 +258,44 @@ async def test_the_token_is_cached_until_it_expires(tmp_path: Path, moto: str) -
         await close(w)
 
 
+async def test_a_token_without_expires_in_lasts_the_specs_60_seconds(
+    tmp_path: Path, moto: str
+) -> None:
+    """Quay's token endpoint answers `{"token": ...}` alone (its JWT lasts an hour)."""
+    w = await make_world(tmp_path, moto, "token")
+    try:
+        assert w.issuer is not None
+        w.issuer.expires_in = None
+        site = Site.model_validate(
+            {"url": "http://registry.example.test", "connect": f"127.0.0.1:{w.registry.port}"}
+        )
+        settings = RegistryProbe.model_validate(
+            {"repository": REPO, "username": USER, "password": PASSWORD, "timeout": "10s"}
+        )
+        probes = Probes.model_validate({"interval": "2s", "timeout": "1s"})
+        now = [0.0]
+        before = len(w.issuer.requests)
+        fetched = []
+        async with make_session() as session:
+            prober = RegistryProber(
+                Target.from_site("eu", site),
+                probes,
+                settings,
+                session,
+                vantage="v",
+                monotonic=lambda: now[0],
+            )
+            for at in (0.0, 30.0, 54.0, 56.0, 100.0, 112.0):
+                now[0] = at
+                obs = await prober.probe()
+                assert obs.ok, obs
+                fetched.append(len(w.issuer.requests) - before)
+        # Renewed 5 s before the 60 s run out: at 56 s, then at 112 s (56 + 55 < 112).
+        assert fetched == [1, 1, 1, 2, 2, 3]
+    finally:
+        await close(w)
+
+
 def test_challenges_are_parsed_as_registries_send_them() -> None:
     scheme, params = parse_challenge(
         'Bearer realm="https://quay.example.com/v2/auth",service="quay.example.com",'

@@ -58,7 +58,9 @@ OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 MAX_MANIFEST = 4 * 1024 * 1024
 MAX_TOKEN = 64 * 1024
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
-TOKEN_LIFETIME = 60.0  # the token spec's default when `expires_in` is absent
+# The token spec's default when `expires_in` is absent, as in Quay's answers (whose JWT
+# lasts 3600 s: the token is opaque to a client, so its `exp` is not read).
+TOKEN_LIFETIME = 60.0
 TOKEN_MARGIN = 5.0  # renew this long before expiry
 # key="quoted value" or key=token, as in RFC 7235 auth-params.
 _PARAM = re.compile(r'([A-Za-z_][\w-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
@@ -114,9 +116,11 @@ class RegistryProber:
         *,
         vantage: str,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.target = target
         self.settings = settings
+        self.monotonic = monotonic  # token expiry
         self.session = session
         self.vantage = vantage
         self.clock = clock
@@ -175,7 +179,7 @@ class RegistryProber:
         if self._scheme == "basic" and self._basic is not None:
             return {"Authorization": self._basic}
         token = self._tokens.get(scope)
-        if token is not None and time.monotonic() < token[1]:
+        if token is not None and self.monotonic() < token[1]:
             return {"Authorization": token[0]}
         return {}
 
@@ -214,7 +218,7 @@ class RegistryProber:
                 raise PullStepError("auth", "unparsable token answer", 200) from None
             if not isinstance(token, str) or not token:
                 raise PullStepError("auth", "no token in the answer", 200)
-            expiry = time.monotonic() + max(0.0, lifetime - TOKEN_MARGIN)
+            expiry = self.monotonic() + max(0.0, lifetime - TOKEN_MARGIN)
             self._tokens[scope] = (f"Bearer {token}", expiry)
 
     async def _site_call(
