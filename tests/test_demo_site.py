@@ -51,6 +51,7 @@ def site_args(tmp_path: Path, s3: str, **kw: Any) -> argparse.Namespace:
         "s3": s3,
         "bucket": "quay-eu",
         "locations": None,
+        "preferred": None,
         "shared": str(tmp_path),
         "quay_version": "3.18",
         "aws_max_attempts": 1,
@@ -133,6 +134,29 @@ async def test_answers_as_real_quay(
     assert failure.startswith("Preferred storage 'usstorage' check failed: ")
     assert "Could not connect to the endpoint URL" in failure
     assert data["services"] == {"auth": True, "database": True, "redis": False, "storage": False}
+
+
+async def test_a_non_preferred_location_down_is_a_message(
+    s3: str, tmp_path: Path, aiohttp_client: Callable[[web.Application], Awaitable[Client]]
+) -> None:
+    """Real Quay v3.18 with preference [own]: another site's dead bucket leaves endtoend 200,
+    `storage: true`, with a message naming that location."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    args = site_args(
+        tmp_path,
+        f"{s3},{dead}",
+        bucket="quay-eu,quay-us",
+        locations="eustorage,usstorage",
+        preferred=1,
+    )
+    client = await aiohttp_client(build_app(args))
+    assert (await client.get(f"/health/enabledebug/{SECRET}")).status == 200
+    resp = await client.get("/health/endtoend")
+    data = (await resp.json())["data"]
+    assert resp.status == 200 and data["services"]["storage"] is True
+    message = data["services_expanded"]["storage"]
+    assert message["status"] is True
+    assert message["message"].startswith("Non-preferred storage 'usstorage' unavailable: ")
 
 
 async def test_boto_retries_are_an_option(

@@ -211,6 +211,9 @@ class Demo:
 
     def start_sites(self) -> None:
         for site in SITES:
+            # Each site prefers its own location and checks the other's too, as Quay v3.18
+            # does with DISTRIBUTED_STORAGE_PREFERENCE [own]: the other's failure is a message.
+            order = [site, *(s for s in SITES if s != site)]
             argv = [
                 PY,
                 "-m",
@@ -220,11 +223,13 @@ class Demo:
                 "--port",
                 str(self.site_ports[site]),
                 "--s3",
-                f"http://127.0.0.1:{self.s3_ports[site]}",
+                ",".join(f"http://127.0.0.1:{self.s3_ports[s]}" for s in order),
                 "--bucket",
-                f"quay-{site}",
+                ",".join(f"quay-{s}" for s in order),
                 "--locations",
-                f"{site}storage",
+                ",".join(f"{s}storage" for s in order),
+                "--preferred",
+                "1",
                 "--debug-secret-file",
                 str(self.base / "health-debug.secret"),
                 "--shared",  # last: tests find the shared directory there

@@ -1,7 +1,7 @@
 """A simulated Quay site (demo, end-to-end test): health endpoints whose storage is real.
 
 Run: python -m trafficd.demo.site --name eu --port P --s3 URL[,URL...] --bucket B[,B...]
-     [--locations L[,L...]] [--quay-version 3.17|3.18] [--aws-max-attempts N]
+     [--locations L[,L...]] [--preferred N] [--quay-version 3.17|3.18] [--aws-max-attempts N]
      [--debug-secret-file FILE] --shared DIR
 
 Answers `/health/instance` and `/health/endtoend` as real Quay does
@@ -9,11 +9,14 @@ Answers `/health/instance` and `/health/endtoend` as real Quay does
 UNAVAILABLE`, debug mode through the `_csrf_token` session cookie when
 `--debug-secret-file` names the secret). `storage` is computed as Quay does it,
 by writing `_verify` under the storage path of each preferred location's real S3
-bucket (a moto server per site) and checking that it exists: v3.17 checks the
-first preferred location only; v3.18 checks every preferred location and has no
-timeout of its own, so a hung bucket hangs endtoend. The failure text names the
-first location that failed (`Preferred storage 'LOC' check failed: ...`, LOC from
-`--locations`, else the bucket). boto's attempts are `--aws-max-attempts` (Quay's
+bucket (a moto server per site) and checking that it exists. The locations are
+listed in preference order, the first `--preferred` of them preferred (default:
+all). v3.17 checks the first preferred location only; v3.18 checks every
+preferred location, then the others, and has no timeout of its own, so a hung
+bucket hangs endtoend. The text names the first location that failed: a
+preferred one turns `storage` false (`Preferred storage 'LOC' check failed: ...`),
+another only adds a message (`Non-preferred storage 'LOC' unavailable: ...`);
+LOC comes from `--locations`, else the bucket. boto's attempts are `--aws-max-attempts` (Quay's
 `AWS_MAX_ATTEMPTS`; default 1: a failing bucket answers in tens of ms); 0 keeps
 boto's default retries, under which a dead bucket takes 7-10 s, as on real Quay.
 `database` and `redis` are shared by every site: they fail when the file
@@ -37,6 +40,7 @@ from trafficd.demo.quay import (
     Sessions,
     database_refused,
     health_response,
+    non_preferred_unavailable,
     preferred_failed,
     redis_refused,
 )
@@ -76,20 +80,34 @@ def build_app(args: argparse.Namespace) -> web.Application:
     secret = Path(args.debug_secret_file).read_text().strip() if args.debug_secret_file else None
     sessions = Sessions(secret)
 
-    def storage_check() -> str | None:
-        """None when every checked location works, else the failure text."""
-        checked = list(zip(clients, buckets, locations, strict=False))
-        if args.quay_version == "3.17":
-            checked = checked[:1]
-        for client, bucket, location in checked:
-            try:
-                client.put_object(
-                    Bucket=bucket, Key="datastorage/registry/_verify", Body=b"testing 123"
-                )
-                client.head_object(Bucket=bucket, Key="datastorage/registry/_verify")
-            except Exception as exc:  # botocore's text, as Quay quotes it
-                return preferred_failed(location, str(exc))
+    every = list(zip(clients, buckets, locations, strict=False))
+    count = args.preferred or len(every)
+    preferred, others = every[:count], every[count:]
+    if args.quay_version == "3.17":  # the first preferred location only
+        preferred, others = preferred[:1], []
+
+    def verify(client: Any, bucket: str) -> str | None:
+        try:
+            client.put_object(
+                Bucket=bucket, Key="datastorage/registry/_verify", Body=b"testing 123"
+            )
+            client.head_object(Bucket=bucket, Key="datastorage/registry/_verify")
+        except Exception as exc:  # botocore's text, as Quay quotes it
+            return str(exc)
         return None
+
+    def storage_check() -> tuple[bool, str | None]:
+        """`storage` and its text: the first preferred location that failed, else the first
+        non-preferred one that did (a message: `storage` stays true)."""
+        for client, bucket, location in preferred:
+            error = verify(client, bucket)
+            if error is not None:
+                return False, preferred_failed(location, error)
+        for client, bucket, location in others:
+            error = verify(client, bucket)
+            if error is not None:
+                return True, non_preferred_unavailable(location, error)
+        return True, None
 
     def shared_services(texts: dict[str, str]) -> tuple[bool, bool]:
         database = not (shared / "database-down").exists()
@@ -117,10 +135,10 @@ def build_app(args: argparse.Namespace) -> web.Application:
     async def endtoend(request: web.Request) -> web.Response:
         texts: dict[str, str] = {}
         database, redis = shared_services(texts)
-        failure = await asyncio.to_thread(storage_check)
-        if failure is not None:
-            texts["storage"] = failure
-        services = {"auth": True, "database": database, "redis": redis, "storage": failure is None}
+        storage, text = await asyncio.to_thread(storage_check)
+        if text is not None:
+            texts["storage"] = text
+        services = {"auth": True, "database": database, "redis": redis, "storage": storage}
         return health_response(services, texts, debug=sessions.debug(request), hostname=args.name)
 
     async def other(request: web.Request) -> web.Response:
@@ -141,6 +159,9 @@ def main(argv: Any = None) -> None:
     parser.add_argument("--s3", required=True)
     parser.add_argument("--bucket", required=True)
     parser.add_argument("--locations", help="location names, as the buckets (default: buckets)")
+    parser.add_argument(
+        "--preferred", type=int, help="how many of the locations are preferred (default: all)"
+    )
     parser.add_argument("--shared", required=True)
     parser.add_argument("--quay-version", choices=("3.17", "3.18"), default="3.18")
     parser.add_argument(
