@@ -19,7 +19,7 @@ from tests.peers import free_port
 from tests.probers.quay_app import DEBUG_SECRET, HEALTHY, QuayApp, quay_body
 from trafficd.config.model import Probes, Site
 from trafficd.demo.quay import endpoint_unreachable, non_preferred_unavailable, preferred_failed
-from trafficd.model import Probe
+from trafficd.model import Observation, Probe
 from trafficd.probers.quay import QuayProber, Target, _Cookies, make_session, storage_faults
 
 
@@ -446,6 +446,7 @@ async def test_real_quay_answers_replayed_through_the_prober(
     servers.append(server)
     clock = FakeClock()
     kinds: set[str] = set()
+    seen: list[tuple[dict[str, Any], Observation]] = []
     async with make_session() as session:
         prober = debug_prober(session, server.port, clock)
         for record in answered:
@@ -453,6 +454,7 @@ async def test_real_quay_answers_replayed_through_the_prober(
             quay.services, quay.expanded = services, record["body"]
             clock.now += 1
             obs = await prober.probe(Probe(record["ep"]))
+            seen.append((record, obs))
             assert obs.status == record["code"], record
             assert obs.ok is (record["code"] == 200), (record, obs)
             assert obs.services == services
@@ -481,6 +483,26 @@ async def test_real_quay_answers_replayed_through_the_prober(
     assert quay.enables == 1  # 600-odd probes, one session
     assert kinds == {"preferred", "non_preferred", "redis", "database"}
     assert len(answered) > 600
+    # The fault log's scenario S2 (eu's bucket down, each site preferring its own): eu
+    # fails naming eu as preferred, us passes naming eu as a non-preferred location.
+    events = {" ".join(line.split()[2:]): float(line.split()[0]) for line in faults(real_quay)}
+    start, end = events["S2 stop moto-eu"], events["S2 restart moto-eu"]
+    during = [(r, o) for r, o in seen if start < r["t"] < end and r["ep"] == "endtoend"]
+    assert {r["site"] for r, _ in during} == {"eu", "us"}
+    for record, obs in during:
+        if record["site"] == "eu":
+            assert (obs.ok, obs.reason, obs.storage_faults) == (
+                False,
+                "storage",
+                {"eu": "preferred"},
+            )
+        else:
+            assert (obs.ok, obs.storage_faults) == (True, {"eu": "non_preferred"})
+
+
+def faults(real_quay: Path) -> list[str]:
+    """`faults.log`: `EPOCH HH:MM:SS.mmm SCENARIO what`, one fault or repair a line."""
+    return [line for line in (real_quay / "faults.log").read_text().splitlines() if line.strip()]
 
 
 def test_the_session_cookie_follows_what_the_site_sets() -> None:
