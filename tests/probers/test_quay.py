@@ -455,6 +455,11 @@ async def test_real_quay_answers_replayed_through_the_prober(
             clock.now += 1
             obs = await prober.probe(Probe(record["ep"]))
             seen.append((record, obs))
+            back = Observation.from_json(obs.to_json())  # the audit log's and peers' format
+            assert (back.service_texts, back.storage_faults) == (
+                obs.service_texts,
+                obs.storage_faults,
+            )
             assert obs.status == record["code"], record
             assert obs.ok is (record["code"] == 200), (record, obs)
             assert obs.services == services
