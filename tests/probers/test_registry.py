@@ -258,6 +258,7 @@ async def test_the_token_is_cached_until_it_expires(tmp_path: Path, moto: str) -
         await close(w)
 
 
+@pytest.mark.peers
 async def test_a_token_without_expires_in_lasts_the_specs_60_seconds(
     tmp_path: Path, moto: str
 ) -> None:
