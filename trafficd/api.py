@@ -1,28 +1,52 @@
-"""The HTTP API (aiohttp): docs/design.md's routes, bearer tokens, JSON errors.
+"""The HTTP API (aiohttp): docs/design.md's routes, bearer tokens, TLS, JSON errors, abuse bounds.
 
 The daemon's face (pipeline: store and engine state -> here -> operators,
 Prometheus, external health checkers). `build_apps` returns the full app for
 `listen` and, when `metrics_listen` is set, a public app that serves only
-`/metrics`, `/healthz`, `/readyz` and the verdicts. Tokens are compared in
-constant time (hmac.compare_digest) against every configured token, so the
-time taken does not tell which one nearly matched; the token's name is the
-audit log's "who". Request bodies are capped; every error is `{"error": str}`.
+`/metrics`, `/healthz`, `/readyz` and the verdicts; `serve` puts one on an
+address. Tokens are compared in constant time (hmac.compare_digest) against
+every configured token, so the time taken does not tell which one nearly
+matched; the token's name is the audit log's "who". With mutual TLS a request
+without a token may authenticate by its client certificate's subject.
+
+Under abuse: failed authentications are counted
+(`trafficd_api_auth_failures_total{route}`) and logged without what was sent,
+and a peer that keeps failing gets its failures answered ever later (a token
+bucket per peer address; its good tokens and every other peer are answered at
+once). Each listener bounds its open connections (in all and per peer), the
+TLS handshake, the time to send a request's head (aiohttp's keep-alive timer
+runs from the connection's start) and its body, the body's size and the
+header sizes. Every error is `{"error": str}`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
+import logging
+import ssl
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from trafficd.config.types import parse_duration
+from trafficd.config.model import APILimits
+from trafficd.config.types import parse_duration, split_host_port
+from trafficd.metrics import Metrics
+
+log = logging.getLogger(__name__)
 
 MAX_BODY = 16 * 1024
+# Request line and each header at most 8 KiB, at most 64 headers: far above what the
+# client commands, Prometheus or a health checker send.
+MAX_LINE, MAX_FIELD, MAX_HEADERS = 8190, 8190, 64
+# Peers remembered by the failure buckets; beyond it, peers whose bucket is full again go.
+MAX_PEERS = 10_000
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -31,7 +55,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class Token:
     name: str
     role: str  # "read" | "admin"
-    secret: str
+    secret: str | None
+    subject: str | None = None  # a client certificate subject (RFC 4514) that is this token
 
 
 class RefusedError(Exception):
@@ -52,6 +77,7 @@ class UnknownSiteError(Exception):
 
 class Controller(Protocol):
     registry: CollectorRegistry
+    metrics: Metrics
     ready: bool
     alive: bool
     tokens: list[Token]
@@ -91,14 +117,63 @@ def authenticate(tokens: list[Token], header: str | None) -> Token | None:
     given = header[len("Bearer ") :].strip().encode()
     found = None
     for token in tokens:  # no early exit: every token is compared
-        if hmac.compare_digest(given, token.secret.encode()):
+        if token.secret is not None and hmac.compare_digest(given, token.secret.encode()):
             found = token
     return found
 
 
+def certificate_subject(request: web.Request) -> str | None:
+    """The verified client certificate's subject, RFC 4514 (`CN=ops,O=Example`), as
+    `openssl x509 -subject -nameopt RFC2253` prints it."""
+    transport = request.transport
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    if not der:
+        return None
+    from cryptography import x509  # only with mutual TLS
+
+    return x509.load_der_x509_certificate(der).subject.rfc4514_string()
+
+
+class FailureBuckets:
+    """A token bucket per peer address, drained by failed authentications only: a peer
+    has `burst` failures answered at once, then regains `rate` a second; a failure
+    beyond them is answered when its token would be there, at most `max_delay` later."""
+
+    def __init__(
+        self, burst: int, rate: float, max_delay: float, clock: Callable[[], float]
+    ) -> None:
+        self.burst, self.rate, self.max_delay, self.clock = burst, rate, max_delay, clock
+        self._peers: dict[str, tuple[float, float]] = {}  # peer -> (tokens, at)
+
+    def _tokens(self, peer: str, now: float) -> float:
+        tokens, at = self._peers.get(peer, (float(self.burst), now))
+        return min(float(self.burst), tokens + (now - at) * self.rate)
+
+    def fail(self, peer: str) -> float:
+        """Takes one failure's token; returns how long its answer waits."""
+        now = self.clock()
+        # The debt is bounded: a peer that keeps failing waits max_delay per answer.
+        tokens = max(self._tokens(peer, now) - 1, -self.rate * self.max_delay)
+        if len(self._peers) >= MAX_PEERS and peer not in self._peers:
+            self._peers = {
+                p: v for p, v in self._peers.items() if self._tokens(p, now) < self.burst
+            }
+        self._peers[peer] = (tokens, now)
+        return max(0.0, -tokens / self.rate)
+
+
 def build_apps(
-    ctl: Controller, *, public_separate: bool
+    ctl: Controller, *, public_separate: bool, limits: APILimits | None = None
 ) -> tuple[web.Application, web.Application | None]:
+    limits = limits if limits is not None else APILimits()
+    buckets = FailureBuckets(
+        limits.auth_failure_burst,
+        limits.auth_failure_rate,
+        limits.auth_failure_max_delay,
+        time.monotonic,
+    )
+
     async def metrics(request: web.Request) -> web.Response:
         body = generate_latest(ctl.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -120,11 +195,38 @@ def build_apps(
             return error(404, f"unknown site {request.match_info['site']!r}")
         return web.Response(text=state + "\n", status=200 if active else 503)
 
+    async def refuse(request: web.Request, why: str) -> web.Response:
+        """A failed authentication: counted, logged with its reason (never what was
+        sent), answered after the peer's bucket allows."""
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else request.path
+        ctl.metrics.api_auth_failures.labels(route=route).inc()
+        peer = request.remote or "?"
+        delay = buckets.fail(peer)
+        if delay == 0:
+            log.warning(
+                "authentication failed: %s %s from %s: %s", request.method, route, peer, why
+            )
+        else:
+            log.debug("authentication failed from %s (answer delayed %.2fs)", peer, delay)
+            await asyncio.sleep(delay)
+        return error(401, "missing or unknown bearer token")
+
     def guarded(role: str, fn: Callable[[web.Request, Token], Awaitable[web.Response]]) -> Handler:
         async def handler(request: web.Request) -> web.Response:
-            token = authenticate(ctl.tokens, request.headers.get("Authorization"))
-            if token is None:
-                return error(401, "missing or unknown bearer token")
+            header = request.headers.get("Authorization")
+            token = authenticate(ctl.tokens, header)
+            if token is None and header is None:
+                subject = certificate_subject(request)
+                if subject is None:
+                    return await refuse(request, "no token")
+                token = next((t for t in ctl.tokens if t.subject == subject), None)
+                if token is None:
+                    return await refuse(
+                        request, f"certificate subject {subject!r} not in api_tokens"
+                    )
+            elif token is None:
+                return await refuse(request, "unknown or malformed token")
             if role == "admin" and token.role != "admin":
                 return error(403, f"token {token.name!r} may only read")
             return await fn(request, token)
@@ -152,7 +254,13 @@ def build_apps(
         async def run(request: web.Request, token: Token) -> web.Response:
             body: Any = {}
             if request.can_read_body:
-                raw = await request.read()
+                try:
+                    async with asyncio.timeout(limits.header_timeout):
+                        raw = await request.read()
+                except TimeoutError:
+                    return error(
+                        408, f"request body not received within {limits.header_timeout:g}s"
+                    )
                 if raw.strip():
                     try:
                         body = json.loads(raw)
@@ -200,3 +308,137 @@ def build_apps(
         public = web.Application(client_max_size=MAX_BODY, middlewares=[json_errors])
         public_routes(public)
     return main, public
+
+
+# --- TLS and listeners -----------------------------------------------------------------
+
+
+def server_context(cert: Path, key: Path, client_ca: Path | None) -> ssl.SSLContext:
+    """TLS 1.2 or newer with the standard library's defaults; with `client_ca` a client
+    must present a certificate that chains to it (mutual TLS)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    if client_ca is not None:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(client_ca)
+    return context
+
+
+class ServerTLS:
+    """One listener's TLS. The listener keeps the context it was started with; each
+    handshake switches to the newest context loaded (the standard library's
+    sni_callback, called for every ClientHello), so `load` changes the certificate
+    without closing the socket, and a file that fails to load changes nothing."""
+
+    def __init__(self, cert: Path, key: Path, client_ca: Path | None) -> None:
+        self.current = server_context(cert, key, client_ca)
+        self.listener = server_context(cert, key, client_ca)
+        self.listener.sni_callback = self._select
+        self.mutual = client_ca is not None
+
+    def _select(self, conn: ssl.SSLObject, name: str | None, context: ssl.SSLContext) -> None:
+        conn.context = self.current
+
+    def load(self, cert: Path, key: Path, client_ca: Path | None) -> None:
+        """Raises OSError or ssl.SSLError, keeping the certificate in use."""
+        self.current = server_context(cert, key, client_ca)
+
+
+class _Gate(asyncio.Protocol):
+    """Admits a connection to aiohttp's handler when the listener has room for it (in
+    all and for its peer address), else closes it at once."""
+
+    def __init__(self, site: Listener) -> None:
+        self.site = site
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        server = self.site.runner_server()
+        peer = transport.get_extra_info("peername")
+        host = peer[0] if isinstance(peer, tuple) else str(peer)
+        open_ = server.connections
+        limits = self.site.limits
+        mine = sum(1 for h in open_ if isinstance(h.peername, tuple) and h.peername[0] == host)
+        if len(open_) >= limits.max_connections or mine >= limits.max_connections_per_peer:
+            self.site.refused += 1
+            if isinstance(transport, asyncio.Transport):
+                transport.abort()
+            else:
+                transport.close()
+            return
+        handler = server()
+        transport.set_protocol(handler)
+        handler.connection_made(transport)
+
+
+class Listener(web.BaseSite):
+    """aiohttp's TCPSite with the bounds it has no option for: open connections (a
+    `_Gate` before each) and the TLS handshake's time."""
+
+    __slots__ = ("_host", "_port", "limits", "refused")
+
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None,
+        limits: APILimits,
+    ) -> None:
+        super().__init__(runner, ssl_context=ssl_context)
+        self._host, self._port = host, port
+        self.limits = limits
+        self.refused = 0
+
+    @property
+    def name(self) -> str:
+        scheme = "https" if self._ssl_context else "http"
+        return f"{scheme}://{self._host}:{self._port}"
+
+    def runner_server(self) -> web.Server:
+        server = self._runner.server
+        assert server is not None
+        return server
+
+    async def start(self) -> None:
+        await super().start()
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _Gate(self),
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            ssl_handshake_timeout=self.limits.header_timeout if self._ssl_context else None,
+            backlog=128,
+            reuse_address=True,
+        )
+
+
+async def serve(
+    app: web.Application, address: str, *, tls: ServerTLS | None, limits: APILimits
+) -> web.AppRunner:
+    """Starts `app` on `address` (HOST:PORT) with the abuse bounds; the runner stops it."""
+    host, port = split_host_port(address)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        # In-flight requests get a second at shutdown: the 5 s stop budget is the rule.
+        shutdown_timeout=1.0,
+        # From the connection's start (aiohttp >= 3.14) and after every answer: a client
+        # that sends no complete request head in time is closed (slowloris).
+        keepalive_timeout=limits.header_timeout,
+        max_line_size=MAX_LINE,
+        max_field_size=MAX_FIELD,
+        max_headers=MAX_HEADERS,
+    )
+    await runner.setup()
+    site = Listener(
+        runner,
+        host.strip("[]"),
+        port,
+        ssl_context=tls.listener if tls is not None else None,
+        limits=limits,
+    )
+    await site.start()
+    return runner

@@ -214,8 +214,13 @@ def _client(action: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         try:
             base, token = client.locate(args.api, args.config, args.token_file)
+            tls = client.tls_context(base, args.ca_file, args.cert_file, args.key_file)
+
+            def call(method: str, path: str, body: object = None) -> Any:
+                return client.call(base, token, method, path, body, context=tls)
+
             if action == "status":
-                answer = client.call(base, token, "GET", "/api/v1/sites")
+                answer = call("GET", "/api/v1/sites")
                 sites = answer["sites"]
                 if args.json:
                     print(json.dumps(sites, indent=1))
@@ -227,7 +232,7 @@ def _client(action: str) -> Callable[[argparse.Namespace], int]:
                 return EXIT_OK
             if action == "events":
                 query = f"?since={args.since}" if args.since else ""
-                events = client.call(base, token, "GET", "/api/v1/events" + query)["events"]
+                events = call("GET", "/api/v1/events" + query)["events"]
                 for event in events:
                     print(json.dumps(event) if args.json else client.render_event(event))
                 return EXIT_OK
@@ -241,7 +246,7 @@ def _client(action: str) -> Callable[[argparse.Namespace], int]:
                     body[flag] = True
             site = getattr(args, "site", None)
             path = f"/api/v1/sites/{site}/{action}" if site else f"/api/v1/{action}"
-            result = client.call(base, token, "POST", path, body)
+            result = call("POST", path, body)
             if args.json:
                 print(json.dumps(result))
             else:
@@ -341,6 +346,11 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api", metavar="URL", help="the daemon's API (default: from -c)")
     parser.add_argument("-c", "--config", metavar="FILE", help="find the API from this config")
     parser.add_argument("--token-file", metavar="FILE", help="bearer token (or TRAFFICD_TOKEN)")
+    parser.add_argument(
+        "--ca-file", metavar="FILE", help="CA bundle that verifies an https API (default: system)"
+    )
+    parser.add_argument("--cert-file", metavar="FILE", help="client certificate (mutual TLS)")
+    parser.add_argument("--key-file", metavar="FILE", help="its private key")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 

@@ -3,9 +3,12 @@
 The outermost layer beside cli.py: one blocking HTTP request per command,
 with the standard library's urllib (a command line sends one request; an
 event loop and a session would add nothing). The daemon is found with
-`--api URL` or from `-c FILE`'s `listen`; the token comes from
-`--token-file`, `TRAFFICD_TOKEN`, or with `-c` the config's
-`api_token_file`.
+`--api URL` or from `-c FILE`'s `listen` (https when the config gives
+`listen` a certificate); the token comes from `--token-file`,
+`TRAFFICD_TOKEN`, or with `-c` the config's `api_token_file`. An https API's
+certificate is always verified, against the system's trust store or
+`--ca-file`; `--cert-file`/`--key-file` present a client certificate (mutual
+TLS). There is no way to skip the verification.
 
 Exit codes scripts can use: 0 done; 1 the daemon answered with an error
 (bad input, unknown site); 2 invalid configuration or arguments; 4 the
@@ -18,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import ssl
 import sys
 import time
 import urllib.error
@@ -38,20 +42,22 @@ class ClientError(Exception):
         self.code = code
 
 
-def _client_settings(config_path: str) -> tuple[str, str | None]:
-    """`listen` and `api_token_file` of the daemon's configuration, read without resolving
-    its secrets: a client needs neither the S3 keys nor the TSIG secret to find the API."""
+def _client_settings(config_path: str) -> tuple[str, str | None, bool]:
+    """`listen`, `api_token_file` and whether `listen` has TLS, from the daemon's
+    configuration, read without resolving its secrets: a client needs neither the S3
+    keys nor the TSIG secret to find the API."""
     source, problems = read(Path(config_path))
     data = source.data if isinstance(source.data, dict) else {}
     listen = data.get("listen", Config.model_fields["listen"].default)
     token_file = data.get("api_token_file")
+    tls = data.get("tls_cert_file") is not None
     if not isinstance(listen, str) or ":" not in listen:
         problems.append(source.problem(("listen",), "HOST:PORT expected"))
     if token_file is not None and not isinstance(token_file, str):
         problems.append(source.problem(("api_token_file",), "a path expected"))
     if problems:
         raise ClientError(EXIT_INVALID, "\n".join(str(p) for p in problems))
-    return str(listen), token_file
+    return str(listen), token_file, tls
 
 
 def locate(api: str | None, config_path: str | None, token_file: str | None) -> tuple[str, str]:
@@ -69,12 +75,12 @@ def locate(api: str | None, config_path: str | None, token_file: str | None) -> 
             if api is None:
                 raise ClientError(EXIT_INVALID, "say where the daemon is: --api URL or -c FILE")
         else:
-            listen, token_file_ = _client_settings(config_path)
+            listen, token_file_, tls = _client_settings(config_path)
             if api is None:
                 host, _, port = listen.rpartition(":")
                 if host in ("0.0.0.0", "::", "[::]"):  # noqa: S104 - reading, not binding
                     host = "127.0.0.1"
-                api = f"http://{host}:{port}"
+                api = f"{'https' if tls else 'http'}://{host}:{port}"
             if token is None and token_file_:
                 path = Path(token_file_)
                 if not path.is_absolute():
@@ -84,10 +90,46 @@ def locate(api: str | None, config_path: str | None, token_file: str | None) -> 
                 except OSError as exc:
                     raise ClientError(EXIT_INVALID, f"{path}: {exc.strerror or exc}") from None
     assert api is not None
+    if not api.startswith(("http://", "https://")):
+        raise ClientError(EXIT_INVALID, f"--api {api}: an http:// or https:// URL expected")
     return api.rstrip("/"), token or ""
 
 
-def call(base: str, token: str, method: str, path: str, body: Any = None) -> Any:
+def tls_context(
+    base: str, ca_file: str | None, cert_file: str | None, key_file: str | None
+) -> ssl.SSLContext | None:
+    """The verifying TLS context of an https API (None for http). TLS options given for
+    an http API are an error: the operator asked for a protection the URL would not give."""
+    if not base.startswith("https://"):
+        given = [f for f, v in (("--ca-file", ca_file), ("--cert-file", cert_file)) if v]
+        if given or key_file:
+            flags = ", ".join(given or ["--key-file"])
+            raise ClientError(EXIT_INVALID, f"{flags}: the API {base} is not https://")
+        return None
+    if (cert_file is None) != (key_file is None):
+        raise ClientError(EXIT_INVALID, "--cert-file and --key-file go together")
+    try:
+        # Verifies the chain and the host name; TLS 1.2 or newer, as the daemon serves.
+        context = ssl.create_default_context(cafile=ca_file)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if cert_file is not None:
+            context.load_cert_chain(cert_file, key_file)
+    except (OSError, ssl.SSLError) as exc:
+        what = f"{ca_file or ''} {cert_file or ''}".strip()
+        why = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+        raise ClientError(EXIT_INVALID, f"{what}: cannot load: {why}") from None
+    return context
+
+
+def call(
+    base: str,
+    token: str,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    context: ssl.SSLContext | None = None,
+) -> Any:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(  # noqa: S310 - the operator's own API URL
         base + path, data=data, method=method
@@ -98,7 +140,7 @@ def call(base: str, token: str, method: str, path: str, body: Any = None) -> Any
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=10, context=context) as resp:  # noqa: S310
             return json.loads(resp.read() or b"null")
     except urllib.error.HTTPError as exc:
         try:
@@ -109,9 +151,26 @@ def call(base: str, token: str, method: str, path: str, body: Any = None) -> Any
         code = {401: EXIT_AUTH, 403: EXIT_AUTH, 409: EXIT_REFUSED}.get(exc.code, EXIT_ERROR)
         raise ClientError(code, f"HTTP {exc.code}: {message}") from None
     except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
+        # urllib wraps what fails while connecting; a TLS alert read later comes bare.
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            raise ClientError(
+                EXIT_UNREACHABLE,
+                f"the daemon at {base} has a certificate this client does not trust: "
+                f"{reason.verify_message}; give its CA with --ca-file",
+            ) from None
+        # With TLS 1.3 a refused client certificate shows after the handshake: an alert,
+        # or the connection closed before the answer.
+        hint = ""
+        if base.startswith("https://") and isinstance(reason, ssl.SSLError | ConnectionError):
+            hint = " (does it want a client certificate: --cert-file and --key-file?)"
+        if isinstance(reason, ssl.SSLError):
+            raise ClientError(
+                EXIT_UNREACHABLE,
+                f"TLS with the daemon at {base} failed: {reason.reason or reason}{hint}",
+            ) from None
         raise ClientError(
-            EXIT_UNREACHABLE, f"cannot reach the daemon at {base}: {reason}"
+            EXIT_UNREACHABLE, f"cannot reach the daemon at {base}: {reason}{hint}"
         ) from None
 
 

@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import signal
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -52,15 +53,17 @@ from trafficd.actuators.base import Actuator, BuildContext, Reconciler, desired_
 from trafficd.api import (
     Controller,
     RefusedError,
+    ServerTLS,
     Token,
     UnavailableError,
     UnknownSiteError,
     build_apps,
+    serve,
 )
-from trafficd.config.loader import load
+from trafficd.config.loader import config_file, load
 from trafficd.config.model import Config
 from trafficd.config.source import ConfigError
-from trafficd.config.types import parse_duration, split_host_port
+from trafficd.config.types import parse_duration
 from trafficd.coordination import BACKENDS, Coordinator, StoreError
 from trafficd.engine import Decision, EnginePolicy, EngineState, Refusal, SiteDecision, decide
 from trafficd.engine.decide import SAFETY_RULES
@@ -100,8 +103,32 @@ def load_tokens(config: Config, config_path: Path) -> list[Token]:
         if secret:
             tokens.append(Token("admin", "admin", secret))
     for t in config.api_tokens:
-        tokens.append(Token(t.name, t.role, t.token.get_secret_value()))
+        value = t.token.get_secret_value() if t.token is not None else None
+        tokens.append(Token(t.name, t.role, value, t.subject))
     return tokens
+
+
+TLSFiles = tuple[Path, Path, Path | None]
+
+
+def listener_tls(config: Config, config_dir: Path) -> dict[str, TLSFiles | None]:
+    """Each listener's certificate, key and client CA (only `listen` asks for client
+    certificates: kubelet probes and Prometheus scrape `metrics_listen`)."""
+    out: dict[str, TLSFiles | None] = {"listen": None, "metrics_listen": None}
+    if config.tls_cert_file and config.tls_key_file:
+        ca = config.tls_client_ca_file
+        out["listen"] = (
+            config_file(config_dir, config.tls_cert_file),
+            config_file(config_dir, config.tls_key_file),
+            config_file(config_dir, ca) if ca else None,
+        )
+    if config.metrics_tls_cert_file and config.metrics_tls_key_file:
+        out["metrics_listen"] = (
+            config_file(config_dir, config.metrics_tls_cert_file),
+            config_file(config_dir, config.metrics_tls_key_file),
+            None,
+        )
+    return out
 
 
 class Daemon(Controller):
@@ -148,6 +175,7 @@ class Daemon(Controller):
         self._reconcilers: list[Reconciler] = []
         self.policy = EnginePolicy.from_config(config)
         self._runners: list[web.AppRunner] = []
+        self._tls: dict[str, ServerTLS] = {}  # listener ("listen", "metrics_listen") -> TLS
 
     def _init_series(self, config: Config) -> None:
         """Counters start at 0 for every site: Prometheus' increase() misses the first
@@ -732,6 +760,9 @@ class Daemon(Controller):
             log.error("reload rejected: %s: %s", self.config_path, exc.strerror or exc)
             self.metrics.config_last_reload_successful.set(0)
             return False
+        if not self._reload_tls(new):
+            self.metrics.config_last_reload_successful.set(0)
+            return False
         if new.listen != self.config.listen or new.metrics_listen != self.config.metrics_listen:
             log.warning("reload: listen addresses change only at restart")
         self.save()
@@ -896,20 +927,60 @@ class Daemon(Controller):
 
     # --- lifecycle -----------------------------------------------------------------------
 
+    def _reload_tls(self, new: Config) -> bool:
+        """SIGHUP re-reads every certificate and key. All load or none is taken: a bad
+        one keeps the listeners on the ones they have, and the reload is rejected."""
+        files = listener_tls(new, self.config_path.parent)
+        loaded: list[tuple[ServerTLS, TLSFiles]] = []
+        for name, tls in self._tls.items():
+            wanted = files[name]
+            if wanted is None or (wanted[2] is not None) != tls.mutual:
+                log.warning(
+                    "reload: turning TLS or client certificates on or off on %s takes a restart",
+                    name,
+                )
+                continue
+            try:
+                ServerTLS(*wanted)  # loads and checks, uses nothing yet
+            except (OSError, ssl.SSLError) as exc:
+                log.error(
+                    "reload rejected: %s: cannot load %s with %s: %s; keeping the "
+                    "certificate in use",
+                    name,
+                    wanted[0],
+                    wanted[1],
+                    getattr(exc, "strerror", None) or exc,
+                )
+                return False
+            loaded.append((tls, wanted))
+        for name in files:
+            if files[name] is not None and name not in self._tls and self._runners:
+                log.warning("reload: turning TLS on on %s takes a restart", name)
+        for tls, wanted in loaded:
+            tls.load(*wanted)
+        return True
+
     async def start_listeners(self) -> list[str]:
-        main, public = build_apps(self, public_separate=self.config.metrics_listen is not None)
+        main, public = build_apps(
+            self,
+            public_separate=self.config.metrics_listen is not None,
+            limits=self.config.api_limits,
+        )
+        files = listener_tls(self.config, self.config_path.parent)
         bound = []
-        for app, address in ((main, self.config.listen), (public, self.config.metrics_listen)):
+        for name, app, address in (
+            ("listen", main, self.config.listen),
+            ("metrics_listen", public, self.config.metrics_listen),
+        ):
             if app is None or address is None:
                 continue
-            host, port = split_host_port(address)
-            runner = web.AppRunner(app, access_log=None)
-            await runner.setup()
-            # In-flight requests get a second at shutdown: the 5 s stop budget is the rule.
-            site = web.TCPSite(runner, host.strip("[]"), port, shutdown_timeout=1.0)
-            await site.start()
+            wanted = files[name]
+            tls = ServerTLS(*wanted) if wanted is not None else None
+            if tls is not None:
+                self._tls[name] = tls
+            runner = await serve(app, address, tls=tls, limits=self.config.api_limits)
             self._runners.append(runner)
-            bound.append(address)
+            bound.append(f"{'https' if tls else 'http'}://{address}")
         return bound
 
     async def run(self) -> None:

@@ -98,6 +98,11 @@ class Metrics:
         self.config_last_reload_successful = gauge(
             "trafficd_config_last_reload_successful", "the last configuration load succeeded"
         )
+        self.api_auth_failures = counter(
+            "trafficd_api_auth_failures_total",
+            "API requests refused for a missing or unknown token or certificate subject",
+            ("route",),
+        )
         self.build_info = gauge("trafficd_build_info", "trafficd version", ("version",))
         self.build_info.labels(version=__version__).set(1)
         self.replication_backlog_blobs = gauge(

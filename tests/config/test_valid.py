@@ -59,7 +59,8 @@ def test_design_example_reads_as_written() -> None:
     secret = us.params.s3_secret_key  # type: ignore[attr-defined]
     assert isinstance(secret, SecretStr)
     assert secret.get_secret_value() == "example-us-s3-secret-key-0123"
-    assert config.api_tokens[0].token.get_secret_value() == "example-grafana-read-token-0123"
+    token = config.api_tokens[0].token
+    assert token is not None and token.get_secret_value() == "example-grafana-read-token-0123"
     assert config.registry_probe is not None
     assert config.registry_probe.username is not None
     assert config.registry_probe.username.get_secret_value() == "trafficd+canary-robot-user"
@@ -166,4 +167,5 @@ def test_flow_mapping_references_are_read_as_references(tmp_path: Path) -> None:
         "sites: {one: {connect: 'h:1', url: 'https://q.example.com', storage: [a]}}\n"
     )
     config = load(conf)
-    assert config.api_tokens[0].token.get_secret_value() == "read-token-from-file"
+    token = config.api_tokens[0].token
+    assert token is not None and token.get_secret_value() == "read-token-from-file"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -260,19 +261,91 @@ def _cross_check(config: Config, source: Source, has_quay: _QuayImport | None) -
 
     names: dict[str, int] = {}
     tokens: dict[str, int] = {}
+    subjects: dict[str, int] = {}
     for i, token in enumerate(config.api_tokens):
         if token.name == "admin":
             problem(("api_tokens", i, "name"), "'admin' is the name of api_token_file's token")
         elif token.name in names:
             problem(("api_tokens", i, "name"), f"duplicate token name {token.name!r}")
         names.setdefault(token.name, i)
-        value = token.token.get_secret_value()
-        if value in tokens:
-            problem(("api_tokens", i, "token"), f"same token as api_tokens[{tokens[value]}]")
-        tokens.setdefault(value, i)
+        if token.token is not None:
+            value = token.token.get_secret_value()
+            if value in tokens:
+                problem(("api_tokens", i, "token"), f"same token as api_tokens[{tokens[value]}]")
+            tokens.setdefault(value, i)
+        if token.subject is not None:
+            if config.tls_client_ca_file is None:
+                problem(("api_tokens", i, "subject"), "needs tls_client_ca_file (mutual TLS)")
+            if token.subject in subjects:
+                problem(
+                    ("api_tokens", i, "subject"),
+                    f"same subject as api_tokens[{subjects[token.subject]}]",
+                )
+            subjects.setdefault(token.subject, i)
     probe = config.registry_probe
     if probe is not None and (probe.username is None) != (probe.password is None):
         problem(("registry_probe",), "username and password go together")
+    return problems
+
+
+# The TLS settings of each listener: (certificate key, private key key).
+TLS_PAIRS = (("tls_cert_file", "tls_key_file"), ("metrics_tls_cert_file", "metrics_tls_key_file"))
+
+
+def config_file(config_dir: Path, value: str) -> Path:
+    """A file named in the configuration: a relative path is relative to the file."""
+    path = Path(value)
+    return path if path.is_absolute() else config_dir / path
+
+
+def _tls_problems(config: Config, source: Source, base_dir: Path) -> list[Problem]:
+    """The listeners' certificates, keys and client CA load as the daemon will load them,
+    and no private key is readable by others (a key that leaked is a server anyone can be)."""
+    problems: list[Problem] = []
+    for cert_key, key_key in TLS_PAIRS:
+        cert, key = getattr(config, cert_key), getattr(config, key_key)
+        if (cert is None) != (key is None):
+            missing = key_key if key is None else cert_key
+            given = cert_key if key is None else key_key
+            problems.append(source.problem((given,), f"needs {missing} too"))
+            continue
+        if cert is None:
+            continue
+        key_path = config_file(base_dir, key)
+        try:
+            mode = key_path.stat().st_mode
+        except OSError as exc:
+            problems.append(source.problem((key_key,), f"cannot read {key}: {exc.strerror}"))
+            continue
+        if mode & 0o007:
+            problems.append(
+                source.problem(
+                    (key_key,),
+                    f"{key} is readable by others (mode {mode & 0o777:04o}): chmod o-rwx it",
+                )
+            )
+            continue
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            context.load_cert_chain(config_file(base_dir, cert), key_path)
+        except (OSError, ssl.SSLError) as exc:
+            why = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
+            problems.append(source.problem((cert_key,), f"cannot load {cert} with {key}: {why}"))
+    if config.tls_client_ca_file is not None:
+        if config.tls_cert_file is None:
+            problems.append(source.problem(("tls_client_ca_file",), "needs tls_cert_file too"))
+        else:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            try:
+                context.load_verify_locations(config_file(base_dir, config.tls_client_ca_file))
+            except (OSError, ssl.SSLError) as exc:
+                why = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
+                problems.append(
+                    source.problem(
+                        ("tls_client_ca_file",),
+                        f"cannot load {config.tls_client_ca_file}: {why}",
+                    )
+                )
     return problems
 
 
@@ -367,6 +440,7 @@ def _load(path: Path, environ: Mapping[str, str], redactor: Redactor) -> Config:
     except ValidationError as exc:
         raise ConfigError(problems + _validation_problems(exc, source, (), source.data)) from None
     problems += _cross_check(config, source, quay)
+    problems += _tls_problems(config, source, base_dir)
     if problems:
         raise ConfigError(problems)
     return config

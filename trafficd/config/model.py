@@ -310,7 +310,43 @@ Actuator = Annotated[
 class APIToken(_Model):
     name: Name = Field(description="who, in the audit log")
     role: Literal["read", "admin"] = Field(description="read or admin")
-    token: SecretStr = Field(description="the bearer token")
+    token: SecretStr | None = Field(None, description="the bearer token")
+    subject: str | None = Field(
+        None,
+        description="with tls_client_ca_file: a client certificate subject, as "
+        "`openssl x509 -noout -subject -nameopt RFC2253` prints it (CN=ops,O=Example), "
+        "that authenticates as this name when the request carries no token",
+    )
+
+    @model_validator(mode="after")
+    def _token_or_subject(self) -> APIToken:
+        if self.token is None and self.subject is None:
+            raise ValueError("token: required (or a client certificate subject)")
+        return self
+
+
+class APILimits(_Model):
+    max_connections: int = Field(
+        512, ge=1, description="open connections per listener; more are closed at once"
+    )
+    max_connections_per_peer: int = Field(
+        64, ge=1, description="open connections from one peer address, per listener"
+    )
+    header_timeout: Duration = Field(
+        10.0,
+        gt=0,
+        description="longest time for a TLS handshake, a request's head or its body; "
+        "idle keep-alive connections close after it too",
+    )
+    auth_failure_burst: int = Field(
+        10, ge=1, description="failed authentications a peer may make before answers slow"
+    )
+    auth_failure_rate: float = Field(
+        1.0, gt=0, description="failed authentications per second a peer regains"
+    )
+    auth_failure_max_delay: Duration = Field(
+        5.0, ge=0, description="longest delay of one failed authentication's answer"
+    )
 
 
 class Replication(_Model):
@@ -392,6 +428,26 @@ class Config(_Model):
     state_dir: str = Field("/var/lib/trafficd", description="overrides, states, audit log")
     api_token_file: str | None = Field(None, description="file holding the admin token")
     api_tokens: list[APIToken] = Field(default_factory=list, description="named tokens")
+    tls_cert_file: str | None = Field(
+        None, description="PEM certificate (chain) served on listen: the API over HTTPS"
+    )
+    tls_key_file: str | None = Field(
+        None, description="PEM private key of tls_cert_file; not readable by others"
+    )
+    tls_client_ca_file: str | None = Field(
+        None,
+        description="CA bundle that client certificates on listen must chain to "
+        "(mutual TLS: a client without one is refused at the handshake)",
+    )
+    metrics_tls_cert_file: str | None = Field(
+        None, description="PEM certificate (chain) served on metrics_listen"
+    )
+    metrics_tls_key_file: str | None = Field(
+        None, description="PEM private key of metrics_tls_cert_file; not readable by others"
+    )
+    api_limits: APILimits = Field(
+        default_factory=APILimits, description="bounds that keep the API up under abuse"
+    )
     quay_config: str | None = Field(
         None, description="Quay's config.yaml to import storage and hostname from"
     )

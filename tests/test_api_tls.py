@@ -1,0 +1,247 @@
+"""The API over TLS: handshakes, mutual TLS, certificates re-read on SIGHUP, verifying clients.
+
+A real daemon object serves on 127.0.0.1 (free ports) with certificates made in
+the test by trustme; clients are the standard library's (the client commands'
+urllib) and aiohttp's, each verifying against the test's CA.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import warnings
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trustme
+
+from tests.peers import free_port
+from tests.test_api import ADMIN, write_config
+from trafficd.client import EXIT_INVALID, EXIT_UNREACHABLE, ClientError, call, locate, tls_context
+from trafficd.config import load
+from trafficd.daemon import Daemon
+
+OPS_SUBJECT = "CN=ops,OU=sre,O=trafficd-test"
+
+
+def write_leaf(ca: trustme.CA, directory: Path, name: str, *identities: str) -> tuple[Path, Path]:
+    """A certificate issued by `ca` and its key (mode 0600, as check-config requires)."""
+    leaf = ca.issue_cert(*identities, common_name=name)
+    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+    cert.unlink(missing_ok=True)
+    key.unlink(missing_ok=True)
+    for pem in leaf.cert_chain_pems:
+        pem.write_to_path(cert, append=True)
+    key.touch(mode=0o600)
+    leaf.private_key_pem.write_to_path(key)
+    return cert, key
+
+
+class Served:
+    def __init__(self, daemon: Daemon, port: int, ca_file: Path) -> None:
+        self.daemon, self.port, self.ca_file = daemon, port, ca_file
+        self.base = f"https://127.0.0.1:{port}"
+
+    def context(self, ca_file: Path | None = None) -> ssl.SSLContext:
+        context = tls_context(self.base, str(ca_file or self.ca_file), None, None)
+        assert context is not None
+        return context
+
+    async def get(self, path: str, context: ssl.SSLContext, token: str = ADMIN) -> object:
+        return await asyncio.to_thread(call, self.base, token, "GET", path, context=context)
+
+
+async def serve_daemon(path: Path) -> AsyncIterator[Daemon]:
+    daemon = Daemon(path, load(path))
+    await daemon.start_listeners()
+    try:
+        yield daemon
+    finally:
+        await daemon.stop_config_tasks()
+        await daemon.cancel(list(daemon._tasks))
+        for runner in daemon._runners:
+            await runner.cleanup()
+        daemon.store.close()
+
+
+@pytest.fixture
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def ca_file(ca: trustme.CA, tmp_path: Path) -> Path:
+    path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(path)
+    return path
+
+
+@pytest.fixture
+async def served(ca: trustme.CA, ca_file: Path, tmp_path: Path) -> AsyncIterator[Served]:
+    cert, key = write_leaf(ca, tmp_path, "server", "127.0.0.1", "localhost")
+    write_leaf(ca, tmp_path, "ops")
+    port = free_port()
+    extra = f"listen: 127.0.0.1:{port}\ntls_cert_file: {cert.name}\ntls_key_file: {key.name}\n"
+    async for daemon in serve_daemon(write_config(tmp_path, extra)):
+        yield Served(daemon, port, ca_file)
+
+
+async def test_handshake_tls12_or_newer_and_a_verified_answer(served: Served) -> None:
+    answer = await served.get("/api/v1/sites", served.context())
+    assert isinstance(answer, dict) and {s["name"] for s in answer["sites"]} == {"us", "eu"}
+    # TLS 1.2 is taken; anything older is refused by the daemon (the client allows it).
+    tls12 = served.context()
+    tls12.maximum_version = ssl.TLSVersion.TLSv1_2
+    assert isinstance(await served.get("/api/v1/sites", tls12), dict)
+    old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    old.load_verify_locations(served.ca_file)
+    old.set_ciphers("DEFAULT:@SECLEVEL=0")
+    with warnings.catch_warnings():  # deprecated versions, which is the point
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old.minimum_version = ssl.TLSVersion.TLSv1
+        old.maximum_version = ssl.TLSVersion.TLSv1_1
+    with pytest.raises(ClientError) as caught:
+        await served.get("/api/v1/sites", old)
+    assert caught.value.code == EXIT_UNREACHABLE and "TLS" in str(caught.value)
+    # Plain HTTP on the TLS port gets no answer from the API.
+    with pytest.raises(ClientError):
+        await asyncio.to_thread(
+            call, f"http://127.0.0.1:{served.port}", ADMIN, "GET", "/api/v1/sites"
+        )
+
+
+async def test_a_client_refuses_an_unknown_ca(served: Served, tmp_path: Path) -> None:
+    other = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(other)
+    with pytest.raises(ClientError) as caught:
+        await served.get("/api/v1/sites", served.context(other))
+    assert caught.value.code == EXIT_UNREACHABLE
+    assert "does not trust" in str(caught.value) and "--ca-file" in str(caught.value)
+    # The system trust store does not know the test CA either: no silent fallback.
+    system = tls_context(served.base, None, None, None)
+    assert system is not None
+    with pytest.raises(ClientError, match="does not trust"):
+        await served.get("/api/v1/sites", system)
+
+
+def test_tls_options_on_a_plain_url_are_refused() -> None:
+    with pytest.raises(ClientError) as caught:
+        tls_context("http://127.0.0.1:9780", "/etc/ssl/ca.pem", None, None)
+    assert caught.value.code == EXIT_INVALID and "--ca-file" in str(caught.value)
+    with pytest.raises(ClientError, match="go together"):
+        tls_context("https://127.0.0.1:9780", None, "client.pem", None)
+    with pytest.raises(ClientError, match="http:// or https://"):
+        locate("127.0.0.1:9780", None, None)
+
+
+def test_the_config_scheme_is_followed(tmp_path: Path) -> None:
+    config = tmp_path / "trafficd.yaml"
+    config.write_text("vantage: v\nlisten: 0.0.0.0:9790\ntls_cert_file: server.pem\n")
+    assert locate(None, str(config), None)[0] == "https://127.0.0.1:9790"
+
+
+async def test_reload_with_a_bad_certificate_keeps_the_old_one(
+    served: Served, ca: trustme.CA, tmp_path: Path
+) -> None:
+    daemon = served.daemon
+    first = await asyncio.to_thread(peer_serial, served)
+    (tmp_path / "server.pem").write_text("-----BEGIN CERTIFICATE-----\nnot one\n")
+    assert await daemon.reload() is False
+    assert daemon.registry.get_sample_value("trafficd_config_last_reload_successful") == 0
+    assert await asyncio.to_thread(peer_serial, served) == first  # the listener kept it
+    assert isinstance(await served.get("/api/v1/sites", served.context()), dict)
+    # A good new certificate is taken by the next handshake, on the same socket.
+    write_leaf(ca, tmp_path, "server", "127.0.0.1")
+    assert await daemon.reload() is True
+    assert daemon.registry.get_sample_value("trafficd_config_last_reload_successful") == 1
+    assert await asyncio.to_thread(peer_serial, served) != first
+
+
+async def test_reload_logs_why_the_certificate_was_kept(
+    served: Served, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "server.key").write_text("")
+    assert await served.daemon.reload() is False
+    rejected = [r.getMessage() for r in caplog.records if "reload rejected" in r.getMessage()]
+    assert rejected and "tls_cert_file" in rejected[0]
+
+
+def peer_serial(served: Served) -> int:
+    import socket
+
+    with (
+        socket.create_connection(("127.0.0.1", served.port), timeout=5) as raw,
+        served.context().wrap_socket(raw, server_hostname="127.0.0.1") as conn,
+    ):
+        der = conn.getpeercert(binary_form=True)
+    assert der is not None
+    from cryptography import x509
+
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+@pytest.fixture
+async def mutual(ca: trustme.CA, ca_file: Path, tmp_path: Path) -> AsyncIterator[Served]:
+    cert, key = write_leaf(ca, tmp_path, "server", "127.0.0.1")
+    port = free_port()
+    extra = (
+        f"listen: 127.0.0.1:{port}\ntls_cert_file: {cert.name}\ntls_key_file: {key.name}\n"
+        f"tls_client_ca_file: {ca_file.name}\n"
+    )
+    path = write_config(tmp_path, extra)
+    text = path.read_text().replace(
+        "api_tokens:\n",
+        f'api_tokens:\n  - {{name: ops, role: admin, subject: "{OPS_SUBJECT}"}}\n',
+    )
+    path.write_text(text)
+    async for daemon in serve_daemon(path):
+        yield Served(daemon, port, ca_file)
+
+
+async def test_mutual_tls_refuses_a_client_without_a_certificate(
+    mutual: Served, ca: trustme.CA, tmp_path: Path
+) -> None:
+    with pytest.raises(ClientError) as caught:
+        await mutual.get("/api/v1/sites", mutual.context())
+    assert caught.value.code == EXIT_UNREACHABLE
+    assert "client certificate" in str(caught.value)
+    # A certificate from another CA is refused too.
+    stranger_cert, stranger_key = write_leaf(trustme.CA(), tmp_path, "stranger")
+    context = tls_context(mutual.base, str(mutual.ca_file), str(stranger_cert), str(stranger_key))
+    assert context is not None
+    with pytest.raises(ClientError, match="client certificate"):
+        await mutual.get("/api/v1/sites", context)
+
+
+async def test_a_client_certificate_subject_is_the_who(
+    mutual: Served, ca: trustme.CA, tmp_path: Path
+) -> None:
+    leaf = ca.issue_cert(
+        common_name="ops", organization_name="trafficd-test", organization_unit_name="sre"
+    )
+    cert, key = tmp_path / "ops-client.pem", tmp_path / "ops-client.key"
+    leaf.cert_chain_pems[0].write_to_path(cert)
+    leaf.private_key_pem.write_to_path(key)
+    context = tls_context(mutual.base, str(mutual.ca_file), str(cert), str(key))
+    assert context is not None
+    # No token: the certificate's subject, mapped by api_tokens, is the admin "ops".
+    result = await asyncio.to_thread(
+        call, mutual.base, "", "POST", "/api/v1/pause", {"reason": "tls"}, context=context
+    )
+    assert isinstance(result, dict) and result["paused"] is True
+    assert mutual.daemon.pause is not None and mutual.daemon.pause.who == "ops"
+    # A token, when given, decides: a bad one fails even with a good certificate.
+    with pytest.raises(ClientError) as caught:
+        await mutual.get("/api/v1/sites", context, token="wrong-token")
+    assert caught.value.code == 5
+    # A certificate of the right CA whose subject no token names: 401, counted.
+    other_cert, other_key = write_leaf(ca, tmp_path, "nobody")
+    context = tls_context(mutual.base, str(mutual.ca_file), str(other_cert), str(other_key))
+    assert context is not None
+    with pytest.raises(ClientError, match="HTTP 401"):
+        await mutual.get("/api/v1/sites", context, token="")
+    failures = mutual.daemon.registry.get_sample_value(
+        "trafficd_api_auth_failures_total", {"route": "/api/v1/sites"}
+    )
+    assert failures == 2
