@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import trustme
 import yaml
 
 from trafficd.config import load
@@ -26,14 +27,35 @@ def k8s(name: str) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all((K8S / name).read_text()) if d]
 
 
-def by_kind() -> dict[str, dict[str, Any]]:
+def documents() -> list[dict[str, Any]]:
     kustomization = k8s("kustomization.yaml")[0]
-    out = {}
+    out = []
     for resource in kustomization["resources"]:
         for doc in k8s(resource):
             assert doc["metadata"].get("namespace") == kustomization["namespace"], doc["kind"]
-            out[doc["kind"]] = doc
+            out.append(doc)
     return out
+
+
+def by_kind() -> dict[str, dict[str, Any]]:
+    """One document per kind (the Secrets by name: `secret`)."""
+    return {doc["kind"]: doc for doc in documents() if doc["kind"] != "Secret"}
+
+
+def secret(name: str) -> dict[str, Any]:
+    return next(d for d in documents() if d["kind"] == "Secret" and d["metadata"]["name"] == name)
+
+
+def volume_mount(secret_name: str) -> str:
+    """Where the Deployment mounts a Secret."""
+    spec = by_kind()["Deployment"]["spec"]["template"]["spec"]
+    volume = next(
+        v for v in spec["volumes"] if v.get("secret", {}).get("secretName") == secret_name
+    )
+    mount: str = next(m for m in container()["volumeMounts"] if m["name"] == volume["name"])[
+        "mountPath"
+    ]
+    return mount
 
 
 def container() -> dict[str, Any]:
@@ -50,7 +72,7 @@ def test_kustomization_lists_every_manifest() -> None:
     listed = set(k8s("kustomization.yaml")[0]["resources"])
     on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
     assert listed == on_disk
-    kinds = set(by_kind())
+    kinds = {doc["kind"] for doc in documents()}
     assert {
         "Deployment",
         "Service",
@@ -63,22 +85,38 @@ def test_kustomization_lists_every_manifest() -> None:
     } <= kinds
 
 
-def test_config_loads_with_the_secret_mounted(tmp_path: Path) -> None:
-    secret = by_kind()["Secret"]
-    mount = next(m for m in container()["volumeMounts"] if m["name"] == "secrets")["mountPath"]
-    for key, value in secret["stringData"].items():
-        (tmp_path / key).write_text(value)
+def test_config_loads_with_the_secrets_mounted(tmp_path: Path) -> None:
     text = config_text()
-    referenced = set(re.findall(re.escape(mount) + r"/([\w.-]+)", text))
-    assert referenced and referenced <= set(secret["stringData"]), referenced
-    (tmp_path / "config.yaml").write_text(text.replace(mount, str(tmp_path)))
+    for name in ("trafficd-secrets", "trafficd-tls"):
+        mount, data = volume_mount(name), secret(name)["stringData"]
+        here = tmp_path / name
+        here.mkdir()
+        for key, value in data.items():
+            (here / key).write_text(value)
+        referenced = set(re.findall(re.escape(mount) + r"/([\w.-]+)", text))
+        assert referenced and referenced <= set(data), (name, referenced)
+        text = text.replace(mount, str(here))
+    # The TLS Secret's placeholders made real (check-config loads them), with the mode
+    # the Deployment gives the files (0440: the key readable by trafficd's group only).
+    tls = tmp_path / "trafficd-tls"
+    ca = trustme.CA()
+    leaf = ca.issue_cert("trafficd.quay-enterprise.svc")
+    leaf.cert_chain_pems[0].write_to_path(tls / "tls.crt")
+    leaf.private_key_pem.write_to_path(tls / "tls.key")
+    for key in ("ca.crt", "client-ca.crt"):
+        ca.cert_pem.write_to_path(tls / key)
+    spec = by_kind()["Deployment"]["spec"]["template"]["spec"]
+    mode = next(v for v in spec["volumes"] if v["name"] == "tls")["secret"]["defaultMode"]
+    (tls / "tls.key").chmod(mode)
+    (tmp_path / "config.yaml").write_text(text)
     config = load(tmp_path / "config.yaml")
     assert (
         config.state_dir
         == next(m for m in container()["volumeMounts"] if m["name"] == "state")["mountPath"]
     )
     host, _ = split_host_port(config.listen)
-    assert host == "127.0.0.1"  # the admin API never leaves the pod
+    if host not in ("127.0.0.1", "::1"):  # the admin API leaves the pod only over mutual TLS
+        assert config.tls_cert_file and config.tls_client_ca_file
 
 
 def test_ports_probes_and_security() -> None:
@@ -87,10 +125,12 @@ def test_ports_probes_and_security() -> None:
     spec = kinds["Deployment"]["spec"]["template"]["spec"]
     config = yaml.safe_load(config_text())
     _, metrics_port = split_host_port(config["metrics_listen"])
+    _, api_port = split_host_port(config["listen"])
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports == {"metrics": metrics_port}
-    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
-    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert ports == {"metrics": metrics_port, "api": api_port}
+    scheme = "HTTPS" if config.get("metrics_tls_cert_file") else "HTTP"
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        assert c[probe]["httpGet"] == {"path": path, "port": "metrics", "scheme": scheme}
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     assert c["securityContext"]["allowPrivilegeEscalation"] is False
     assert spec["securityContext"]["runAsNonRoot"] is True
@@ -99,10 +139,26 @@ def test_ports_probes_and_security() -> None:
     config_mount = next(m for m in c["volumeMounts"] if m["name"] == "config")
     assert config_mount["mountPath"] == c["args"][2]
     assert spec["serviceAccountName"] == kinds["ServiceAccount"]["metadata"]["name"]
-    service_port = kinds["Service"]["spec"]["ports"][0]
-    assert service_port["targetPort"] == "metrics" and service_port["port"] == metrics_port
+    service_ports = {p["name"]: p for p in kinds["Service"]["spec"]["ports"]}
+    assert {n: (p["port"], p["targetPort"]) for n, p in service_ports.items()} == {
+        "metrics": (metrics_port, "metrics"),
+        "api": (api_port, "api"),
+    }
     endpoint = kinds["ServiceMonitor"]["spec"]["endpoints"][0]
-    assert endpoint["port"] == service_port["name"] and endpoint["path"] == "/metrics"
+    assert endpoint["port"] == "metrics" and endpoint["path"] == "/metrics"
+    # The scrape is over TLS exactly when metrics_listen serves it, verified by the CA of
+    # the TLS Secret, for the Service's name.
+    if config.get("metrics_tls_cert_file"):
+        assert endpoint["scheme"] == "https"
+        ca = endpoint["tlsConfig"]["ca"]["secret"]
+        assert ca["key"] in secret(ca["name"])["stringData"]
+        service = kinds["Service"]["metadata"]
+        assert (
+            endpoint["tlsConfig"]["serverName"] == f"{service['name']}.{service['namespace']}.svc"
+        )
+        assert "insecureSkipVerify" not in endpoint["tlsConfig"]
+    else:
+        assert endpoint.get("scheme", "http") == "http"
     labels = kinds["Deployment"]["spec"]["template"]["metadata"]["labels"]
     assert kinds["Service"]["spec"]["selector"] == labels
     assert kinds["ServiceMonitor"]["spec"]["selector"]["matchLabels"] == labels
