@@ -171,7 +171,9 @@ def daemon_port(tmp_path: Path) -> Iterator[int]:
     finally:
         stop(proc)
     log_text = (tmp_path / "trafficd.log").read_text()
-    assert "bad-token-" not in log_text  # failures are logged without what was sent
+    # Failures are logged with route and peer, never with what was sent.
+    assert "authentication failed: GET /api/v1/sites from 127.0.0.2" in log_text
+    assert "bad-token-" not in log_text
 
 
 class Sampler:

@@ -8,7 +8,9 @@ urllib) and aiohttp's, each verifying against the test's CA.
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
+import urllib.request
 import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,7 +20,8 @@ import trustme
 
 from tests.peers import free_port
 from tests.test_api import ADMIN, write_config
-from trafficd.client import EXIT_INVALID, EXIT_UNREACHABLE, ClientError, call, locate, tls_context
+from trafficd.cli import main
+from trafficd.client import EXIT_UNREACHABLE, ClientError, call, tls_context
 from trafficd.config import load
 from trafficd.daemon import Daemon
 
@@ -125,20 +128,38 @@ async def test_a_client_refuses_an_unknown_ca(served: Served, tmp_path: Path) ->
         await served.get("/api/v1/sites", system)
 
 
-def test_tls_options_on_a_plain_url_are_refused() -> None:
-    with pytest.raises(ClientError) as caught:
-        tls_context("http://127.0.0.1:9780", "/etc/ssl/ca.pem", None, None)
-    assert caught.value.code == EXIT_INVALID and "--ca-file" in str(caught.value)
-    with pytest.raises(ClientError, match="go together"):
-        tls_context("https://127.0.0.1:9780", None, "client.pem", None)
-    with pytest.raises(ClientError, match="http:// or https://"):
-        locate("127.0.0.1:9780", None, None)
+async def test_the_client_commands_take_the_tls_options(
+    served: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = served.daemon.config_path.parent / "token"
+    args = ["status", "--json", "--api", served.base, "--token-file", str(token)]
+    code = await asyncio.to_thread(main, [*args, "--ca-file", str(served.ca_file)])
+    assert code == 0 and {s["name"] for s in json.loads(capsys.readouterr().out)} == {"us", "eu"}
+    assert await asyncio.to_thread(main, args) == EXIT_UNREACHABLE  # system trust: unknown CA
+    assert "does not trust" in capsys.readouterr().err
 
 
-def test_the_config_scheme_is_followed(tmp_path: Path) -> None:
-    config = tmp_path / "trafficd.yaml"
-    config.write_text("vantage: v\nlisten: 0.0.0.0:9790\ntls_cert_file: server.pem\n")
-    assert locate(None, str(config), None)[0] == "https://127.0.0.1:9790"
+def fetch(url: str, context: ssl.SSLContext) -> bytes:
+    with urllib.request.urlopen(url, context=context, timeout=5) as resp:
+        body: bytes = resp.read()
+    return body
+
+
+async def test_metrics_listen_over_tls_without_client_certificates(
+    ca: trustme.CA, ca_file: Path, tmp_path: Path
+) -> None:
+    cert, key = write_leaf(ca, tmp_path, "server", "127.0.0.1")
+    port, metrics_port = free_port(), free_port()
+    extra = (
+        f"listen: 127.0.0.1:{port}\nmetrics_listen: 127.0.0.1:{metrics_port}\n"
+        f"tls_cert_file: {cert.name}\ntls_key_file: {key.name}\n"
+        f"tls_client_ca_file: {ca_file.name}\n"
+        f"metrics_tls_cert_file: {cert.name}\nmetrics_tls_key_file: {key.name}\n"
+    )
+    async for daemon in serve_daemon(write_config(tmp_path, extra)):
+        public = Served(daemon, metrics_port, ca_file)
+        text = await asyncio.to_thread(fetch, public.base + "/metrics", public.context())
+        assert b"trafficd_config_last_reload_successful 1.0" in text
 
 
 async def test_reload_with_a_bad_certificate_keeps_the_old_one(

@@ -11,12 +11,14 @@ from typing import Any
 import pytest
 
 from trafficd.client import (
+    EXIT_INVALID,
     ClientError,
     JSONFormatter,
     RedactingFilter,
     locate,
     render_event,
     render_status,
+    tls_context,
 )
 from trafficd.config.secrets import Redactor
 
@@ -114,3 +116,19 @@ def test_a_client_finds_the_daemon_without_the_configs_secrets(tmp_path: Path) -
     with pytest.raises(ClientError) as caught:
         locate(None, str(bad), None)
     assert str(caught.value).endswith("bad.yaml:1: listen: HOST:PORT expected")
+
+
+def test_tls_options_on_a_plain_url_are_refused() -> None:
+    with pytest.raises(ClientError) as caught:
+        tls_context("http://127.0.0.1:9780", "/etc/ssl/ca.pem", None, None)
+    assert caught.value.code == EXIT_INVALID and "--ca-file" in str(caught.value)
+    with pytest.raises(ClientError, match="go together"):
+        tls_context("https://127.0.0.1:9780", None, "client.pem", None)
+    with pytest.raises(ClientError, match="http:// or https://"):
+        locate("127.0.0.1:9780", None, None)
+
+
+def test_the_config_scheme_is_followed(tmp_path: Path) -> None:
+    config = tmp_path / "trafficd.yaml"
+    config.write_text("vantage: v\nlisten: 0.0.0.0:9790\ntls_cert_file: server.pem\n")
+    assert locate(None, str(config), None)[0] == "https://127.0.0.1:9790"
