@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from trafficd.api import MAX_BODY, build_apps
+from trafficd.api import MAX_BODY, MAX_PEERS, FailureBuckets, build_apps
 from trafficd.config import load
 from trafficd.daemon import Daemon
 from trafficd.model import Observation, Probe
@@ -233,3 +233,27 @@ async def test_audit_log_replays_through_simulate(daemon: Daemon) -> None:
     transition = next(e for e in map(json.loads, lines) if e["kind"] == "transition")
     assert transition["t"] == T0 + 3  # stamped with its round's time: fall = 2
     assert any(e["kind"] == "transition" and e["site"] == "eu" for e in map(json.loads, lines))
+
+
+def test_failure_buckets_slow_one_peer_only() -> None:
+    now = [0.0]
+    buckets = FailureBuckets(burst=3, rate=2.0, max_delay=5.0, clock=lambda: now[0])
+    assert [buckets.fail("a") for _ in range(3)] == [0.0, 0.0, 0.0]  # the burst
+    assert buckets.fail("a") == pytest.approx(0.5)  # one token short, at 2 a second
+    assert buckets.fail("a") == pytest.approx(1.0)
+    assert buckets.fail("b") == 0.0  # another peer has its own bucket
+    for _ in range(100):
+        delay = buckets.fail("a")
+    assert delay == pytest.approx(5.0)  # the debt is bounded: at most max_delay
+    now[0] = 100.0  # regained, up to the burst
+    assert [buckets.fail("a") for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert buckets.fail("a") > 0
+
+
+def test_failure_buckets_remember_a_bounded_number_of_peers() -> None:
+    buckets = FailureBuckets(burst=1, rate=1.0, max_delay=1.0, clock=lambda: 0.0)
+    buckets.fail("first")
+    for i in range(MAX_PEERS):
+        buckets.fail(f"10.0.{i // 256}.{i % 256}")
+    assert len(buckets._peers) == MAX_PEERS
+    assert buckets.fail("first") == 0.0  # forgotten: the oldest went first

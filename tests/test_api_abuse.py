@@ -15,7 +15,6 @@ import asyncio
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ import pytest
 
 from tests.peers import free_port, stop
 from tests.test_api import ADMIN, READ, write_config
-from tests.test_api_tls import serve_daemon
+from tests.test_api_tls import running_trafficd, serve_daemon
 from trafficd.daemon import Daemon
 
 REPO = Path(__file__).resolve().parents[1]
@@ -149,27 +148,8 @@ def limits(**extra: object) -> str:
 def daemon_port(tmp_path: Path) -> Iterator[int]:
     port = free_port()
     path = write_config(tmp_path, f"listen: 127.0.0.1:{port}\n" + limits())
-    with (tmp_path / "trafficd.log").open("ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "trafficd.cli", "run", "-c", str(path)],
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        end = time.monotonic() + 20
-        while True:
-            assert proc.poll() is None, (tmp_path / "trafficd.log").read_text()
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                assert time.monotonic() < end, "trafficd did not listen within 20 s"
-                time.sleep(0.05)
+    with running_trafficd(path, port):
         yield port
-    finally:
-        stop(proc)
     log_text = (tmp_path / "trafficd.log").read_text()
     # Failures are logged with route and peer, never with what was sent.
     assert "authentication failed: GET /api/v1/sites from 127.0.0.2" in log_text

@@ -8,17 +8,23 @@ urllib) and aiohttp's, each verifying against the test's CA.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import signal
+import socket
 import ssl
+import subprocess
+import sys
+import time
 import urllib.request
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import trustme
 
-from tests.peers import free_port
+from tests.peers import free_port, stop
 from tests.test_api import ADMIN, write_config
 from trafficd.cli import main
 from trafficd.client import EXIT_UNREACHABLE, ClientError, call, tls_context
@@ -26,6 +32,7 @@ from trafficd.config import load
 from trafficd.daemon import Daemon
 
 OPS_SUBJECT = "CN=ops,OU=sre,O=trafficd-test"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def write_leaf(ca: trustme.CA, directory: Path, name: str, *identities: str) -> tuple[Path, Path]:
@@ -53,6 +60,34 @@ class Served:
 
     async def get(self, path: str, context: ssl.SSLContext, token: str = ADMIN) -> object:
         return await asyncio.to_thread(call, self.base, token, "GET", path, context=context)
+
+
+@contextlib.contextmanager
+def running_trafficd(path: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """`trafficd run -c path` (uvloop, as in production) until it listens on `port`;
+    its output goes to trafficd.log beside the config. Stopped by PID."""
+    log = path.parent / "trafficd.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "trafficd.cli", "run", "-c", str(path)],
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        end = time.monotonic() + 20
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                assert time.monotonic() < end, "trafficd did not listen within 20 s"
+                time.sleep(0.05)
+        yield proc
+    finally:
+        stop(proc)
 
 
 async def serve_daemon(path: Path) -> AsyncIterator[Daemon]:
@@ -189,8 +224,6 @@ async def test_reload_logs_why_the_certificate_was_kept(
 
 
 def peer_serial(served: Served) -> int:
-    import socket
-
     with (
         socket.create_connection(("127.0.0.1", served.port), timeout=5) as raw,
         served.context().wrap_socket(raw, server_hostname="127.0.0.1") as conn,
@@ -266,3 +299,42 @@ async def test_a_client_certificate_subject_is_the_who(
         "trafficd_api_auth_failures_total", {"route": "/api/v1/sites"}
     )
     assert failures == 2
+
+
+def test_sighup_in_trafficd_run_rereads_the_certificate(
+    ca: trustme.CA, ca_file: Path, tmp_path: Path
+) -> None:
+    cert, key = write_leaf(ca, tmp_path, "server", "127.0.0.1")
+    port = free_port()
+    path = write_config(
+        tmp_path,
+        f"listen: 127.0.0.1:{port}\ntls_cert_file: {cert.name}\ntls_key_file: {key.name}\n",
+    )
+    with running_trafficd(path, port) as proc:
+        served = Served(None, port, ca_file)  # type: ignore[arg-type]
+
+        def reload_metric() -> str:
+            body = fetch(served.base + "/metrics", served.context()).decode()
+            return next(x for x in body.splitlines() if x.startswith("trafficd_config_last_reload"))
+
+        def after_sighup(expect: str) -> None:
+            proc.send_signal(signal.SIGHUP)
+            end = time.monotonic() + 10
+            while reload_metric() != f"trafficd_config_last_reload_successful {expect}":
+                assert time.monotonic() < end, reload_metric()
+                time.sleep(0.05)
+
+        first = peer_serial(served)
+        with socket.create_connection(("127.0.0.1", port)) as raw:  # stays open throughout
+            kept = served.context().wrap_socket(raw, server_hostname="127.0.0.1")
+            cert.write_text("-----BEGIN CERTIFICATE-----\nnot one\n")
+            after_sighup("0.0")
+            assert peer_serial(served) == first
+            write_leaf(ca, tmp_path, "server", "127.0.0.1")
+            after_sighup("1.0")
+            assert peer_serial(served) != first
+            kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            assert kept.recv(100).startswith(b"HTTP/1.1 ")  # the old connection still answers
+            kept.close()
+    log = (tmp_path / "trafficd.log").read_text()
+    assert "reload rejected" in log and "tls_cert_file" in log

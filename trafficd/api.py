@@ -45,7 +45,7 @@ MAX_BODY = 16 * 1024
 # Request line and each header at most 8 KiB, at most 64 headers: far above what the
 # client commands, Prometheus or a health checker send.
 MAX_LINE, MAX_FIELD, MAX_HEADERS = 8190, 8190, 64
-# Peers remembered by the failure buckets; beyond it, peers whose bucket is full again go.
+# Peers whose failures are remembered (a bounded memory under a distributed attack).
 MAX_PEERS = 10_000
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -155,11 +155,11 @@ class FailureBuckets:
         now = self.clock()
         # The debt is bounded: a peer that keeps failing waits max_delay per answer.
         tokens = max(self._tokens(peer, now) - 1, -self.rate * self.max_delay)
-        if len(self._peers) >= MAX_PEERS and peer not in self._peers:
-            self._peers = {
-                p: v for p, v in self._peers.items() if self._tokens(p, now) < self.burst
-            }
+        # Least recently failing first: beyond MAX_PEERS the oldest is forgotten.
+        self._peers.pop(peer, None)
         self._peers[peer] = (tokens, now)
+        if len(self._peers) > MAX_PEERS:
+            del self._peers[next(iter(self._peers))]
         return max(0.0, -tokens / self.rate)
 
 
@@ -360,7 +360,6 @@ class _Gate(asyncio.Protocol):
         limits = self.site.limits
         mine = sum(1 for h in open_ if isinstance(h.peername, tuple) and h.peername[0] == host)
         if len(open_) >= limits.max_connections or mine >= limits.max_connections_per_peer:
-            self.site.refused += 1
             if isinstance(transport, asyncio.Transport):
                 transport.abort()
             else:
@@ -375,7 +374,7 @@ class Listener(web.BaseSite):
     """aiohttp's TCPSite with the bounds it has no option for: open connections (a
     `_Gate` before each) and the TLS handshake's time."""
 
-    __slots__ = ("_host", "_port", "limits", "refused")
+    __slots__ = ("_host", "_port", "limits")
 
     def __init__(
         self,
@@ -389,7 +388,6 @@ class Listener(web.BaseSite):
         super().__init__(runner, ssl_context=ssl_context)
         self._host, self._port = host, port
         self.limits = limits
-        self.refused = 0
 
     @property
     def name(self) -> str:

@@ -19,8 +19,9 @@ overrides first: a drain that a safety rule refuses is answered 409 with the
 rule's name and nothing is stored. State is saved atomically after every
 change (store.py) and reloaded at start, so a restart mid-drain neither
 restores a drained site nor repeats an action. SIGHUP reloads the
-configuration (a bad file keeps the old one running), SIGTERM/SIGINT stop
-within seconds without touching the backends.
+configuration and the listeners' certificates (a bad file or certificate keeps
+the old one running), SIGTERM/SIGINT stop within seconds without touching the
+backends.
 
 With `coordination` (several instances), rounds run on a wall-clock grid: each
 instance publishes its own observations and reads every vantage's through the
