@@ -116,6 +116,15 @@ async def test_tokens(daemon: Daemon, api: Client) -> None:
     assert resp.status == 403 and await resp.json() == {"error": "token 'grafana' may only read"}
     assert daemon.pause is None
 
+    # Every failure counted by route (each guarded route's series starts at 0); a 403 is not one.
+    def failures(route: str) -> float | None:
+        return daemon.registry.get_sample_value(
+            "trafficd_api_auth_failures_total", {"route": route}
+        )
+
+    assert failures("/api/v1/sites") == 3
+    assert failures("/api/v1/pause") == 0 and failures("/api/v1/sites/{site}/drain") == 0
+
 
 async def test_bad_input(daemon: Daemon, api: Client) -> None:
     healthy(daemon, T0)

@@ -303,6 +303,9 @@ def build_apps(
         )
     main.router.add_post("/api/v1/pause", command("pause", per_site=False, needs_body=True))
     main.router.add_post("/api/v1/resume", command("resume", per_site=False, needs_body=False))
+    for resource in main.router.resources():  # at 0: increase() would miss a first failure
+        if resource.canonical.startswith("/api/"):
+            ctl.metrics.api_auth_failures.labels(route=resource.canonical)
     public = None
     if public_separate:
         public = web.Application(client_max_size=MAX_BODY, middlewares=[json_errors])
