@@ -338,3 +338,27 @@ def test_sighup_in_trafficd_run_rereads_the_certificate(
             kept.close()
     log = (tmp_path / "trafficd.log").read_text()
     assert "reload rejected" in log and "tls_cert_file" in log
+
+
+async def test_reload_takes_a_new_client_ca(
+    mutual: Served, ca: trustme.CA, ca_file: Path, tmp_path: Path
+) -> None:
+    new_ca = trustme.CA()
+    old_cert, old_key = write_leaf(ca, tmp_path, "old-client")
+    new_cert, new_key = write_leaf(new_ca, tmp_path, "new-client")
+
+    server_ca = tmp_path / "server-ca.pem"  # what the client verifies the daemon with
+    ca.cert_pem.write_to_path(server_ca)
+
+    def with_client(cert: Path, key: Path) -> ssl.SSLContext:
+        context = tls_context(mutual.base, str(server_ca), str(cert), str(key))
+        assert context is not None
+        return context
+
+    assert isinstance(await mutual.get("/api/v1/sites", with_client(old_cert, old_key)), dict)
+    # The server's own certificate stays from the first CA; only the client CA changes.
+    new_ca.cert_pem.write_to_path(ca_file)
+    assert await mutual.daemon.reload() is True
+    assert isinstance(await mutual.get("/api/v1/sites", with_client(new_cert, new_key)), dict)
+    with pytest.raises(ClientError, match="client certificate"):
+        await mutual.get("/api/v1/sites", with_client(old_cert, old_key))
