@@ -331,8 +331,8 @@ def server_context(cert: Path, key: Path, client_ca: Path | None) -> ssl.SSLCont
 class ServerTLS:
     """One listener's TLS. The listener keeps the context it was started with; each
     handshake switches to the newest context loaded (the standard library's
-    sni_callback, called for every ClientHello), so `load` changes the certificate
-    without closing the socket, and a file that fails to load changes nothing."""
+    sni_callback, called for every ClientHello): setting `current` changes the
+    certificate without closing the socket."""
 
     def __init__(self, cert: Path, key: Path, client_ca: Path | None) -> None:
         self.current = server_context(cert, key, client_ca)
@@ -342,10 +342,6 @@ class ServerTLS:
 
     def _select(self, conn: ssl.SSLObject, name: str | None, context: ssl.SSLContext) -> None:
         conn.context = self.current
-
-    def load(self, cert: Path, key: Path, client_ca: Path | None) -> None:
-        """Raises OSError or ssl.SSLError, keeping the certificate in use."""
-        self.current = server_context(cert, key, client_ca)
 
 
 class _Gate(asyncio.Protocol):

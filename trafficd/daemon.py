@@ -60,6 +60,7 @@ from trafficd.api import (
     UnknownSiteError,
     build_apps,
     serve,
+    server_context,
 )
 from trafficd.config.loader import config_file, load
 from trafficd.config.model import Config
@@ -932,7 +933,7 @@ class Daemon(Controller):
         """SIGHUP re-reads every certificate and key. All load or none is taken: a bad
         one keeps the listeners on the ones they have, and the reload is rejected."""
         files = listener_tls(new, self.config_path.parent)
-        loaded: list[tuple[ServerTLS, TLSFiles]] = []
+        loaded: list[tuple[ServerTLS, ssl.SSLContext]] = []
         for name, tls in self._tls.items():
             wanted = files[name]
             if wanted is None or (wanted[2] is not None) != tls.mutual:
@@ -942,7 +943,7 @@ class Daemon(Controller):
                 )
                 continue
             try:
-                ServerTLS(*wanted)  # loads and checks, uses nothing yet
+                context = server_context(*wanted)
             except (OSError, ssl.SSLError) as exc:
                 log.error(
                     "reload rejected: %s: cannot load %s with %s: %s; keeping the "
@@ -953,12 +954,12 @@ class Daemon(Controller):
                     getattr(exc, "strerror", None) or exc,
                 )
                 return False
-            loaded.append((tls, wanted))
+            loaded.append((tls, context))
         for name in files:
             if files[name] is not None and name not in self._tls and self._runners:
                 log.warning("reload: turning TLS on on %s takes a restart", name)
-        for tls, wanted in loaded:
-            tls.load(*wanted)
+        for tls, context in loaded:
+            tls.current = context  # the next handshake on that listener takes it
         return True
 
     async def start_listeners(self) -> list[str]:
