@@ -767,6 +767,8 @@ class Daemon(Controller):
             return False
         if new.listen != self.config.listen or new.metrics_listen != self.config.metrics_listen:
             log.warning("reload: listen addresses change only at restart")
+        if new.api_limits != self.config.api_limits:
+            log.warning("reload: api_limits change only at restart")
         self.save()
         await self.stop_config_tasks()
         self.config = new
