@@ -297,7 +297,8 @@ def _replication_status(args: argparse.Namespace) -> int:
 
     async def read(config: Config, conn: Any) -> replication.Figures:
         defaults = replication.default_locations(config)
-        return await replication.read_figures(conn, defaults, time.time())
+        configured = replication.configured_locations(config)
+        return await replication.read_figures(conn, defaults, time.time(), configured)
 
     figures = _replication(args, "status", read)
     if isinstance(figures, int):
@@ -326,6 +327,14 @@ def _check_removal(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_INVALID
+    if removal.refused:
+        print(
+            f"{args.location}: REFUSED: Quay's database holds placements at {args.location} "
+            "but none of a blob referenced by a manifest: trafficd cannot tell what removing "
+            "it would lose, so it does not call it safe. Check Quay's manifestblob table "
+            "and the read-only role's SELECT rights on it."
+        )
+        return EXIT_ERROR
     if removal.safe:
         print(
             f"{args.location}: safe to remove: all {removal.placed} blob(s) placed there "

@@ -332,10 +332,19 @@ class Daemon(Controller):
         unreadable (in its drain event and in `trafficd status`)."""
         out = list(reasons)
         if self.replication is not None and cause is Cause.STORAGE and state is not State.ACTIVE:
-            risk = self.replication.at_risk(site)
+            risk = self.replication.at_risk(site, self._failed_locations(site))
             if risk is not None:
                 out.append(risk)
         return out
+
+    def _failed_locations(self, site: str) -> list[str]:
+        """The locations of a storage-drained site that failed: its first (whose failure
+        drains it) and any other of its own that fails now. Blobs held only at a location
+        that is up stay readable: they are no risk of this drain."""
+        spec = self.config.sites.get(site)
+        locations = list(spec.storage or []) if spec is not None else []
+        down = {name for name, memory in self.engine.locations.items() if memory.down > 0}
+        return [loc for i, loc in enumerate(locations) if i == 0 or loc in down]
 
     def restore_blocks(self) -> dict[str, str] | None:
         return self.gate.blocks(self.engine) if self.gate is not None else None
@@ -601,8 +610,17 @@ class Daemon(Controller):
     # --- actuators -----------------------------------------------------------------------
 
     def desired(self) -> dict[str, Any]:
+        """What the actuators make true; a storage-drained site's reasons carry the blobs
+        at risk, as its audit event does (the command actuator's TRAFFICD_REASON)."""
         assert self.decision is not None
-        return desired_state(self.config, self.decision.sites)
+        targets = desired_state(self.config, self.decision.sites)
+        if self.replication is None:
+            return targets
+        for name, target in targets.items():
+            reasons = self._with_risk(name, target.reasons, target.cause, target.state)
+            if len(reasons) != len(target.reasons):
+                targets[name] = dataclasses.replace(target, reasons=tuple(reasons))
+        return targets
 
     async def reconcile_loop(self, rec: Reconciler, wake: asyncio.Event) -> None:
         while True:

@@ -7,8 +7,10 @@ writes: every query runs in a read-only transaction under the configured
 statement timeout, so a slow or dead database costs one failed read and
 nothing else.
 
-Definitions (docs/design.md, to the letter): a blob is a row of `imagestorage` whose
-`uploading` is not true and that at least one `manifestblob` references; it is
+Definitions (docs/design.md, to the letter): a blob is a row of `imagestorage` that at
+least one `manifestblob` references. Its `uploading` column is no signal: real
+Quay leaves it at its default `true` on every v2 push, so a filter on it would
+drop every real blob (and call an unsafe removal safe). A blob is
 in the backlog of L when L is a default location and the blob has no placement
 there; it is at risk at L when L holds its only placement. Queue items are those
 of the `imagestoragereplication/<uuid>/` queues that Quay itself considers
@@ -39,13 +41,12 @@ QUEUE_PREFIX = "imagestoragereplication/"
 STUCK_AFTER = timedelta(minutes=10)  # docs/design.md: claimed past expiry by more than this
 EXAMPLES = 20
 
-# Counted blobs (orphans and unfinished uploads excluded). Uses the indexes
-# imagestorage_uploading and manifestblob_blob_id.
+# Counted blobs (orphans excluded; `uploading` deliberately not read). Uses
+# pk_imagestorage and manifestblob_blob_id.
 _BLOBS = """
     SELECT s.id, COALESCE(s.image_size, 0) AS size
     FROM imagestorage s
-    WHERE s.uploading IS NOT TRUE
-      AND EXISTS (SELECT 1 FROM manifestblob mb WHERE mb.blob_id = s.id)
+    WHERE EXISTS (SELECT 1 FROM manifestblob mb WHERE mb.blob_id = s.id)
 """
 
 # One pass over the counted blobs and their placements: each blob reduced to the set
@@ -118,6 +119,9 @@ REMOVAL_SQL = f"""
         )
     )
     SELECT (SELECT count(*) FROM here) AS placed,
+           EXISTS (SELECT 1 FROM imagestorageplacement p
+                   JOIN imagestoragelocation l ON l.id = p.location_id
+                   WHERE l.name = $1) AS holds,
            (SELECT count(*) FROM lost) AS lost_blobs,
            (SELECT COALESCE(sum(size), 0)::bigint FROM lost) AS lost_bytes,
            ARRAY(SELECT s.content_checksum FROM lost
@@ -125,6 +129,20 @@ REMOVAL_SQL = f"""
                  ORDER BY s.id LIMIT {EXAMPLES}) AS examples
 """
 
+
+# Whether a location holds any placement at all (of a counted blob or not): an
+# empty answer about a location that holds data is never "nothing to lose".
+# Uses imagestorageplacement_location_id.
+HOLDS_SQL = """
+    SELECT EXISTS (SELECT 1 FROM imagestorageplacement p
+                   JOIN imagestoragelocation l ON l.id = p.location_id
+                   WHERE l.name = $1)
+"""
+# The locations holding any placement (one index probe each).
+HOLDING_SQL = """
+    SELECT l.name FROM imagestoragelocation l
+    WHERE EXISTS (SELECT 1 FROM imagestorageplacement p WHERE p.location_id = l.id)
+"""
 
 # A random sample of the counted blobs placed at $1, for the restore gate: what the
 # location must still hold before clients are sent back to it. Runs only while a
@@ -135,7 +153,6 @@ SAMPLE_SQL = """
     JOIN imagestoragelocation l ON l.id = p.location_id
     JOIN imagestorage s ON s.id = p.storage_id
     WHERE l.name = $1
-      AND s.uploading IS NOT TRUE
       AND EXISTS (SELECT 1 FROM manifestblob mb WHERE mb.blob_id = s.id)
     ORDER BY random()
     LIMIT $2
@@ -152,6 +169,9 @@ class LocationFigures:
     backlog_bytes: int = 0
     at_risk_blobs: int = 0
     at_risk_bytes: int = 0
+    # False for a location of Quay's table that trafficd's config does not name but
+    # that holds placements (boot.py's built-in rows hold none and are not shown).
+    configured: bool = True
 
 
 @dataclass(frozen=True)
@@ -173,6 +193,7 @@ class Figures:
                     "backlog_bytes": f.backlog_bytes,
                     "at_risk_blobs": f.at_risk_blobs,
                     "at_risk_bytes": f.at_risk_bytes,
+                    "configured": f.configured,
                 }
                 for name, f in sorted(self.locations.items())
             },
@@ -190,14 +211,21 @@ class Removal:
     lost_blobs: int
     lost_bytes: int
     examples: list[str] = field(default_factory=list)
+    # The location holds placements (of counted blobs or not).
+    holds: bool = False
+
+    @property
+    def refused(self) -> bool:
+        """Data is there but no counted blob is: no answer is trustworthy, so none is given."""
+        return self.holds and self.placed == 0
 
     @property
     def safe(self) -> bool:
-        return self.lost_blobs == 0
+        return self.lost_blobs == 0 and not self.refused
 
 
 def default_locations(config: Config) -> list[str]:
-    """docs/design.md: the configured list, else Quay's DISTRIBUTED_STORAGE_DEFAULT_LOCATIONS
+    """DESIGN.md: the configured list, else Quay's DISTRIBUTED_STORAGE_DEFAULT_LOCATIONS
     (imported by the loader into the same key), else every location."""
     assert config.replication is not None
     return list(config.replication.default_locations or sorted(config.storage))
@@ -259,11 +287,24 @@ async def _location_names(conn: asyncpg.Connection) -> dict[int, str]:
     return {row["id"]: row["name"] for row in rows}
 
 
-async def read_figures(conn: asyncpg.Connection, defaults: Sequence[str], now: float) -> Figures:
-    """Every figure of one round, in one read-only snapshot."""
+def configured_locations(config: Config) -> list[str]:
+    """The locations trafficd's config names (storage and default_locations)."""
+    return sorted(set(config.storage) | set(default_locations(config)))
+
+
+async def read_figures(
+    conn: asyncpg.Connection,
+    defaults: Sequence[str],
+    now: float,
+    configured: Sequence[str] | None = None,
+) -> Figures:
+    """Every figure of one round, in one read-only snapshot. Shown: the `configured`
+    locations (default: every row of Quay's table) and any other that holds placements,
+    marked as not configured."""
     now_utc = naive_utc(now)
     async with _snapshot(conn):
         names = await _location_names(conn)
+        holding = {r["name"] for r in await conn.fetch(HOLDING_SQL)}
         small = all(0 <= i <= MAX_MASK_ID for i in names)
         await conn.execute(STREAMING)
         rows = await conn.fetch(MASKS_SQL if small else SETS_SQL)
@@ -286,10 +327,12 @@ async def read_figures(conn: asyncpg.Connection, defaults: Sequence[str], now: f
         if len(ids) == 1:
             only_blobs[names[ids[0]]] += blobs
             only_bytes[names[ids[0]]] += size
+    known = set(names.values()) if configured is None else set(configured)
     locations = {}
-    for name in sorted(set(names.values()) | set(defaults)):
+    for name in sorted(known | set(defaults) | holding):
         default = name in defaults
         locations[name] = LocationFigures(
+            configured=name in known or default,
             backlog_blobs=total_blobs - placed_blobs.get(name, 0) if default else 0,
             backlog_bytes=total_bytes - placed_bytes.get(name, 0) if default else 0,
             at_risk_blobs=only_blobs.get(name, 0),
@@ -319,6 +362,7 @@ async def check_removal(conn: asyncpg.Connection, location: str) -> Removal | No
         row = await conn.fetchrow(REMOVAL_SQL, location, staying)
     return Removal(
         location=location,
+        holds=row["holds"],
         placed=row["placed"],
         lost_blobs=row["lost_blobs"],
         lost_bytes=row["lost_bytes"],
@@ -349,11 +393,20 @@ class PlacedBlob:
         return self.digest or self.uuid
 
 
-async def sample_placed(conn: asyncpg.Connection, location: str, n: int) -> list[PlacedBlob]:
-    """Up to `n` random counted blobs that Quay's database places at `location`."""
+@dataclass(frozen=True)
+class Sample:
+    blobs: list[PlacedBlob]
+    holds: bool  # the location holds placements (of counted blobs or not)
+
+
+async def sample_placed(conn: asyncpg.Connection, location: str, n: int) -> Sample:
+    """Up to `n` random counted blobs that Quay's database places at `location`, and
+    whether it holds any placement at all."""
     async with _snapshot(conn):
         rows = await conn.fetch(SAMPLE_SQL, location, n)
-    return [PlacedBlob(str(r["uuid"]), r["content_checksum"], bool(r["cas_path"])) for r in rows]
+        holds = bool(rows) or bool(await conn.fetchval(HOLDS_SQL, location))
+    blobs = [PlacedBlob(str(r["uuid"]), r["content_checksum"], bool(r["cas_path"])) for r in rows]
+    return Sample(blobs, holds)
 
 
 def render_status(figures: Figures) -> str:
@@ -362,9 +415,10 @@ def render_status(figures: Figures) -> str:
         f"{'AT RISK BYTES':>15}"
     ]
     for name, f in sorted(figures.locations.items()):
+        note = "" if f.configured else "  (not configured: holds placements)"
         lines.append(
             f"{name:<20} {f.backlog_blobs:>10} {f.backlog_bytes:>15} {f.at_risk_blobs:>10} "
-            f"{f.at_risk_bytes:>15}"
+            f"{f.at_risk_bytes:>15}{note}"
         )
     lines.append(
         f"queue: {figures.queue_items} available item(s), oldest "
@@ -388,6 +442,7 @@ class ReplicationMonitor:
         assert config.replication is not None
         self.settings = config.replication
         self.defaults = default_locations(config)
+        self.configured = configured_locations(config)
         self.site_locations = {n: list(site.storage or []) for n, site in config.sites.items()}
         self.metrics = metrics
         self.clock = clock
@@ -406,7 +461,7 @@ class ReplicationMonitor:
         try:
             async with self._lock:
                 conn = await self._connection()
-                figures = await read_figures(conn, self.defaults, self.clock())
+                figures = await read_figures(conn, self.defaults, self.clock(), self.configured)
         except ReplicationError as exc:
             if self.error != str(exc):
                 log.warning("replication: %s", exc)
@@ -434,24 +489,28 @@ class ReplicationMonitor:
         m.replication_last_success.set(self.clock())
         m.replication_up.set(1)
 
-    def at_risk(self, site: str) -> str | None:
-        """What a storage drain of `site` leaves unreadable: blobs only at its locations."""
+    def at_risk(self, site: str, failing: Sequence[str] | None = None) -> str | None:
+        """What a storage drain of `site` leaves unreadable: the blobs held only at a
+        location that failed (`failing`, default the site's first location, the one whose
+        failure drains it), counted per location. A blob held only at a location of the
+        site that is up stays readable and is not counted."""
         if self.figures is None:
             return None
-        blobs = bytes_ = 0
-        for loc in self.site_locations.get(site, []):
-            f = self.figures.locations.get(loc)
-            if f is not None:
-                blobs += f.at_risk_blobs
-                bytes_ += f.at_risk_bytes
-        where = ", ".join(self.site_locations.get(site, []))
+        locations = self.site_locations.get(site, [])
+        down = [loc for loc in locations if loc in (failing or locations[:1])]
+        if not down:
+            return None
+        parts = []
+        for loc in down:
+            f = self.figures.locations.get(loc, LocationFigures())
+            parts.append(f"{f.at_risk_blobs} blob(s) ({f.at_risk_bytes} bytes) exist only at {loc}")
         stale = f" (as of the last read; now: {self.error})" if self.error else ""
         return (
-            f"replication: {blobs} blob(s) ({bytes_} bytes) exist only at {where}: "
+            f"replication: {'; '.join(parts)}: "
             f"pulls of them fail from every site until it returns{stale}"
         )
 
-    async def sample(self, location: str, n: int) -> list[PlacedBlob]:
+    async def sample(self, location: str, n: int) -> Sample:
         """A sample for the restore gate, on the monitor's connection."""
         try:
             async with self._lock:

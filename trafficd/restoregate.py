@@ -42,21 +42,31 @@ class GateResult:
     examples: tuple[str, ...] = ()
     error: str | None = None  # the storage could not be checked: stays blocked
     skipped: str | None = None  # the database could not be read: the gate steps aside
+    # The location holds placements, yet no counted blob was sampled: nothing was
+    # checked, so the gate cannot pass (an empty sample of a location with data is
+    # exactly how an `uploading` filter once restored a site onto an empty bucket).
+    unchecked: bool = False
 
     @property
     def passed(self) -> bool:
-        return self.error is None and self.missing == 0
+        return self.error is None and self.missing == 0 and not self.unchecked
 
     @property
     def outcome(self) -> tuple[object, ...]:
         """What a repeated check must change before it is reported again."""
-        return (self.passed, self.sampled, self.missing, self.error, self.skipped)
+        return (self.passed, self.sampled, self.missing, self.error, self.skipped, self.unchecked)
 
     def reason(self) -> str:
         if self.skipped is not None:
             return f"restore gate: skipped for {self.location}: {self.skipped}"
         if self.error is not None:
             return f"restore gate: could not check the blobs at {self.location}: {self.error}"
+        if self.unchecked:
+            return (
+                f"restore gate: Quay's database holds placements at {self.location} but no "
+                "blob referenced by a manifest to sample: nothing could be checked, so the "
+                "site stays out (undrain it by hand once its data is verified)"
+            )
         if self.missing:
             examples = ", ".join(self.examples)
             return (
@@ -175,9 +185,12 @@ class RestoreGate:
     async def check(self, location: str) -> GateResult:
         now = self.clock()
         try:
-            blobs = await self.monitor.sample(location, self.size)
+            sample = await self.monitor.sample(location, self.size)
         except ReplicationError as exc:
             return GateResult(location, now, skipped=str(exc))
+        blobs = sample.blobs
+        if not blobs and sample.holds:
+            return GateResult(location, now, unchecked=True)
         backend = self.backends.get(location)
         if backend is None:
             return GateResult(location, now, skipped="no storage backend for it")

@@ -3,8 +3,9 @@
 One cluster per test session, one fresh database per test, created from
 quay_schema.sql (Quay's migrations, revisions named there). The builder writes
 rows the way Quay does: a blob is an `imagestorage` row referenced by a
-`manifestblob`, placed at locations by `imagestorageplacement`; replication
-work is `queueitem` rows of `imagestoragereplication/<uuid>/` with naive UTC times.
+`manifestblob` (its `uploading` left at true, as every real v2 push leaves it),
+placed at locations by `imagestorageplacement`; replication work is `queueitem`
+rows of `imagestoragereplication/<uuid>/` with naive UTC times.
 """
 
 from __future__ import annotations
@@ -77,11 +78,13 @@ class QuayDB:
         size: int | None,
         at: list[str],
         *,
-        uploading: bool | None = False,
+        uploading: bool | None = True,
         manifests: int = 1,
         cas_path: bool = True,
     ) -> int:
-        """A blob placed at `at`, referenced by `manifests` manifests (0: an orphan)."""
+        """A blob placed at `at`, referenced by `manifests` manifests (0: an orphan).
+        `uploading` is true by default: real Quay never clears it (only its test
+        fixtures write false)."""
         row = await self.conn.fetchrow(
             "INSERT INTO imagestorage (uuid, image_size, uploading, content_checksum, cas_path)"
             " VALUES ($1, $2, $3, $4, $5) RETURNING id",

@@ -6,6 +6,8 @@
 --   909d725887d3: index manifestblob_repository_id_blob_id
 --   3bd8075919b9: index imagestorage_uploading
 --   queueitem.state_id and its unique index, as in Quay v3.12's schema
+--   c156deb8845d's built-in imagestoragelocation rows (s3_us_east_1 ... local), which
+--     every Quay database holds beside the configured locations (observed on real Quay)
 -- `repository` is reduced to the columns the foreign keys need (trafficd never reads it).
 
 CREATE TABLE mediatype (
@@ -42,6 +44,9 @@ CREATE TABLE imagestoragelocation (
     CONSTRAINT pk_imagestoragelocation PRIMARY KEY (id)
 );
 CREATE UNIQUE INDEX imagestoragelocation_name ON imagestoragelocation (name);
+INSERT INTO imagestoragelocation (name) VALUES
+    ('s3_us_east_1'), ('s3_eu_west_1'), ('s3_ap_southeast_1'), ('s3_ap_southeast_2'),
+    ('s3_ap_northeast_1'), ('s3_sa_east_1'), ('local'), ('s3_us_west_1');
 
 CREATE TABLE imagestorageplacement (
     id SERIAL NOT NULL,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.replication.conftest import READONLY_PASSWORD, QuayDB, digest_of
-from tests.replication.test_figures import fill
+from tests.replication.test_figures import fill, real_quay_push_with_eu_down
 
 pytestmark = pytest.mark.peers
 
@@ -68,18 +68,20 @@ async def test_status_json_and_table(quay_db: QuayDB, tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
     assert doc["locations"]["eustorage"] == {
-        "backlog_blobs": 3,
-        "backlog_bytes": 1300,
+        "backlog_blobs": 4,
+        "backlog_bytes": 1800,
         "at_risk_blobs": 2,
         "at_risk_bytes": 300,
+        "configured": True,
     }
+    assert sorted(doc["locations"]) == sorted(LOCATIONS)  # not boot.py's built-in rows
     assert doc["queue_items"] == 2
     assert set(doc) >= {"locations", "queue_items", "oldest_item_age_seconds"}
     table = trafficd("replication", "status", "-c", str(config))
     assert table.returncode == 0
     assert table.stdout.splitlines()[0].split()[:2] == ["LOCATION", "BACKLOG"]
     assert any(
-        line.split()[:5] == ["usstorage", "3", "1000", "2", "600"]
+        line.split()[:5] == ["usstorage", "3", "1000", "3", "1100"]
         for line in table.stdout.splitlines()
     )
     assert READONLY_PASSWORD not in out.stdout + out.stderr + table.stdout + table.stderr
@@ -97,6 +99,34 @@ async def test_check_removal_exit_codes(quay_db: QuayDB, tmp_path: Path) -> None
     assert digest_of("b3") in unsafe.stdout and digest_of("b8") in unsafe.stdout
     unknown = trafficd("replication", "check-removal", "nosuch", "-c", str(config))
     assert unknown.returncode == 2 and "no such location" in unknown.stderr
+
+
+async def test_check_removal_as_real_quay_writes_blobs(quay_db: QuayDB, tmp_path: Path) -> None:
+    """The case that lost data: blobs pushed at us while eu was down, uploading = true.
+    The command used to print "safe to remove: all 0 blob(s)" and exit 0."""
+    await real_quay_push_with_eu_down(quay_db)
+    config = write_config(tmp_path, quay_db.readonly_dsn)
+    out = trafficd("replication", "check-removal", "usstorage", "-c", str(config))
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "usstorage: NOT safe to remove: 2 of 2 blob(s)" in out.stdout
+    assert "safe to remove: all" not in out.stdout
+
+
+async def test_check_removal_refuses_an_empty_answer_about_a_location_with_data(
+    quay_db: QuayDB, tmp_path: Path
+) -> None:
+    await quay_db.location("usstorage")
+    await quay_db.location("eustorage")
+    await quay_db.blob("unreferenced", 10, ["eustorage"], manifests=0)
+    config = write_config(tmp_path, quay_db.readonly_dsn)
+    out = trafficd("replication", "check-removal", "eustorage", "-c", str(config))
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert out.stdout.startswith(
+        "eustorage: REFUSED: Quay's database holds placements at eustorage but none of a blob "
+        "referenced by a manifest"
+    )
+    empty = trafficd("replication", "check-removal", "usstorage", "-c", str(config))
+    assert empty.returncode == 0 and "safe to remove: all 0 blob(s)" in empty.stdout
 
 
 async def test_a_database_that_is_down_is_a_clear_error(quay_db: QuayDB, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ back, and the blobs at risk carried by a storage drain (real PostgreSQL througho
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,7 +19,10 @@ from tests.replication.conftest import (
 )
 from tests.replication.test_figures import NOW, fill
 from tests.test_api import healthy, write_config
+from trafficd.actuators import build
+from trafficd.actuators.base import BuildContext, Reconciler
 from trafficd.config import load
+from trafficd.config.model import CommandActuator
 from trafficd.daemon import Daemon
 from trafficd.demo.peers import Postgres
 from trafficd.replication import ReplicationMonitor
@@ -71,6 +75,71 @@ async def test_a_storage_drain_says_which_blobs_it_leaves_unreadable(
         assert expected in drain[0]["reasons"]
         eu = next(s for s in daemon.sites_view() if s["name"] == "eu")
         assert expected in eu["reasons"]
+    finally:
+        daemon.store.close()
+        await monitor.close()
+
+
+def multi_location_config(tmp: Path, dsn: str, stop: list[str]) -> Path:
+    """eu prefers [eustorage, usstorage] (v3.18 multi-preference) and is stopped by a
+    command on a storage drain."""
+    path = write_config(tmp, replication_section(tmp, dsn) + "\nactuators: [{type: command}]")
+    text = path.read_text()
+    text = text.replace(
+        "storage: [eustorage],",
+        f'storage: [eustorage, usstorage], command: {{stop: {json.dumps(stop)}, start: ["true"]}},',
+    )
+    text = text.replace("min_active_sites: 1}", "min_active_sites: 1, shutdown_grace: 0s}")
+    path.write_text(text)
+    return path
+
+
+async def test_a_multi_location_site_counts_only_the_blobs_of_the_location_that_failed(
+    quay_db: QuayDB, tmp_path: Path
+) -> None:
+    """eu's storage list is [eustorage, usstorage]; eustorage fails. Blobs held only at
+    usstorage (3 of them, it is up) stay readable and are not eu's drain's risk; the
+    reason the stop command is given (TRAFFICD_REASON) carries the same text as the
+    audit event."""
+    await fill(quay_db)
+    reason_file = tmp_path / "reason"
+    stop = ["sh", "-c", f'printf %s "$TRAFFICD_REASON" > {reason_file}']
+    path = multi_location_config(tmp_path, quay_db.readonly_dsn, stop)
+    daemon = Daemon(path, load(path))
+    monitor = ReplicationMonitor(daemon.config, daemon.metrics, clock=lambda: NOW)
+    daemon.replication = monitor
+    try:
+        await monitor.round()
+        t = 1_800_000_000.0
+        for i in range(4):
+            healthy(daemon, t + i, eu_storage=False)
+            daemon.tick(t + i)
+        drain = next(
+            e
+            for e in read_events(daemon.store.dir)
+            if e["kind"] == "transition" and e["site"] == "eu" and e["to"] == "draining"
+        )
+        expected = (
+            "replication: 2 blob(s) (300 bytes) exist only at eustorage: "
+            "pulls of them fail from every site until it returns"
+        )
+        assert expected in drain["reasons"], drain["reasons"]
+        assert not any("usstorage" in r and "exist only" in r for r in drain["reasons"])
+        target = daemon.desired()["eu"]
+        assert target.instances == "stopped"
+        actuator = build(
+            CommandActuator.model_validate({"type": "command"}),
+            BuildContext(sites=daemon.config.sites),
+        )
+        outcome = await Reconciler(actuator).reconcile(daemon.desired())
+        assert outcome.applied == ["stop site eu"], outcome
+        assert expected in reason_file.read_text().split("; ")
+        # Both of its locations down: each one's own blobs, said per location.
+        assert monitor.at_risk("eu", ["eustorage", "usstorage"]) == (
+            "replication: 2 blob(s) (300 bytes) exist only at eustorage; 3 blob(s) "
+            "(1100 bytes) exist only at usstorage: pulls of them fail from every site "
+            "until it returns"
+        )
     finally:
         daemon.store.close()
         await monitor.close()

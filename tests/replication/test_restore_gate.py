@@ -141,7 +141,7 @@ async def test_a_location_that_came_back_empty_keeps_its_site_drained(
 ) -> None:
     monitor = world.daemon.replication
     assert monitor is not None
-    placed = await monitor.sample("eustorage", 100)
+    placed = (await monitor.sample("eustorage", 100)).blobs
     assert len(placed) == 6  # the orphan is no blob
     v1 = next(b for b in placed if not b.cas_path)
     assert v1.path(STORAGE_PATH) == f"datastorage/registry/sharedimages/{v1.uuid}/layer"
@@ -181,7 +181,8 @@ async def test_a_location_whose_blobs_are_all_there_restores_without_delay(
     world: World, quay_db: QuayDB, moto: str
 ) -> None:
     assert world.daemon.replication is not None
-    await put_blobs(moto, "gate-eu", await world.daemon.replication.sample("eustorage", 100))
+    sample = await world.daemon.replication.sample("eustorage", 100)
+    await put_blobs(moto, "gate-eu", sample.blobs)
     await world.round()
     assert world.eu()["state"] == "drained"  # rise is 2
     await world.round()
@@ -223,5 +224,51 @@ async def test_a_database_that_cannot_be_read_does_not_hold_the_site_hostage(
         events = [e for e in read_events(world.daemon.store.dir) if e["kind"] == "restore_gate"]
         assert events[0]["reason"].startswith("restore gate: skipped for eustorage")
         assert READONLY_PASSWORD not in str(events)
+    finally:
+        await world.close()
+
+
+async def test_an_empty_sample_of_a_location_that_holds_data_does_not_pass(
+    quay_db: QuayDB, tmp_path: Path, moto: str
+) -> None:
+    """eustorage holds placements, but none of a blob that a manifest references: the
+    sample is empty and nothing was checked. The gate used to pass it (an `uploading`
+    filter once emptied every sample and restored a site onto an empty bucket)."""
+    await quay_db.location("usstorage")
+    await quay_db.location("eustorage")
+    await quay_db.blob("eu-orphan", 10, ["eustorage"], manifests=0)
+    for bucket in ("gate-us", "gate-eu"):
+        await create_bucket(moto, bucket)
+    world = await make_world(tmp_path, moto, quay_db.readonly_dsn)
+    try:
+        for _ in range(4):
+            await world.round()
+        assert world.eu()["state"] == "drained"
+        assert world.results and world.results[0].unchecked and not world.results[0].passed
+        assert world.results[0].sampled == 0
+        expected = (
+            "restore gate: Quay's database holds placements at eustorage but no blob "
+            "referenced by a manifest to sample"
+        )
+        assert any(expected in r for r in world.eu()["reasons"]), world.eu()["reasons"]  # type: ignore[attr-defined]
+    finally:
+        await world.close()
+
+
+async def test_a_location_that_holds_nothing_passes_on_an_empty_sample(
+    quay_db: QuayDB, tmp_path: Path, moto: str
+) -> None:
+    """Nothing placed there, nothing to lose: an empty sample is the truth."""
+    await quay_db.location("usstorage")
+    await quay_db.location("eustorage")
+    await quay_db.blob("us-only", 10, ["usstorage"])
+    for bucket in ("gate-us", "gate-eu"):
+        await create_bucket(moto, bucket)
+    world = await make_world(tmp_path, moto, quay_db.readonly_dsn)
+    try:
+        for _ in range(2):
+            await world.round()
+        assert world.eu()["state"] == "restoring"
+        assert world.results[0].passed and world.results[0].sampled == 0
     finally:
         await world.close()
