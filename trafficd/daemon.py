@@ -733,7 +733,9 @@ class Daemon(Controller):
             from trafficd.restoregate import RestoreGate
 
             # Its own task: a slow or dead database never delays probing or draining.
-            self.replication = ReplicationMonitor(config, self.metrics)
+            self.replication = ReplicationMonitor(
+                config, self.metrics, state_dir=self._state_dir(config)
+            )
             self.spawn("replication", self.replication.run)
             self._config_tasks.append("replication")
             if config.replication.restore_sample > 0:

@@ -133,6 +133,14 @@ class Metrics:
             "trafficd_replication_last_success_timestamp_seconds",
             "last successful replication read",
         )
+        self.replication_stale = gauge(
+            "trafficd_replication_stale",
+            "1 while the figures wait for a full re-scan's confirmation (rows deleted since)",
+        )
+        self.replication_confirmed = gauge(
+            "trafficd_replication_confirmed_timestamp_seconds",
+            "start of the full re-scan that last confirmed the figures",
+        )
         self.replication_up = gauge(
             "trafficd_replication_up", "the last read of Quay's database succeeded"
         )

@@ -39,6 +39,13 @@ def replication_section(tmp: Path, dsn: str) -> str:
     )
 
 
+async def refresh(monitor: ReplicationMonitor) -> None:
+    """A round, a whole re-scan (the daemon runs it in the background) and a round."""
+    await monitor.round()
+    await monitor.scan()
+    await monitor.round()
+
+
 def sample(daemon: Daemon, name: str, **labels: str) -> float | None:
     value = daemon.metrics.registry.get_sample_value(name, labels)
     return value
@@ -53,7 +60,7 @@ async def test_a_storage_drain_says_which_blobs_it_leaves_unreadable(
     try:
         monitor = ReplicationMonitor(daemon.config, daemon.metrics, clock=lambda: NOW)
         daemon.replication = monitor
-        await monitor.round()
+        await refresh(monitor)
         assert sample(daemon, "trafficd_replication_up") == 1
         assert sample(daemon, "trafficd_replication_at_risk_blobs", location="eustorage") == 2
         assert sample(daemon, "trafficd_replication_backlog_bytes", location="usstorage") == 1000
@@ -109,7 +116,7 @@ async def test_a_multi_location_site_counts_only_the_blobs_of_the_location_that_
     monitor = ReplicationMonitor(daemon.config, daemon.metrics, clock=lambda: NOW)
     daemon.replication = monitor
     try:
-        await monitor.round()
+        await refresh(monitor)
         t = 1_800_000_000.0
         for i in range(4):
             healthy(daemon, t + i, eu_storage=False)
@@ -165,7 +172,7 @@ async def test_the_database_stops_mid_run_and_comes_back(tmp_path: Path) -> None
         path = write_config(tmp_path, replication_section(tmp_path, dsn))
         daemon = Daemon(path, load(path))
         monitor = ReplicationMonitor(daemon.config, daemon.metrics, clock=lambda: NOW)
-        await monitor.round()
+        await refresh(monitor)
         assert monitor.error is None and monitor.figures is not None
         assert sample(daemon, "trafficd_replication_up") == 1
         server.stop()

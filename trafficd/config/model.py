@@ -359,6 +359,15 @@ class Replication(_Model):
     )
     interval: Duration = Field(60.0, gt=0, description="time between reads")
     statement_timeout: Duration = Field(5.0, gt=0, description="timeout of one query")
+    rescan_interval: Duration = Field(
+        3600.0,
+        gt=0,
+        description="longest time between full re-scans (deletes seen start one sooner)",
+    )
+    rescan_timeout: Duration = Field(
+        60.0, gt=0, description="timeout of one page of the background re-scan"
+    )
+    rescan_page: int = Field(200_000, ge=1, description="blob ids read by one page of the re-scan")
     restore_sample: int = Field(
         20,
         ge=0,

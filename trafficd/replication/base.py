@@ -1,11 +1,11 @@
-"""Replication risk read from Quay's database: backlog, blobs at risk, the replication queue.
+"""Replication risk: the definitions, and one-shot reads of Quay's database.
 
-Beside the pipeline: the daemon reads these figures every `replication.interval`
-(exported as `trafficd_replication_*`, added to the reasons of a storage drain),
-and `trafficd replication status|check-removal` read them on demand. Never
-writes: every query runs in a read-only transaction under the configured
-statement timeout, so a slow or dead database costs one failed read and
-nothing else.
+Beside the pipeline (the package's docstring says where each part sits). The
+daemon's monitor (monitor.py) keeps these figures incrementally;
+`trafficd replication status|check-removal` and the restore gate read them here on
+demand. Never writes: every query runs in a read-only transaction under the
+configured statement timeout, so a slow or dead database costs one failed read
+and nothing else.
 
 Definitions (docs/design.md, to the letter): a blob is a row of `imagestorage` that at
 least one `manifestblob` references. Its `uploading` column is no signal: real
@@ -21,11 +21,9 @@ time zone: `now` is passed in from trafficd's clock, never taken from SQL.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,7 +31,6 @@ from typing import Any
 import asyncpg
 
 from trafficd.config.model import Config, Replication
-from trafficd.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +181,16 @@ class Figures:
     blobs: int = 0
     # Placements beyond each blob's first: grows by one with every completed copy.
     replica_placements: int = 0
+    # How far the figures can be trusted. Exact figures have all three at their default.
+    # stale: rows were deleted or changed (garbage collection, removelocation) since
+    # the last full scan confirmed them, or none has yet: exact for every insert seen,
+    # not yet re-checked for deletes. partial: a one-shot read ran out of time; only
+    # `coverage` of the blobs (by id) were read, so every count is a lower bound.
+    stale: bool = False
+    partial: bool = False
+    coverage: float = 1.0
+    confirmed_at: float | None = None  # start of the full scan that last confirmed them
+    note: str | None = None  # why stale or partial, for people
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -201,6 +208,11 @@ class Figures:
             "oldest_item_age_seconds": self.oldest_item_age_seconds,
             "dead_items": self.dead_items,
             "stuck_items": self.stuck_items,
+            "stale": self.stale,
+            "partial": self.partial,
+            "coverage": self.coverage,
+            "confirmed_at": self.confirmed_at,
+            "note": self.note,
         }
 
 
@@ -236,9 +248,12 @@ def naive_utc(now: float) -> datetime:
     return datetime.fromtimestamp(now, UTC).replace(tzinfo=None)
 
 
-async def connect(settings: Replication) -> asyncpg.Connection:
-    """A read-only session under the statement timeout; errors become ReplicationError."""
-    timeout_ms = str(int(settings.statement_timeout * 1000))
+async def connect(
+    settings: Replication, statement_timeout: float | None = None
+) -> asyncpg.Connection:
+    """A read-only session under the statement timeout (`statement_timeout`, default
+    the configured one); errors become ReplicationError."""
+    timeout_ms = str(int((statement_timeout or settings.statement_timeout) * 1000))
     password = settings.password.get_secret_value() if settings.password else None
     try:
         conn: asyncpg.Connection = await asyncpg.connect(
@@ -292,32 +307,65 @@ def configured_locations(config: Config) -> list[str]:
     return sorted(set(config.storage) | set(default_locations(config)))
 
 
-async def read_figures(
-    conn: asyncpg.Connection,
-    defaults: Sequence[str],
-    now: float,
-    configured: Sequence[str] | None = None,
-) -> Figures:
-    """Every figure of one round, in one read-only snapshot. Shown: the `configured`
-    locations (default: every row of Quay's table) and any other that holds placements,
-    marked as not configured."""
+Sets = dict[int, tuple[int, int]]
+"""Counted blobs per set of locations holding them: {bit mask of location ids: (blobs,
+bytes)}. A few sets exist (2^locations at most): every per-location figure follows."""
+
+
+def add_sets(sets: Sets, mask: int, blobs: int, bytes_: int) -> None:
+    old_blobs, old_bytes = sets.get(mask, (0, 0))
+    blobs, bytes_ = old_blobs + blobs, old_bytes + bytes_
+    if blobs == 0 and bytes_ == 0:
+        sets.pop(mask, None)
+    else:
+        sets[mask] = (blobs, bytes_)
+
+
+def sets_of(rows: Sequence[Any], small: bool) -> Sets:
+    """The rows of MASKS_SQL (a bit mask) or SETS_SQL (an array of location ids)."""
+    sets: Sets = {}
+    for row in rows:
+        held = row["held"]
+        mask = held if small else sum(1 << i for i in held)
+        add_sets(sets, mask, row["blobs"], row["bytes"])
+    return sets
+
+
+@dataclass(frozen=True)
+class Queue:
+    items: int = 0
+    oldest_item_age_seconds: float = 0.0
+    dead_items: int = 0
+    stuck_items: int = 0
+
+
+async def read_queue(conn: asyncpg.Connection, now: float) -> Queue:
     now_utc = naive_utc(now)
-    async with _snapshot(conn):
-        names = await _location_names(conn)
-        holding = {r["name"] for r in await conn.fetch(HOLDING_SQL)}
-        small = all(0 <= i <= MAX_MASK_ID for i in names)
-        await conn.execute(STREAMING)
-        rows = await conn.fetch(MASKS_SQL if small else SETS_SQL)
-        queue = await conn.fetchrow(QUEUE_SQL, now_utc, now_utc - STUCK_AFTER)
+    row = await conn.fetchrow(QUEUE_SQL, now_utc, now_utc - STUCK_AFTER)
+    oldest = row["oldest"]
+    age = (now_utc - oldest).total_seconds() if oldest is not None else 0.0
+    return Queue(row["items"], max(0.0, age), row["dead"], row["stuck"])
+
+
+def build_figures(
+    sets: Sets,
+    names: Mapping[int, str],
+    defaults: Sequence[str],
+    configured: Sequence[str] | None,
+    holding: set[str],
+    queue: Queue,
+    **state: Any,
+) -> Figures:
+    """The figures of `status` from the counted blobs' sets. Shown: the `configured`
+    locations (None: every row of Quay's table) and any other that holds placements,
+    marked as not configured. `state` says how fresh they are (Figures' own fields)."""
     total_blobs = total_bytes = replicas = 0
     placed_blobs: dict[str, int] = dict.fromkeys(names.values(), 0)
     placed_bytes: dict[str, int] = dict.fromkeys(names.values(), 0)
     only_blobs: dict[str, int] = dict.fromkeys(names.values(), 0)
     only_bytes: dict[str, int] = dict.fromkeys(names.values(), 0)
-    for row in rows:
-        held = row["held"]
-        ids = [i for i in names if held >> i & 1] if small else list(held)
-        blobs, size = row["blobs"], row["bytes"]
+    for held, (blobs, size) in sets.items():
+        ids = [i for i in names if held >> i & 1]
         total_blobs += blobs
         total_bytes += size
         replicas += blobs * max(0, len(ids) - 1)
@@ -338,17 +386,40 @@ async def read_figures(
             at_risk_blobs=only_blobs.get(name, 0),
             at_risk_bytes=only_bytes.get(name, 0),
         )
-    oldest = queue["oldest"]
-    age = (now_utc - oldest).total_seconds() if oldest is not None else 0.0
     return Figures(
         locations=locations,
-        queue_items=queue["items"],
-        oldest_item_age_seconds=max(0.0, age),
-        dead_items=queue["dead"],
-        stuck_items=queue["stuck"],
+        queue_items=queue.items,
+        oldest_item_age_seconds=queue.oldest_item_age_seconds,
+        dead_items=queue.dead_items,
+        stuck_items=queue.stuck_items,
         blobs=total_blobs,
         replica_placements=replicas,
+        **state,
     )
+
+
+def small_ids(names: Mapping[int, str]) -> bool:
+    """Location ids that fit a bigint bit mask (always, in practice)."""
+    return all(0 <= i <= MAX_MASK_ID for i in names)
+
+
+async def read_figures(
+    conn: asyncpg.Connection,
+    defaults: Sequence[str],
+    now: float,
+    configured: Sequence[str] | None = None,
+) -> Figures:
+    """Every figure in one read-only snapshot, in one pass over every blob: exact, and
+    as slow as the registry is large (10^6 blobs: about 1.5 s). The daemon keeps its
+    figures incrementally instead (incremental.py); `status` pages (scan.py)."""
+    async with _snapshot(conn):
+        names = await _location_names(conn)
+        holding = {r["name"] for r in await conn.fetch(HOLDING_SQL)}
+        small = small_ids(names)
+        await conn.execute(STREAMING)
+        rows = await conn.fetch(MASKS_SQL if small else SETS_SQL)
+        queue = await read_queue(conn, now)
+    return build_figures(sets_of(rows, small), names, defaults, configured, holding, queue)
 
 
 async def check_removal(conn: asyncpg.Connection, location: str) -> Removal | None:
@@ -425,109 +496,12 @@ def render_status(figures: Figures) -> str:
         f"{figures.oldest_item_age_seconds:.0f}s; {figures.dead_items} dead, "
         f"{figures.stuck_items} stuck"
     )
-    return "\n".join(lines)
-
-
-class ReplicationMonitor:
-    """The daemon's reader: one round per `replication.interval`, exported as metrics.
-
-    A failed round keeps the last figures (they age; `trafficd_replication_up` and
-    the last-success timestamp say so), drops the connection and tries again next
-    round; it never raises into the daemon, so probing and draining go on.
-    """
-
-    def __init__(
-        self, config: Config, metrics: Metrics, clock: Callable[[], float] = time.time
-    ) -> None:
-        assert config.replication is not None
-        self.settings = config.replication
-        self.defaults = default_locations(config)
-        self.configured = configured_locations(config)
-        self.site_locations = {n: list(site.storage or []) for n, site in config.sites.items()}
-        self.metrics = metrics
-        self.clock = clock
-        self.figures: Figures | None = None
-        self.error: str | None = None
-        self._conn: asyncpg.Connection | None = None
-        # One connection, two users (the rounds and the restore gate's samples).
-        self._lock = asyncio.Lock()
-
-    async def _connection(self) -> asyncpg.Connection:
-        if self._conn is None or self._conn.is_closed():
-            self._conn = await connect(self.settings)
-        return self._conn
-
-    async def round(self) -> None:
-        try:
-            async with self._lock:
-                conn = await self._connection()
-                figures = await read_figures(conn, self.defaults, self.clock(), self.configured)
-        except ReplicationError as exc:
-            if self.error != str(exc):
-                log.warning("replication: %s", exc)
-            self.error = str(exc)
-            self.metrics.replication_up.set(0)
-            await self.close()
-            return
-        if self.error is not None:
-            log.info("replication: Quay's database answers again")
-        self.figures, self.error = figures, None
-        self._export(figures)
-
-    def _export(self, figures: Figures) -> None:
-        m = self.metrics
-        for name, f in figures.locations.items():
-            m.replication_backlog_blobs.labels(location=name).set(f.backlog_blobs)
-            m.replication_backlog_bytes.labels(location=name).set(f.backlog_bytes)
-            m.replication_at_risk_blobs.labels(location=name).set(f.at_risk_blobs)
-            m.replication_at_risk_bytes.labels(location=name).set(f.at_risk_bytes)
-        m.replication_queue_items.set(figures.queue_items)
-        m.replication_oldest_item_age.set(figures.oldest_item_age_seconds)
-        m.replication_dead_items.set(figures.dead_items)
-        m.replication_stuck_items.set(figures.stuck_items)
-        m.replication_replica_placements.set(figures.replica_placements)
-        m.replication_last_success.set(self.clock())
-        m.replication_up.set(1)
-
-    def at_risk(self, site: str, failing: Sequence[str] | None = None) -> str | None:
-        """What a storage drain of `site` leaves unreadable: the blobs held only at a
-        location that failed (`failing`, default the site's first location, the one whose
-        failure drains it), counted per location. A blob held only at a location of the
-        site that is up stays readable and is not counted."""
-        if self.figures is None:
-            return None
-        locations = self.site_locations.get(site, [])
-        down = [loc for loc in locations if loc in (failing or locations[:1])]
-        if not down:
-            return None
-        parts = []
-        for loc in down:
-            f = self.figures.locations.get(loc, LocationFigures())
-            parts.append(f"{f.at_risk_blobs} blob(s) ({f.at_risk_bytes} bytes) exist only at {loc}")
-        stale = f" (as of the last read; now: {self.error})" if self.error else ""
-        return (
-            f"replication: {'; '.join(parts)}: "
-            f"pulls of them fail from every site until it returns{stale}"
+    if figures.partial:
+        lines.insert(
+            0,
+            f"PARTIAL: only {figures.coverage:.0%} of the blobs (by id) were read in time; "
+            "every count below is a lower bound" + (f" ({figures.note})" if figures.note else ""),
         )
-
-    async def sample(self, location: str, n: int) -> Sample:
-        """A sample for the restore gate, on the monitor's connection."""
-        try:
-            async with self._lock:
-                return await sample_placed(await self._connection(), location, n)
-        except ReplicationError:
-            await self.close()
-            raise
-
-    async def run(self) -> None:
-        while True:
-            await self.round()
-            await asyncio.sleep(self.settings.interval)
-
-    async def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                await asyncio.wait_for(conn.close(), timeout=2)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
-                conn.terminate()
+    elif figures.stale:
+        lines.insert(0, f"STALE: {figures.note or 'not confirmed by a full scan yet'}")
+    return "\n".join(lines)

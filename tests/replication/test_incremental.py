@@ -1,0 +1,323 @@
+"""The daemon's incremental replication figures equal a full scan, against a real
+PostgreSQL holding Quay's tables: after inserts, garbage-collection deletes, a
+`removelocation`-style delete, a backfill, commits out of id order, a change made
+while a re-scan page runs; a re-scan that times out leaves them stale, not wrong;
+a restart mid-re-scan loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import asyncpg
+import pytest
+from prometheus_client import CollectorRegistry
+
+from tests.replication.conftest import SUPERUSER_PASSWORD, QuayDB, digest_of
+from tests.replication.test_figures import NOW, fill, settings
+from tests.replication.test_monitor import replication_section
+from tests.test_api import write_config
+from trafficd.config import load
+from trafficd.metrics import Metrics
+from trafficd.replication import Figures, ReplicationError, ReplicationMonitor, read_figures
+from trafficd.replication.base import connect
+from trafficd.replication.incremental import read_page
+
+
+def monitor_for(db: QuayDB, tmp: Path, **replication: object) -> ReplicationMonitor:
+    path = write_config(tmp, replication_section(tmp, db.readonly_dsn))
+    config = load(path)
+    assert config.replication is not None
+    config = config.model_copy(
+        update={"replication": config.replication.model_copy(update=replication)}
+    )
+    return ReplicationMonitor(
+        config, Metrics(CollectorRegistry()), clock=lambda: NOW, state_dir=tmp
+    )
+
+
+async def full_scan(db: QuayDB, monitor: ReplicationMonitor) -> Figures:
+    conn = await connect(settings(db))
+    try:
+        return await read_figures(conn, monitor.defaults, NOW, monitor.configured)
+    finally:
+        await conn.close()
+
+
+async def assert_exact(db: QuayDB, monitor: ReplicationMonitor) -> None:
+    """The monitor's figures are the full scan's, to the blob and byte, and not stale."""
+    figures = monitor.figures
+    truth = await full_scan(db, monitor)
+    assert figures is not None
+    assert figures.locations == truth.locations
+    assert (figures.blobs, figures.replica_placements) == (truth.blobs, truth.replica_placements)
+    assert (figures.queue_items, figures.dead_items) == (truth.queue_items, truth.dead_items)
+    assert not figures.stale, figures.note
+
+
+async def started(db: QuayDB, tmp: Path, **replication: object) -> ReplicationMonitor:
+    await fill(db)
+    monitor = monitor_for(db, tmp, **replication)
+    await monitor.round()
+    assert monitor.figures is None  # no figures before a first full scan: no guess
+    await monitor.scan()
+    await monitor.round()
+    await assert_exact(db, monitor)
+    return monitor
+
+
+async def blob_id(db: QuayDB, name: str) -> int:
+    value = await db.conn.fetchval(
+        "SELECT id FROM imagestorage WHERE content_checksum = $1", digest_of(name)
+    )
+    return int(value)
+
+
+async def place(db: QuayDB, name: str, location: str) -> None:
+    await db.conn.execute(
+        "INSERT INTO imagestorageplacement (storage_id, location_id) VALUES ($1, $2)",
+        await blob_id(db, name),
+        db.locations[location],
+    )
+
+
+async def flush_statistics(db: QuayDB) -> None:
+    """PostgreSQL publishes a session's row counts when it goes idle (within a second
+    or so); tests ask for it at once."""
+    await db.conn.execute("SELECT pg_stat_force_next_flush()")
+    await db.conn.execute("SELECT 1")
+
+
+async def stale_after_rounds(monitor: ReplicationMonitor) -> None:
+    for _ in range(50):  # bounded: the statistics are published within the second
+        await monitor.round()
+        if monitor.figures is not None and monitor.figures.stale:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the deletes were never noticed")
+
+
+async def test_inserts_are_followed_exactly_without_a_rescan(
+    quay_db: QuayDB, tmp_path: Path
+) -> None:
+    monitor = await started(quay_db, tmp_path)
+    try:
+        await quay_db.blob("new-1", 1000, ["usstorage"])  # a push at us
+        await quay_db.blob("new-2", 2000, ["eustorage"], manifests=3)  # shared
+        await quay_db.blob("pushing", 3000, ["usstorage"], manifests=0)  # no manifest yet
+        await place(quay_db, "b2", "eustorage")  # the worker copied b2 to eu
+        await place(quay_db, "new-1", "eustorage")
+        # b6 was an orphan; a manifest now references it: it becomes a blob.
+        await quay_db.conn.execute(
+            "INSERT INTO manifest (repository_id, digest, media_type_id, manifest_bytes)"
+            " VALUES (1, 'sha256:late', 1, '{}')"
+        )
+        await quay_db.conn.execute(
+            "INSERT INTO manifestblob (repository_id, manifest_id, blob_id, blob_index)"
+            " SELECT 1, id, $1, 0 FROM manifest WHERE digest = 'sha256:late'",
+            await blob_id(quay_db, "b6"),
+        )
+        await quay_db.location("newstorage")
+        await quay_db.blob("at-new", 50, ["newstorage"])
+        await monitor.round()
+        await assert_exact(quay_db, monitor)
+        assert monitor.figures is not None
+        assert monitor.figures.locations["newstorage"].configured is False
+    finally:
+        await monitor.close()
+
+
+async def test_commits_out_of_id_order_are_not_missed(quay_db: QuayDB, tmp_path: Path) -> None:
+    """A transaction takes placement id N, another takes N+1 and commits first: the round
+    sees N+1, keeps N as a gap, and counts N when it commits."""
+    monitor = await started(quay_db, tmp_path)
+    slow = await asyncpg.connect(quay_db.server.dsn(quay_db.name), password=SUPERUSER_PASSWORD)
+    try:
+        b3 = await blob_id(quay_db, "b3")
+        tx = slow.transaction()
+        await tx.start()
+        await slow.execute(
+            "INSERT INTO imagestorageplacement (storage_id, location_id) VALUES ($1, $2)",
+            b3,
+            quay_db.locations["usstorage"],
+        )
+        await place(quay_db, "b2", "eustorage")  # a higher id, committed first
+        await monitor.round()
+        await assert_exact(quay_db, monitor)  # b3's copy is not visible yet
+        assert monitor.tracker.placements.gaps  # and is waited for
+        await tx.commit()
+        await monitor.round()
+        await assert_exact(quay_db, monitor)
+        assert not monitor.tracker.placements.gaps
+    finally:
+        await slow.close()
+        await monitor.close()
+
+
+async def test_a_backfill_is_followed_exactly(quay_db: QuayDB, tmp_path: Path) -> None:
+    """util.backfillreplication queues every blob missing a placement; the worker then
+    writes their placements: many rows at once, all seen by id."""
+    monitor = await started(quay_db, tmp_path)
+    try:
+        for name in ("b2", "b4", "b5"):
+            await place(quay_db, name, "eustorage")
+        for name in ("b3", "b8"):
+            await place(quay_db, name, "usstorage")
+        for name in ("b7",):
+            await place(quay_db, name, "usstorage")
+            await place(quay_db, name, "eustorage")
+        await monitor.round()
+        await assert_exact(quay_db, monitor)
+        assert monitor.figures is not None
+        assert monitor.figures.locations["eustorage"].backlog_blobs == 0
+        assert monitor.figures.locations["usstorage"].at_risk_blobs == 0
+    finally:
+        await monitor.close()
+
+
+async def test_garbage_collection_deletes_mark_the_figures_stale_until_a_rescan(
+    quay_db: QuayDB, tmp_path: Path
+) -> None:
+    monitor = await started(quay_db, tmp_path)
+    try:
+        before = monitor.figures
+        # Quay's GC: b2's manifest goes, then b2 (no longer referenced) and its placements.
+        b2 = await blob_id(quay_db, "b2")
+        await quay_db.conn.execute("DELETE FROM manifestblob WHERE blob_id = $1", b2)
+        await quay_db.conn.execute("DELETE FROM imagestorageplacement WHERE storage_id = $1", b2)
+        await quay_db.conn.execute("DELETE FROM imagestorage WHERE id = $1", b2)
+        await flush_statistics(quay_db)
+        await stale_after_rounds(monitor)
+        figures = monitor.figures
+        assert figures is not None and before is not None
+        # Stale, not wrong: the last confirmed figures, said to wait for a re-scan.
+        assert figures.locations == before.locations
+        assert figures.stale and "deleted or changed" in (figures.note or "")
+        assert figures.to_json()["stale"] is True
+        assert monitor.metrics.registry.get_sample_value("trafficd_replication_stale") == 1
+        assert monitor.tracker.due(NOW + 60, 60, 3600)
+        await monitor.scan()
+        await monitor.round()
+        await assert_exact(quay_db, monitor)
+        assert monitor.metrics.registry.get_sample_value("trafficd_replication_stale") == 0
+    finally:
+        await monitor.close()
+
+
+async def test_a_removelocation_is_caught_by_the_rescan(quay_db: QuayDB, tmp_path: Path) -> None:
+    """util.removelocation deletes a location's placements and its row; a backfill then
+    adds copies of blobs that lost one."""
+    monitor = await started(quay_db, tmp_path)
+    try:
+        old = quay_db.locations["oldstorage"]
+        await quay_db.conn.execute("DELETE FROM imagestorageplacement WHERE location_id = $1", old)
+        await quay_db.conn.execute("DELETE FROM imagestoragelocation WHERE id = $1", old)
+        await flush_statistics(quay_db)
+        await stale_after_rounds(monitor)
+        await place(quay_db, "b3", "usstorage")
+        await monitor.round()
+        await monitor.scan()
+        await monitor.round()
+        await assert_exact(quay_db, monitor)
+        assert monitor.figures is not None and "oldstorage" not in monitor.figures.locations
+    finally:
+        await monitor.close()
+
+
+async def test_changes_made_while_a_page_is_read_are_counted_once(
+    quay_db: QuayDB, tmp_path: Path
+) -> None:
+    """A page reads at the watermarks of its start; rounds during it add to it what they
+    see. Driven step by step: start the page, change and round, then read the page."""
+    monitor = await started(quay_db, tmp_path)
+    try:
+        conn = await connect(settings(quay_db))
+        tracker = monitor.tracker
+        page = tracker.start_page(NOW, 1000, 10)  # one page: the whole table
+        await place(quay_db, "b3", "usstorage")
+        await quay_db.blob("during", 77, ["eustorage"])
+        await monitor.round()  # counts them in `live`, and keeps them for the page
+        assert len(page.changes) == 2
+        sets = await read_page(conn, page, monitor._names)
+        await conn.close()
+        assert tracker.end_page(page, sets, NOW)
+        await monitor.round()
+        await assert_exact(quay_db, monitor)
+    finally:
+        await monitor.close()
+
+
+async def test_a_rescan_that_times_out_leaves_the_figures_stale_not_wrong(
+    quay_db: QuayDB, tmp_path: Path
+) -> None:
+    monitor = await started(quay_db, tmp_path, rescan_timeout=0.3)
+    locker = await asyncpg.connect(quay_db.server.dsn(quay_db.name), password=SUPERUSER_PASSWORD)
+    try:
+        before = monitor.figures
+        await quay_db.conn.execute(
+            "DELETE FROM imagestorageplacement WHERE storage_id = $1",
+            await blob_id(quay_db, "b6"),  # an orphan's placements: no figure moves
+        )
+        await flush_statistics(quay_db)
+        await stale_after_rounds(monitor)
+        tx = locker.transaction()
+        await tx.start()
+        await locker.execute("LOCK TABLE manifestblob IN ACCESS EXCLUSIVE MODE")
+        with pytest.raises(ReplicationError, match=r"^re-scan: reading a page failed: statement"):
+            await monitor.scan_page()
+        await tx.rollback()
+        assert monitor.tracker.page is None and monitor.tracker.rescan is not None
+        await monitor.round()
+        assert monitor.figures is not None and before is not None
+        assert monitor.figures.stale
+        assert monitor.figures.locations == before.locations
+        await monitor.scan()  # the page is read again, whole
+        await monitor.round()
+        await assert_exact(quay_db, monitor)
+    finally:
+        await locker.close()
+        await monitor.close()
+
+
+async def test_a_restart_mid_rescan_loses_nothing(quay_db: QuayDB, tmp_path: Path) -> None:
+    monitor = await started(quay_db, tmp_path, rescan_page=3)
+    try:
+        # A re-scan runs (started by the clock): two pages of three blob ids, then a stop.
+        assert not await monitor.scan_page()
+        assert not await monitor.scan_page()
+        cursor = monitor.tracker.rescan.cursor if monitor.tracker.rescan else None
+        assert cursor is not None and cursor > 1
+    finally:
+        await monitor.close()
+    # While trafficd is down: a copy behind the re-scan's cursor, one ahead, a push.
+    await place(quay_db, "b2", "eustorage")  # b2's id is behind the cursor
+    await place(quay_db, "b8", "usstorage")  # b8's is ahead
+    await quay_db.blob("while-down", 5, ["usstorage"])
+    again = monitor_for(quay_db, tmp_path, rescan_page=3)
+    try:
+        assert again.tracker.rescan is not None and again.tracker.rescan.cursor == cursor
+        await again.round()
+        await assert_exact(quay_db, again)  # resumed: the saved figures plus what changed
+        await again.scan()  # the re-scan resumes at its cursor
+        assert again.tracker.rescan is None and again.tracker.confirmed_at == NOW
+        await again.round()
+        await assert_exact(quay_db, again)
+    finally:
+        await again.close()
+
+
+async def test_a_state_of_another_database_is_not_resumed(quay_db: QuayDB, tmp_path: Path) -> None:
+    monitor = await started(quay_db, tmp_path)
+    await monitor.close()
+    state = monitor.tracker.to_json()
+    state["fingerprint"] = "another/1/2"
+    monitor.tracker.from_json(state).save(tmp_path / "replication-monitor.json")
+    again = monitor_for(quay_db, tmp_path)
+    try:
+        await again.round()
+        assert again.figures is None  # started afresh: a full scan first
+        await again.scan()
+        await again.round()
+        await assert_exact(quay_db, again)
+    finally:
+        await again.close()

@@ -1,0 +1,478 @@
+"""The daemon's replication figures, kept from what changed rather than re-read whole.
+
+Between Quay's database and the monitor (monitor.py). Quay's ids only grow, so a
+round reads the placements and manifest references inserted since the last one by
+id (`id > high`), takes the blobs they touch, and moves each of those blobs from
+the set of locations it had to the one it has now: a round costs what changed,
+not what the registry holds (10^3 pushes at 10^7 blobs: a few thousand index
+lookups). What ids cannot show (rows deleted by garbage collection or
+`util.removelocation`, a size changed in place) a paged full re-scan catches, in
+the background, on its own connection and its own longer timeout: it never
+blocks a round. Deletes and updates are seen in PostgreSQL's own counters
+(`pg_stat_user_tables`): from then until a re-scan that started after them ends,
+the figures are marked stale; they are exact for every insert seen, never
+invented.
+
+Exactness under concurrent commits: an id is assigned when a row is inserted and
+becomes visible when its transaction commits, so a round may see id 101 before
+id 100. Ids between the previous high mark and the new one that are not visible
+yet are kept as gaps and read again every round until they appear (or
+`GAP_TTL` passes: a rolled-back transaction's id never appears; the next
+re-scan covers a transaction slower than that). A blob's "before" is computed
+from the rows known at the previous round (ids up to the old high mark, gaps
+excluded) and its "after" from the rows known now, both read in one snapshot,
+so each change is counted once.
+
+A re-scan reads blobs by id range (`rescan_page` blobs a page), each page with
+the watermarks of the moment it starts, so it sees exactly the rows the rounds
+know; the rounds' changes to blobs a page has covered are added to the re-scan's
+sum (those made while the page runs are kept and added when it ends). When the
+last page ends, the re-scan's sum replaces the figures. The whole state (marks,
+gaps, both sums, the re-scan's cursor) is a few kilobytes, saved after every
+round and page: a restart resumes both where they were.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from trafficd.replication.base import (
+    MAX_MASK_ID,
+    STREAMING,
+    Sets,
+    add_sets,
+)
+
+VERSION = 1
+GAP_TTL = 600.0  # seconds an unseen id is waited for (longer: the re-scan's business)
+MAX_GAPS = 10_000  # per table; beyond, the oldest are dropped and the figures go stale
+ROUND_ROWS = 200_000  # ids read per table and round; more waits for the next round
+NO_END = 1 << 62  # the last page of a re-scan has no upper bound
+
+# The high ids of one snapshot. max(id) walks each primary key from its end.
+HIGH_SQL = """
+    SELECT (SELECT COALESCE(max(id), 0) FROM imagestorageplacement) AS placements,
+           (SELECT COALESCE(max(id), 0) FROM manifestblob) AS manifests,
+           (SELECT COALESCE(max(id), 0) FROM imagestorage) AS storages
+"""
+# Rows inserted since the last round (and the gaps' rows that have appeared), by
+# primary key range.
+NEW_PLACEMENTS_SQL = """
+    SELECT id, storage_id AS blob FROM imagestorageplacement
+    WHERE (id > $1::bigint AND id <= $2::bigint) OR id = ANY($3::bigint[])
+"""
+NEW_MANIFESTS_SQL = """
+    SELECT id, blob_id AS blob FROM manifestblob
+    WHERE (id > $1::bigint AND id <= $2::bigint) OR id = ANY($3::bigint[])
+"""
+# Each touched blob before (the rows known at the previous round) and after (those
+# known now). Index lookups on imagestorageplacement_storage_id and
+# manifestblob_blob_id, a handful per blob.
+STATES_SQL = """
+    SELECT s.id, COALESCE(s.image_size, 0) AS size,
+      ARRAY(SELECT p.location_id FROM imagestorageplacement p
+            WHERE p.storage_id = s.id AND p.id <= $2::bigint AND p.id <> ALL($3::bigint[]))
+        AS before,
+      ARRAY(SELECT p.location_id FROM imagestorageplacement p
+            WHERE p.storage_id = s.id AND p.id <= $4::bigint AND p.id <> ALL($5::bigint[]))
+        AS after,
+      EXISTS (SELECT 1 FROM manifestblob mb
+              WHERE mb.blob_id = s.id AND mb.id <= $6::bigint AND mb.id <> ALL($7::bigint[]))
+        AS counted_before,
+      EXISTS (SELECT 1 FROM manifestblob mb
+              WHERE mb.blob_id = s.id AND mb.id <= $8::bigint AND mb.id <> ALL($9::bigint[]))
+        AS counted_after
+    FROM imagestorage s WHERE s.id = ANY($1::bigint[])
+"""
+# Rows deleted or updated in the tables the figures come from, as PostgreSQL counts
+# them (readable by any role; flushed by the writing sessions within seconds).
+CHANGES_SQL = """
+    SELECT COALESCE(sum(n_tup_del + n_tup_upd), 0)::bigint FROM pg_stat_user_tables
+    WHERE relname IN ('imagestorage', 'imagestorageplacement', 'manifestblob')
+      AND schemaname = current_schema()
+"""
+# Which database this is: a state saved for another one is not resumed.
+FINGERPRINT_SQL = """
+    SELECT current_database() || '/' || (SELECT oid FROM pg_database
+                                          WHERE datname = current_database())::text
+           || '/' || 'imagestorage'::regclass::oid::text
+"""
+
+
+def page_sql(*, small: bool, watermarked: bool) -> str:
+    """The counted blobs of ids [$1, $2) per set of locations holding them. Watermarked
+    (the re-scan): only rows known to the rounds ($3..$6: the high ids and gaps of
+    manifestblob and imagestorageplacement). Else (a one-shot read): every row, which
+    lets both joins read the indexes alone."""
+    mb_filter = " AND mb.id <= $3::bigint AND mb.id <> ALL($4::bigint[])" if watermarked else ""
+    p_filter = " AND p.id <= $5::bigint AND p.id <> ALL($6::bigint[])" if watermarked else ""
+    held = (
+        "COALESCE(bit_or(1::bigint << p.location_id), 0)"
+        if small
+        else "array_remove(array_agg(p.location_id ORDER BY p.location_id), NULL)"
+    )
+    return f"""
+    WITH blob AS (
+        SELECT s.id, COALESCE(s.image_size, 0) AS size FROM imagestorage s
+        WHERE s.id >= $1::bigint AND s.id < $2::bigint
+          AND EXISTS (SELECT 1 FROM manifestblob mb WHERE mb.blob_id = s.id{mb_filter})
+    )
+    SELECT held, count(*) AS blobs, COALESCE(sum(size), 0)::bigint AS bytes
+    FROM (
+        SELECT min(b.size) AS size, {held} AS held
+        FROM blob b LEFT JOIN imagestorageplacement p ON p.storage_id = b.id{p_filter}
+        GROUP BY b.id
+    ) AS per_blob
+    GROUP BY held
+    """
+
+
+def mask_of(ids: Iterable[int]) -> int:
+    mask = 0
+    for i in ids:
+        mask |= 1 << i
+    return mask
+
+
+@dataclass
+class Mark:
+    """How far a table's rows are known: every id up to `high` but the `gaps` (ids not
+    visible when passed, with the time they were first missed)."""
+
+    high: int = 0
+    gaps: dict[int, float] = field(default_factory=dict)
+
+    def ids(self) -> list[int]:
+        return sorted(self.gaps)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"high": self.high, "gaps": [[i, t] for i, t in sorted(self.gaps.items())]}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> Mark:
+        return cls(int(doc["high"]), {int(i): float(t) for i, t in doc["gaps"]})
+
+    def copy(self) -> Mark:
+        return Mark(self.high, dict(self.gaps))
+
+
+@dataclass(frozen=True)
+class Change:
+    """One blob moved by a round: its set before and after (None: not counted)."""
+
+    blob: int
+    size: int
+    before: int | None
+    after: int | None
+
+    def apply(self, sets: Sets) -> None:
+        if self.before is not None:
+            add_sets(sets, self.before, -1, -self.size)
+        if self.after is not None:
+            add_sets(sets, self.after, 1, self.size)
+
+
+def sets_to_json(sets: Sets) -> list[list[int]]:
+    return [[mask, blobs, bytes_] for mask, (blobs, bytes_) in sorted(sets.items())]
+
+
+def sets_from_json(doc: Iterable[Iterable[int]]) -> Sets:
+    out: Sets = {}
+    for mask, blobs, bytes_ in doc:
+        out[int(mask)] = (int(blobs), int(bytes_))
+    return out
+
+
+@dataclass
+class Rescan:
+    """A full re-scan in progress: blobs with ids below `cursor` are summed in `sets`."""
+
+    started_at: float
+    changes_at_start: int
+    cursor: int = 0
+    sets: Sets = field(default_factory=dict)
+    pages: int = 0
+
+
+@dataclass
+class PageInFlight:
+    """A page being read: its range, the watermarks it reads at, and the rounds' changes
+    to its blobs since it started (added to the re-scan's sum when it ends)."""
+
+    low: int
+    high: int
+    placements: Mark
+    manifests: Mark
+    changes: list[Change] = field(default_factory=list)
+
+
+@dataclass
+class Tracker:
+    """The incremental state. `live` is None until a first full scan has ended."""
+
+    fingerprint: str = ""
+    placements: Mark = field(default_factory=Mark)
+    manifests: Mark = field(default_factory=Mark)
+    live: Sets | None = None
+    changes: int = 0  # deletes and updates seen (pg_stat_user_tables) at the last round
+    changed_at: float | None = None  # when a change was first seen since confirmation
+    confirmed_at: float | None = None
+    rescan: Rescan | None = None
+    last_rescan_end: float | None = None
+    dropped_gaps: bool = False  # gaps given up on overflow: stale until a re-scan
+    page: PageInFlight | None = None  # not saved: a restart reads the page again
+    catching_up: bool = False  # the last round read ROUND_ROWS ids: more are waiting
+
+    # --- the state on disk -------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        rescan = self.rescan
+        return {
+            "version": VERSION,
+            "fingerprint": self.fingerprint,
+            "placements": self.placements.to_json(),
+            "manifests": self.manifests.to_json(),
+            "live": None if self.live is None else sets_to_json(self.live),
+            "changes": self.changes,
+            "changed_at": self.changed_at,
+            "confirmed_at": self.confirmed_at,
+            "last_rescan_end": self.last_rescan_end,
+            "dropped_gaps": self.dropped_gaps,
+            "rescan": None
+            if rescan is None
+            else {
+                "started_at": rescan.started_at,
+                "changes_at_start": rescan.changes_at_start,
+                "cursor": rescan.cursor,
+                "sets": sets_to_json(rescan.sets),
+                "pages": rescan.pages,
+            },
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> Tracker:
+        if doc.get("version") != VERSION:
+            raise ValueError(f"state version {doc.get('version')!r}, expected {VERSION}")
+        r = doc.get("rescan")
+        return cls(
+            fingerprint=str(doc["fingerprint"]),
+            placements=Mark.from_json(doc["placements"]),
+            manifests=Mark.from_json(doc["manifests"]),
+            live=None if doc["live"] is None else sets_from_json(doc["live"]),
+            changes=int(doc["changes"]),
+            changed_at=doc.get("changed_at"),
+            confirmed_at=doc.get("confirmed_at"),
+            last_rescan_end=doc.get("last_rescan_end"),
+            dropped_gaps=bool(doc.get("dropped_gaps")),
+            rescan=None
+            if r is None
+            else Rescan(
+                started_at=float(r["started_at"]),
+                changes_at_start=int(r["changes_at_start"]),
+                cursor=int(r["cursor"]),
+                sets=sets_from_json(r["sets"]),
+                pages=int(r["pages"]),
+            ),
+        )
+
+    def save(self, path: Path) -> None:
+        """Atomically: a crash mid-write leaves the previous state."""
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.to_json(), separators=(",", ":")))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> Tracker | None:
+        try:
+            return cls.from_json(json.loads(path.read_text()))
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError):
+            return None  # unreadable or from another version: start afresh
+
+    # --- how fresh the figures are ----------------------------------------------------
+
+    @property
+    def stale(self) -> bool:
+        return self.changed_at is not None or self.dropped_gaps or self.confirmed_at is None
+
+    def stale_note(self) -> str | None:
+        if self.confirmed_at is None:
+            return "no full scan has confirmed them yet"
+        if self.changed_at is not None:
+            return (
+                "rows were deleted or changed in Quay's database since the last full scan "
+                "(garbage collection, removelocation): a re-scan will confirm them"
+            )
+        if self.dropped_gaps:
+            return "too many ids went unseen: a re-scan will confirm them"
+        return None
+
+    # --- one round -------------------------------------------------------------------
+
+    async def begin(self, conn: asyncpg.Connection, now: float) -> None:
+        """A fresh state: the marks at today's ids (unseen recent ids as gaps) and no
+        figures until a first full scan ends."""
+        fingerprint = await conn.fetchval(FINGERPRINT_SQL)
+        high = await conn.fetchrow(HIGH_SQL)
+        fresh = Tracker(fingerprint=fingerprint, changes=await conn.fetchval(CHANGES_SQL))
+        for mark, table, top in (
+            (fresh.placements, "imagestorageplacement", high["placements"]),
+            (fresh.manifests, "manifestblob", high["manifests"]),
+        ):
+            window = max(0, top - 1000)  # recent ids: a transaction may still hold some
+            seen = {
+                r["id"] for r in await conn.fetch(f"SELECT id FROM {table} WHERE id > $1", window)
+            }
+            mark.high = top
+            mark.gaps = {i: now for i in range(window + 1, top + 1) if i not in seen}
+        self.__dict__.update(fresh.__dict__)
+
+    async def advance(self, conn: asyncpg.Connection, now: float) -> list[Change]:
+        """Reads what changed since the last round (inside the caller's snapshot) and
+        applies it: to `live`, to the re-scan's sum for blobs it has passed, and to the
+        page in flight's list for blobs in its range."""
+        high = await conn.fetchrow(HIGH_SQL)
+        changes = await conn.fetchval(CHANGES_SQL)
+        if changes != self.changes:
+            if changes < self.changes or self.changed_at is None:
+                # A counter that went back (statistics reset): nothing can be assumed.
+                self.changed_at = now
+            self.changes = changes
+        new_p, p_high = await self._read(
+            conn, NEW_PLACEMENTS_SQL, self.placements, high["placements"], now
+        )
+        new_m, m_high = await self._read(
+            conn, NEW_MANIFESTS_SQL, self.manifests, high["manifests"], now
+        )
+        touched = sorted({r["blob"] for r in new_p} | {r["blob"] for r in new_m})
+        out: list[Change] = []
+        if touched:
+            old_p, old_m = self.placements, self.manifests
+            rows = await conn.fetch(
+                STATES_SQL,
+                touched,
+                old_p.high,
+                old_p.ids(),
+                p_high.high,
+                p_high.ids(),
+                old_m.high,
+                old_m.ids(),
+                m_high.high,
+                m_high.ids(),
+            )
+            for r in rows:
+                before = mask_of(r["before"]) if r["counted_before"] else None
+                after = mask_of(r["after"]) if r["counted_after"] else None
+                if before != after:
+                    out.append(Change(r["id"], r["size"], before, after))
+        self.placements, self.manifests = p_high, m_high
+        self.apply(out)
+        return out
+
+    async def _read(
+        self, conn: asyncpg.Connection, sql: str, mark: Mark, top: int, now: float
+    ) -> tuple[list[asyncpg.Record], Mark]:
+        """The rows past `mark` (and its gaps that appeared) and the mark after them."""
+        upto = min(top, mark.high + ROUND_ROWS)
+        self.catching_up = upto < top
+        rows = await conn.fetch(sql, mark.high, upto, mark.ids())
+        seen = {r["id"] for r in rows}
+        gaps = {i: t for i, t in mark.gaps.items() if i not in seen and now - t < GAP_TTL}
+        for i in range(mark.high + 1, upto + 1):
+            if i not in seen:
+                gaps[i] = now
+        if len(gaps) > MAX_GAPS:
+            for i in sorted(gaps, key=lambda i: gaps[i])[: len(gaps) - MAX_GAPS]:
+                del gaps[i]
+            self.dropped_gaps = True
+        return rows, Mark(max(mark.high, upto), gaps)
+
+    def apply(self, changes: Iterable[Change]) -> None:
+        for change in changes:
+            if self.live is not None:
+                change.apply(self.live)
+            if self.rescan is not None and change.blob < self.rescan.cursor:
+                change.apply(self.rescan.sets)
+            elif self.page is not None and self.page.low <= change.blob < self.page.high:
+                self.page.changes.append(change)
+
+    # --- the re-scan -----------------------------------------------------------------
+
+    def due(self, now: float, interval: float, every: float) -> bool:
+        """A re-scan is due when none has ended yet, or rows changed (no sooner than
+        `interval` after the previous one ended), or the last confirmation is older
+        than `every`."""
+        if self.rescan is not None:
+            return True
+        if self.last_rescan_end is None or self.confirmed_at is None:
+            return True
+        since = now - self.last_rescan_end
+        if (self.changed_at is not None or self.dropped_gaps) and since >= interval:
+            return True
+        return now - self.confirmed_at >= every
+
+    def start_page(self, now: float, size: int, top_blob: int) -> PageInFlight:
+        """The next page, at the rounds' current watermarks (no await may come between
+        this and the page's query: the watermarks are the page's)."""
+        if self.rescan is None:
+            self.rescan = Rescan(started_at=now, changes_at_start=self.changes)
+        low = self.rescan.cursor
+        high = low + size if low + size <= top_blob else NO_END
+        self.page = PageInFlight(low, high, self.placements.copy(), self.manifests.copy())
+        return self.page
+
+    def end_page(self, page: PageInFlight, sets: Sets, now: float) -> bool:
+        """Adds a page's sum (and the rounds' changes to its blobs meanwhile); True when
+        the re-scan is complete and its sum has replaced the figures."""
+        assert self.rescan is not None
+        assert self.page is page
+        self.page = None
+        for mask, (blobs, bytes_) in sets.items():
+            add_sets(self.rescan.sets, mask, blobs, bytes_)
+        for change in page.changes:
+            change.apply(self.rescan.sets)
+        self.rescan.cursor = page.high
+        self.rescan.pages += 1
+        if page.high < NO_END:
+            return False
+        rescan, self.rescan = self.rescan, None
+        self.live = rescan.sets
+        self.confirmed_at = rescan.started_at
+        self.last_rescan_end = now
+        self.dropped_gaps = False
+        # Changes seen after the re-scan started may lie behind its cursor: still stale.
+        self.changed_at = None if self.changes == rescan.changes_at_start else now
+        return True
+
+    def abandon_page(self) -> None:
+        """A page that failed (timed out, connection lost): read again later, whole."""
+        self.page = None
+
+
+async def read_page(conn: asyncpg.Connection, page: PageInFlight, names: Mapping[int, str]) -> Sets:
+    """One page of the re-scan, in its own snapshot, at the page's watermarks."""
+    small = all(0 <= i <= MAX_MASK_ID for i in names)
+    async with conn.transaction(readonly=True, isolation="repeatable_read"):
+        await conn.execute(STREAMING)
+        rows = await conn.fetch(
+            page_sql(small=small, watermarked=True),
+            page.low,
+            page.high,
+            page.manifests.high,
+            page.manifests.ids(),
+            page.placements.high,
+            page.placements.ids(),
+        )
+    sets: Sets = {}
+    for row in rows:
+        held = row["held"]
+        add_sets(sets, held if small else mask_of(held), row["blobs"], row["bytes"])
+    return sets

@@ -1,0 +1,291 @@
+"""The daemon's replication monitor: incremental rounds and a background re-scan.
+
+Beside the pipeline (daemon.py runs it in its own tasks). Every
+`replication.interval` a round reads what changed in Quay's database since the
+last one (incremental.py) and the queue, under `statement_timeout`; a re-scan
+task pages through every blob on its own connection under `rescan_timeout`,
+`rescan_page` blobs a statement, so a slow page never delays a round. The
+figures are exported as `trafficd_replication_*` and added to the reasons of a
+storage drain; `trafficd_replication_stale` says when they wait for a re-scan's
+confirmation. The state is saved in `state_dir` (replication-monitor.json) after
+every round and page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import asyncpg
+
+from trafficd.config.model import Config
+from trafficd.metrics import Metrics
+from trafficd.replication.base import (
+    HOLDING_SQL,
+    Figures,
+    LocationFigures,
+    ReplicationError,
+    Sample,
+    _location_names,
+    _snapshot,
+    _why,
+    build_figures,
+    configured_locations,
+    connect,
+    default_locations,
+    read_queue,
+    sample_placed,
+)
+from trafficd.replication.incremental import FINGERPRINT_SQL, Tracker, read_page
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "replication-monitor.json"
+TOP_BLOB_SQL = "SELECT COALESCE(max(id), 0) FROM imagestorage"
+RETRY = 10.0  # seconds before a failed page is read again
+
+
+class ReplicationMonitor:
+    """The daemon's reader: one round per `replication.interval`, exported as metrics.
+
+    A failed round keeps the last figures (they age; `trafficd_replication_up` and
+    the last-success timestamp say so), drops the connection and tries again next
+    round; it never raises into the daemon, so probing and draining go on.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+        state_dir: Path | None = None,
+    ) -> None:
+        assert config.replication is not None
+        self.settings = config.replication
+        self.defaults = default_locations(config)
+        self.configured = configured_locations(config)
+        self.site_locations = {n: list(site.storage or []) for n, site in config.sites.items()}
+        self.metrics = metrics
+        self.clock = clock
+        # Where the state is kept across restarts (None: not kept, a restart re-scans).
+        self.path = state_dir / STATE_FILE if state_dir is not None else None
+        self.tracker = (Tracker.load(self.path) if self.path else None) or Tracker()
+        self.figures: Figures | None = None
+        self.error: str | None = None
+        self.scan_error: str | None = None
+        self._conn: asyncpg.Connection | None = None
+        self._scan_conn: asyncpg.Connection | None = None
+        self._names: dict[int, str] = {}
+        # One connection, two users (the rounds and the restore gate's samples).
+        self._lock = asyncio.Lock()
+        self._scan_wanted = asyncio.Event()
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await connect(self.settings)
+        return self._conn
+
+    async def round(self) -> None:
+        """One incremental round: what changed, applied; the queue read afresh."""
+        now = self.clock()
+        try:
+            async with self._lock:
+                conn = await self._connection()
+                async with _snapshot(conn):
+                    fingerprint = self.tracker.fingerprint
+                    if not fingerprint or not await self._same_database(conn, fingerprint):
+                        if fingerprint:
+                            log.warning("replication: another database: its state starts afresh")
+                        await self.tracker.begin(conn, now)
+                    else:
+                        await self.tracker.advance(conn, now)
+                    self._names = await _location_names(conn)
+                    holding = {r["name"] for r in await conn.fetch(HOLDING_SQL)}
+                    queue = await read_queue(conn, now)
+        except ReplicationError as exc:
+            if self.error != str(exc):
+                log.warning("replication: %s", exc)
+            self.error = str(exc)
+            self.metrics.replication_up.set(0)
+            await self._close_round()
+            return
+        if self.error is not None:
+            log.info("replication: Quay's database answers again")
+        self.error = None
+        self._save()
+        if self.tracker.due(now, self.settings.interval, self.settings.rescan_interval):
+            self._scan_wanted.set()
+        live = self.tracker.live
+        if live is None:
+            self.metrics.replication_up.set(1)
+            self.metrics.replication_stale.set(1)
+            return  # no figures before a first full scan: none is better than a guess
+        t = self.tracker
+        self.figures = build_figures(
+            live,
+            self._names,
+            self.defaults,
+            self.configured,
+            holding,
+            queue,
+            stale=t.stale,
+            confirmed_at=t.confirmed_at,
+            note=t.stale_note(),
+        )
+        self._export(self.figures, now)
+
+    async def _same_database(self, conn: asyncpg.Connection, fingerprint: str) -> bool:
+        return bool(await conn.fetchval(FINGERPRINT_SQL) == fingerprint)
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        try:
+            self.tracker.save(self.path)
+        except OSError as exc:
+            log.warning("replication: cannot save %s: %s", self.path, exc.strerror or exc)
+
+    def _export(self, figures: Figures, now: float) -> None:
+        m = self.metrics
+        for name, f in figures.locations.items():
+            m.replication_backlog_blobs.labels(location=name).set(f.backlog_blobs)
+            m.replication_backlog_bytes.labels(location=name).set(f.backlog_bytes)
+            m.replication_at_risk_blobs.labels(location=name).set(f.at_risk_blobs)
+            m.replication_at_risk_bytes.labels(location=name).set(f.at_risk_bytes)
+        m.replication_queue_items.set(figures.queue_items)
+        m.replication_oldest_item_age.set(figures.oldest_item_age_seconds)
+        m.replication_dead_items.set(figures.dead_items)
+        m.replication_stuck_items.set(figures.stuck_items)
+        m.replication_replica_placements.set(figures.replica_placements)
+        m.replication_stale.set(1 if figures.stale else 0)
+        if figures.confirmed_at is not None:
+            m.replication_confirmed.set(figures.confirmed_at)
+        m.replication_last_success.set(now)
+        m.replication_up.set(1)
+
+    # --- the re-scan -------------------------------------------------------------------
+
+    async def _scan_connection(self) -> asyncpg.Connection:
+        if self._scan_conn is None or self._scan_conn.is_closed():
+            self._scan_conn = await connect(self.settings, self.settings.rescan_timeout)
+        return self._scan_conn
+
+    async def scan_page(self) -> bool:
+        """One page of the re-scan (starting one when none runs); True when it completed
+        the re-scan. A page that fails or times out is read again later: the figures
+        stay as they were, marked stale, never half-replaced."""
+        if not self.tracker.fingerprint:
+            raise ReplicationError("no round has read Quay's database yet")
+        try:
+            conn = await self._scan_connection()
+            async with _snapshot(conn):
+                top = await conn.fetchval(TOP_BLOB_SQL)
+                names = await _location_names(conn)
+            page = self.tracker.start_page(self.clock(), self.settings.rescan_page, top)
+            try:
+                sets = await read_page(conn, page, names)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                raise ReplicationError(f"reading a page failed: {_why(exc)}") from None
+        except ReplicationError as exc:
+            self.tracker.abandon_page()
+            error = f"re-scan: {exc}"
+            if self.scan_error != error:
+                log.warning("replication: %s (the figures wait for it, marked stale)", error)
+            self.scan_error = error
+            await self._close_scan()
+            raise ReplicationError(error) from None
+        done = self.tracker.end_page(page, sets, self.clock())
+        self.scan_error = None
+        self._save()
+        if done:
+            log.info("replication: a full re-scan confirmed the figures")
+        return done
+
+    async def scan(self) -> None:
+        """A whole re-scan, page after page (tests, and the scan loop)."""
+        while not await self.scan_page():
+            pass
+
+    async def scan_loop(self) -> None:
+        while True:
+            await self._scan_wanted.wait()
+            self._scan_wanted.clear()
+            try:
+                await self.scan()
+            except ReplicationError:
+                await asyncio.sleep(RETRY)
+                self._scan_wanted.set()
+                continue
+            await self.round()  # the confirmed figures, exported at once
+
+    # --- the rest ----------------------------------------------------------------------
+
+    def at_risk(self, site: str, failing: Sequence[str] | None = None) -> str | None:
+        """What a storage drain of `site` leaves unreadable: the blobs held only at a
+        location that failed (`failing`, default the site's first location, the one whose
+        failure drains it), counted per location. A blob held only at a location of the
+        site that is up stays readable and is not counted."""
+        if self.figures is None:
+            if self.tracker.fingerprint and self.error is None:
+                return "replication: blobs at risk not known yet (a first full scan is running)"
+            return None
+        locations = self.site_locations.get(site, [])
+        down = [loc for loc in locations if loc in (failing or locations[:1])]
+        if not down:
+            return None
+        parts = []
+        for loc in down:
+            f = self.figures.locations.get(loc, LocationFigures())
+            parts.append(f"{f.at_risk_blobs} blob(s) ({f.at_risk_bytes} bytes) exist only at {loc}")
+        notes = []
+        if self.error:
+            notes.append(f"as of the last read; now: {self.error}")
+        elif self.figures.stale:
+            notes.append("stale: a re-scan has not confirmed them yet")
+        stale = f" ({'; '.join(notes)})" if notes else ""
+        return (
+            f"replication: {'; '.join(parts)}: "
+            f"pulls of them fail from every site until it returns{stale}"
+        )
+
+    async def sample(self, location: str, n: int) -> Sample:
+        """A sample for the restore gate, on the monitor's connection."""
+        try:
+            async with self._lock:
+                return await sample_placed(await self._connection(), location, n)
+        except ReplicationError:
+            await self._close_round()
+            raise
+
+    async def run(self) -> None:
+        scanner = asyncio.create_task(self.scan_loop(), name="replication-rescan")
+        try:
+            while True:
+                await self.round()
+                await asyncio.sleep(self.settings.interval)
+        finally:
+            scanner.cancel()
+            await asyncio.gather(scanner, return_exceptions=True)
+
+    async def _close_round(self) -> None:
+        conn, self._conn = self._conn, None
+        await _close(conn)
+
+    async def _close_scan(self) -> None:
+        conn, self._scan_conn = self._scan_conn, None
+        await _close(conn)
+
+    async def close(self) -> None:
+        await self._close_round()
+        await self._close_scan()
+
+
+async def _close(conn: asyncpg.Connection | None) -> None:
+    if conn is not None:
+        try:
+            await asyncio.wait_for(conn.close(), timeout=2)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            conn.terminate()
