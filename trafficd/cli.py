@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from trafficd import __version__, client
 from trafficd.config import ConfigError, load, summary
-from trafficd.config.model import Config
+from trafficd.config.model import Config, Replication
 from trafficd.config.secrets import Redactor
 from trafficd.engine import EnginePolicy
 from trafficd.simulate import TimelineError, audit_records, read_timeline, render_text, simulate
@@ -263,10 +263,10 @@ def _client(action: str) -> Callable[[argparse.Namespace], int]:
 def _replication(
     args: argparse.Namespace,
     command: str,
-    work: Callable[[Config, Any], Awaitable[T]],
+    work: Callable[[Config, Replication], Awaitable[T]],
 ) -> T | int:
-    """Loads the config, runs `work(config, connection)` against Quay's database and
-    closes it; an exit status instead of a result when that cannot be done."""
+    """Loads the config, runs `work(config, its replication settings)` against Quay's
+    database; an exit status instead of a result when that cannot be done."""
     from trafficd import replication
 
     config = _load(args)
@@ -279,26 +279,30 @@ def _replication(
 
     async def run() -> T:
         assert settings is not None
-        conn = await replication.connect(settings)
-        try:
-            return await work(config, conn)
-        finally:
-            await conn.close()
+        return await work(config, settings)
 
     try:
         return asyncio.run(run())
     except replication.ReplicationError as exc:
         print(f"trafficd replication {command}: {exc}", file=sys.stderr)
+        if command == "check-removal":
+            print(
+                "trafficd replication check-removal: REFUSED: no answer without reading every "
+                "blob (each page within replication.statement_timeout); nothing was judged safe",
+                file=sys.stderr,
+            )
         return EXIT_ERROR
 
 
 def _replication_status(args: argparse.Namespace) -> int:
     from trafficd import replication
 
-    async def read(config: Config, conn: Any) -> replication.Figures:
+    async def read(config: Config, settings: Replication) -> replication.Figures:
+        from trafficd.replication.scan import read_status
+
         defaults = replication.default_locations(config)
         configured = replication.configured_locations(config)
-        return await replication.read_figures(conn, defaults, time.time(), configured)
+        return await read_status(settings, defaults, configured, time.time())
 
     figures = _replication(args, "status", read)
     if isinstance(figures, int):
@@ -314,8 +318,10 @@ def _check_removal(args: argparse.Namespace) -> int:
     """Exit 0 only if every blob placed at LOCATION has a placement at a location that stays."""
     from trafficd import replication
 
-    async def check(_: Config, conn: Any) -> replication.Removal | None:
-        return await replication.check_removal(conn, args.location)
+    async def check(_: Config, settings: Replication) -> replication.Removal | None:
+        from trafficd.replication.scan import check_removal_paged
+
+        return await check_removal_paged(settings, args.location)
 
     removal = _replication(args, "check-removal", check)
     if isinstance(removal, int):

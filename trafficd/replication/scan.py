@@ -1,0 +1,218 @@
+"""One-shot reads of every blob in pages: `trafficd replication status` and
+`check-removal` at any registry size.
+
+Beside the pipeline, used by the CLI (cli.py). A single query over 10^7 blobs
+outlasts any sensible statement timeout. So the blobs are read by id range,
+`SCAN_PAGE` ids a statement, over `PARALLEL` connections at once, each page in its
+own snapshot (a blob lives in one page and is counted once, as it was when its
+page was read). `status` stops at its deadline (the configured
+`statement_timeout`): what it has read then is printed as partial figures, marked
+with the share of blob ids covered, every count a lower bound. `check-removal`
+has no deadline but every page must finish within `statement_timeout`: it is
+exact, or it refuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+import asyncpg
+
+from trafficd.config.model import Replication
+from trafficd.replication.base import (
+    EXAMPLES,
+    HOLDING_SQL,
+    STREAMING,
+    Figures,
+    Removal,
+    ReplicationError,
+    Sets,
+    _location_names,
+    _snapshot,
+    _why,
+    add_sets,
+    build_figures,
+    connect,
+    read_queue,
+    small_ids,
+)
+from trafficd.replication.incremental import NO_END, mask_of, page_sql
+
+PARALLEL = 3  # connections reading pages at once
+SCAN_PAGE = 250_000  # blob ids a statement
+T = TypeVar("T")
+
+# Blobs of ids [$2, $3) placed at location $1 and at no location of $4 (those that
+# stay), with their sizes and up to EXAMPLES digests; and how many are placed there.
+REMOVAL_PAGE_SQL = f"""
+    WITH here AS (
+        SELECT s.id, COALESCE(s.image_size, 0) AS size, s.content_checksum
+        FROM imagestorageplacement p JOIN imagestorage s ON s.id = p.storage_id
+        WHERE p.location_id = $1 AND p.storage_id >= $2::bigint AND p.storage_id < $3::bigint
+          AND EXISTS (SELECT 1 FROM manifestblob mb WHERE mb.blob_id = s.id)
+    ),
+    lost AS (
+        SELECT h.* FROM here h WHERE NOT EXISTS (
+            SELECT 1 FROM imagestorageplacement q
+            WHERE q.storage_id = h.id AND q.location_id = ANY($4::int[]))
+    )
+    SELECT (SELECT count(*) FROM here) AS placed,
+           (SELECT count(*) FROM lost) AS lost_blobs,
+           (SELECT COALESCE(sum(size), 0)::bigint FROM lost) AS lost_bytes,
+           ARRAY(SELECT content_checksum FROM lost ORDER BY id LIMIT {EXAMPLES}) AS examples
+"""
+TOP_SQL = "SELECT COALESCE(max(id), 0) FROM imagestorage"
+
+
+def pages(top: int, size: int) -> list[tuple[int, int]]:
+    """Id ranges covering every blob id; the last has no end (blobs pushed meanwhile)."""
+    out = [(low, low + size) for low in range(0, top + 1, size)]
+    if out:
+        out[-1] = (out[-1][0], NO_END)
+    return out or [(0, NO_END)]
+
+
+async def _run_pages(
+    settings: Replication,
+    work: Callable[[asyncpg.Connection, tuple[int, int]], Awaitable[T]],
+    ranges: list[tuple[int, int]],
+    deadline: float | None,
+) -> dict[tuple[int, int], T]:
+    """`work` on every range, PARALLEL connections at once, until done or `deadline`
+    (monotonic time): the results of the ranges that finished."""
+    done: dict[tuple[int, int], T] = {}
+    todo = list(reversed(ranges))
+    errors: list[ReplicationError] = []
+
+    async def worker() -> None:
+        conn = await connect(settings)
+        try:
+            while todo and not errors:
+                page = todo.pop()
+                try:
+                    done[page] = await work(conn, page)
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    errors.append(ReplicationError(f"reading a page failed: {_why(exc)}"))
+        finally:
+            conn.terminate()  # at once: a query cut at the deadline is cancelled with it
+
+    tasks = [asyncio.create_task(worker()) for _ in range(min(PARALLEL, len(ranges)))]
+    timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+    _, pending = await asyncio.wait(tasks, timeout=timeout)
+    for task in pending:
+        task.cancel()  # asyncpg cancels the running query on the server too
+    await asyncio.gather(*pending, return_exceptions=True)
+    for task in tasks:
+        if task.cancelled():
+            continue
+        exc = task.exception()
+        if isinstance(exc, ReplicationError):
+            errors.append(exc)
+        elif exc is not None:
+            raise exc
+    if errors and (deadline is None or not done):
+        raise errors[0]
+    return done
+
+
+async def read_status(
+    settings: Replication,
+    defaults: Sequence[str],
+    configured: Sequence[str],
+    now: float,
+    *,
+    budget: float | None = None,
+    page: int = SCAN_PAGE,
+) -> Figures:
+    """Every figure, read in pages within `budget` seconds (default: the statement
+    timeout); partial (and said so) if the budget runs out first."""
+    started = time.monotonic()
+    deadline = started + (budget if budget is not None else settings.statement_timeout)
+    conn = await connect(settings)
+    try:
+        async with _snapshot(conn):
+            names = await _location_names(conn)
+            holding = {r["name"] for r in await conn.fetch(HOLDING_SQL)}
+            queue = await read_queue(conn, now)
+            top = await conn.fetchval(TOP_SQL)
+    finally:
+        conn.terminate()
+    small = small_ids(names)
+    sql = page_sql(small=small, watermarked=False)
+
+    async def one(c: asyncpg.Connection, r: tuple[int, int]) -> Sets:
+        async with c.transaction(readonly=True, isolation="repeatable_read"):
+            await c.execute(STREAMING)
+            rows = await c.fetch(sql, r[0], r[1])
+        sets: Sets = {}
+        for row in rows:
+            held = row["held"]
+            add_sets(sets, held if small else mask_of(held), row["blobs"], row["bytes"])
+        return sets
+
+    ranges = pages(top, page)
+    done = await _run_pages(settings, one, ranges, deadline)
+    total: Sets = {}
+    for sets in done.values():
+        for mask, (blobs, bytes_) in sets.items():
+            add_sets(total, mask, blobs, bytes_)
+    if len(done) == len(ranges):
+        return build_figures(total, names, defaults, configured, holding, queue)
+    covered = sum(min(high, top + 1) - low for low, high in done)
+    coverage = covered / (top + 1) if top else 0.0
+    return build_figures(
+        total,
+        names,
+        defaults,
+        configured,
+        holding,
+        queue,
+        partial=True,
+        coverage=coverage,
+        note=f"{len(done)} of {len(ranges)} pages of blob ids read within {deadline - started:g}s",
+    )
+
+
+async def check_removal_paged(
+    settings: Replication, location: str, *, page: int = SCAN_PAGE
+) -> Removal | None:
+    """What removing `location` would lose, exactly: every page must be read (each within
+    the statement timeout) or ReplicationError says why the answer cannot be given.
+    None when Quay has no such location."""
+    conn = await connect(settings)
+    try:
+        async with _snapshot(conn):
+            names = await _location_names(conn)
+            ids = {name: i for i, name in names.items()}
+            if location not in ids:
+                return None
+            holds = bool(
+                await conn.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM imagestorageplacement WHERE location_id = $1)",
+                    ids[location],
+                )
+            )
+            top = await conn.fetchval(TOP_SQL)
+    finally:
+        conn.terminate()
+    here = ids[location]
+    staying = sorted(i for name, i in ids.items() if name != location)
+
+    async def one(c: asyncpg.Connection, r: tuple[int, int]) -> asyncpg.Record:
+        async with c.transaction(readonly=True, isolation="repeatable_read"):
+            return await c.fetchrow(REMOVAL_PAGE_SQL, here, r[0], r[1], staying)
+
+    ranges = pages(top, page)
+    done = await _run_pages(settings, one, ranges, None)
+    placed = lost = lost_bytes = 0
+    examples: list[str] = []
+    for r in sorted(done):
+        row = done[r]
+        placed += row["placed"]
+        lost += row["lost_blobs"]
+        lost_bytes += row["lost_bytes"]
+        examples += [e for e in row["examples"] if e]
+    return Removal(location, placed, lost, lost_bytes, examples[:EXAMPLES], holds)
