@@ -18,6 +18,8 @@ from tests.replication.test_figures import CONFIGURED, DEFAULTS, NOW, fill, sett
 from trafficd.replication import ReplicationError, check_removal, connect, read_figures
 from trafficd.replication.scan import check_removal_paged, pages, read_status
 
+CLI = (sys.executable, "-m", "trafficd.cli", "replication")
+
 
 @pytest.fixture
 async def locked(quay_db: QuayDB) -> AsyncIterator[None]:
@@ -78,7 +80,7 @@ async def test_the_cli_answers_within_its_statement_timeout_partial_or_not(
     config = write_config(tmp_path, quay_db.readonly_dsn)
     config.write_text(config.read_text().replace('"5s"', '"1s"'))
     out = subprocess.run(
-        [sys.executable, "-m", "trafficd.cli", "replication", "status", "-c", str(config)],
+        [*CLI, "status", "-c", str(config)],
         capture_output=True,
         text=True,
         timeout=30,
@@ -96,8 +98,7 @@ async def test_check_removal_is_exact_or_refuses(
     config = write_config(tmp_path, quay_db.readonly_dsn)
     config.write_text(config.read_text().replace('"5s"', '"300ms"'))
     out = subprocess.run(
-        [sys.executable, "-m", "trafficd.cli"]
-        + ["replication", "check-removal", "oldstorage", "-c", str(config)],
+        [*CLI, "check-removal", "oldstorage", "-c", str(config)],
         capture_output=True,
         text=True,
         timeout=30,
