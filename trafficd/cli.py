@@ -294,15 +294,34 @@ def _replication(
         return EXIT_ERROR
 
 
+def _state_dir(args: argparse.Namespace, config: Config) -> Path:
+    """The daemon's state_dir, relative paths taken from the config file's directory."""
+    path = Path(config.state_dir)
+    return path if path.is_absolute() else Path(args.config).parent / path
+
+
 def _replication_status(args: argparse.Namespace) -> int:
     from trafficd import replication
 
     async def read(config: Config, settings: Replication) -> replication.Figures:
-        from trafficd.replication.scan import read_status
+        from trafficd.replication.incremental import Tracker
+        from trafficd.replication.monitor import STATE_FILE
+        from trafficd.replication.scan import read_status, read_status_from_state
 
         defaults = replication.default_locations(config)
         configured = replication.configured_locations(config)
-        return await read_status(settings, defaults, configured, time.time())
+        started = time.monotonic()
+        # The daemon's figures, when it runs here: what changed since its last round
+        # is read, not every blob. Else (or --full) every blob, in pages, in time.
+        tracker = None if args.full else Tracker.load(_state_dir(args, config) / STATE_FILE)
+        if tracker is not None:
+            figures = await read_status_from_state(
+                settings, tracker, defaults, configured, time.time()
+            )
+            if figures is not None:
+                return figures
+        budget = max(0.5, settings.statement_timeout - (time.monotonic() - started))
+        return await read_status(settings, defaults, configured, time.time(), budget=budget)
 
     figures = _replication(args, "status", read)
     if isinstance(figures, int):
@@ -466,6 +485,11 @@ def build_parser() -> argparse.ArgumentParser:
     rp = rsub.add_parser("status", help="backlog and blobs at risk per location")
     rp.add_argument("-c", "--config", required=True, metavar="FILE")
     rp.add_argument("--json", action="store_true")
+    rp.add_argument(
+        "--full",
+        action="store_true",
+        help="read every blob, not the daemon's saved figures (state_dir) plus what changed",
+    )
     rp.set_defaults(func=_replication_status)
     rp = rsub.add_parser("check-removal", help="exit 0 only if removing LOCATION loses no blob")
     rp.add_argument("location")

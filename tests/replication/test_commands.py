@@ -10,9 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from tests.replication.conftest import READONLY_PASSWORD, QuayDB, digest_of
 from tests.replication.test_figures import fill, real_quay_push_with_eu_down
+from trafficd.config import load
+from trafficd.metrics import Metrics
+from trafficd.replication import ReplicationMonitor
 
 pytestmark = pytest.mark.peers
 
@@ -135,3 +139,36 @@ async def test_a_database_that_is_down_is_a_clear_error(quay_db: QuayDB, tmp_pat
     assert out.returncode == 1
     assert out.stderr.startswith("trafficd replication status: cannot connect to Quay's database")
     assert READONLY_PASSWORD not in out.stderr
+
+
+async def test_status_serves_the_daemons_figures_brought_up_to_date(
+    quay_db: QuayDB, tmp_path: Path
+) -> None:
+    """With the daemon's state in state_dir, `status` reads only what changed since the
+    daemon saved it (its cost follows the changes, not the registry): equal to a read
+    of every blob, said where it comes from; --full reads every blob."""
+    await fill(quay_db, time.time())
+    config = write_config(tmp_path, quay_db.readonly_dsn)
+    (tmp_path / "state").mkdir()
+    monitor = ReplicationMonitor(
+        load(config), Metrics(CollectorRegistry()), state_dir=tmp_path / "state"
+    )
+    try:
+        await monitor.round()
+        await monitor.scan()
+        await monitor.round()
+    finally:
+        await monitor.close()
+    state_file = tmp_path / "state" / "replication-monitor.json"
+    before = state_file.read_bytes()
+    await quay_db.blob("pushed-after", 5000, ["eustorage"])  # the daemon has not seen it
+    saved = trafficd("replication", "status", "-c", str(config), "--json")
+    full = trafficd("replication", "status", "-c", str(config), "--json", "--full")
+    assert saved.returncode == 0 and full.returncode == 0, saved.stderr + full.stderr
+    from_state, from_pages = json.loads(saved.stdout), json.loads(full.stdout)
+    assert from_state["source"].startswith("the daemon's figures (saved ")
+    assert from_pages["source"] == "Quay's database, read in pages"
+    assert from_state["locations"] == from_pages["locations"]
+    assert from_state["locations"]["usstorage"]["backlog_blobs"] == 4  # pushed-after too
+    assert from_state["stale"] is False and from_state["partial"] is False
+    assert state_file.read_bytes() == before  # the command never writes the daemon's state

@@ -19,7 +19,13 @@ from tests.replication.test_monitor import replication_section
 from tests.test_api import write_config
 from trafficd.config import load
 from trafficd.metrics import Metrics
-from trafficd.replication import Figures, ReplicationError, ReplicationMonitor, read_figures
+from trafficd.replication import (
+    Figures,
+    ReplicationError,
+    ReplicationMonitor,
+    incremental,
+    read_figures,
+)
 from trafficd.replication.base import connect
 from trafficd.replication.incremental import read_page
 
@@ -321,3 +327,26 @@ async def test_a_state_of_another_database_is_not_resumed(quay_db: QuayDB, tmp_p
         await assert_exact(quay_db, again)
     finally:
         await again.close()
+
+
+async def test_a_backlog_of_ids_is_read_over_several_rounds_exactly(
+    quay_db: QuayDB, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More new ids than a round reads (ROUND_ROWS): each round takes its share, counting
+    only the rows up to its own mark, until it has caught up."""
+    monitor = await started(quay_db, tmp_path)
+    monkeypatch.setattr(incremental, "ROUND_ROWS", 2)
+    try:
+        for i in range(4):
+            await quay_db.blob(f"burst-{i}", 10 + i, ["usstorage", "eustorage"], manifests=2)
+        await place(quay_db, "b3", "usstorage")
+        rounds = 0
+        while True:
+            await monitor.round()
+            rounds += 1
+            if not monitor.tracker.catching_up:
+                break
+        assert rounds >= 4
+        await assert_exact(quay_db, monitor)
+    finally:
+        await monitor.close()

@@ -45,7 +45,7 @@ import asyncpg
 
 from trafficd.replication.base import (
     MAX_MASK_ID,
-    STREAMING,
+    PAGE_STREAMING,
     Sets,
     add_sets,
 )
@@ -65,7 +65,7 @@ HIGH_SQL = """
 # Rows inserted since the last round (and the gaps' rows that have appeared), by
 # primary key range.
 NEW_PLACEMENTS_SQL = """
-    SELECT id, storage_id AS blob FROM imagestorageplacement
+    SELECT id, storage_id AS blob, location_id FROM imagestorageplacement
     WHERE (id > $1::bigint AND id <= $2::bigint) OR id = ANY($3::bigint[])
 """
 NEW_MANIFESTS_SQL = """
@@ -74,7 +74,8 @@ NEW_MANIFESTS_SQL = """
 """
 # Each touched blob before (the rows known at the previous round) and after (those
 # known now). Index lookups on imagestorageplacement_storage_id and
-# manifestblob_blob_id, a handful per blob.
+# manifestblob_blob_id, a handful per blob: the LIMIT 1 subqueries (not EXISTS) keep
+# the planner from hashing all of manifestblob instead, 10^7 rows for 10^3 blobs.
 STATES_SQL = """
     SELECT s.id, COALESCE(s.image_size, 0) AS size,
       ARRAY(SELECT p.location_id FROM imagestorageplacement p
@@ -83,12 +84,25 @@ STATES_SQL = """
       ARRAY(SELECT p.location_id FROM imagestorageplacement p
             WHERE p.storage_id = s.id AND p.id <= $4::bigint AND p.id <> ALL($5::bigint[]))
         AS after,
-      EXISTS (SELECT 1 FROM manifestblob mb
-              WHERE mb.blob_id = s.id AND mb.id <= $6::bigint AND mb.id <> ALL($7::bigint[]))
-        AS counted_before,
-      EXISTS (SELECT 1 FROM manifestblob mb
-              WHERE mb.blob_id = s.id AND mb.id <= $8::bigint AND mb.id <> ALL($9::bigint[]))
-        AS counted_after
+      (SELECT true FROM manifestblob mb
+       WHERE mb.blob_id = s.id AND mb.id <= $6::bigint AND mb.id <> ALL($7::bigint[])
+       LIMIT 1) IS NOT NULL AS counted_before,
+      (SELECT true FROM manifestblob mb
+       WHERE mb.blob_id = s.id AND mb.id <= $8::bigint AND mb.id <> ALL($9::bigint[])
+       LIMIT 1) IS NOT NULL AS counted_after
+    FROM imagestorage s WHERE s.id = ANY($1::bigint[])
+"""
+# The same when the round has read every visible row (no backlog of ids left): "after"
+# is then every visible row, read from the indexes alone, and "before" is "after"
+# less this round's new rows (known in Python). The references are counted up to $2
+# (one more than the most new references of a touched blob): a base layer that 10^5
+# manifests share costs $2 index entries, not 10^5.
+CAUGHT_UP_STATES_SQL = """
+    SELECT s.id, COALESCE(s.image_size, 0) AS size,
+      ARRAY(SELECT p.location_id FROM imagestorageplacement p WHERE p.storage_id = s.id)
+        AS after,
+      (SELECT count(*) FROM (SELECT 1 FROM manifestblob mb WHERE mb.blob_id = s.id
+                             LIMIT $2) AS refs) AS refs
     FROM imagestorage s WHERE s.id = ANY($1::bigint[])
 """
 # Rows deleted or updated in the tables the figures come from, as PostgreSQL counts
@@ -118,16 +132,22 @@ def page_sql(*, small: bool, watermarked: bool) -> str:
         if small
         else "array_remove(array_agg(p.location_id ORDER BY p.location_id), NULL)"
     )
+    # The id range is repeated on every table so each index is entered at the page's
+    # first id, not read from its start (a merge join would: quadratic over the pages).
     return f"""
     WITH blob AS (
         SELECT s.id, COALESCE(s.image_size, 0) AS size FROM imagestorage s
         WHERE s.id >= $1::bigint AND s.id < $2::bigint
-          AND EXISTS (SELECT 1 FROM manifestblob mb WHERE mb.blob_id = s.id{mb_filter})
+          AND EXISTS (SELECT 1 FROM manifestblob mb
+                      WHERE mb.blob_id = s.id
+                        AND mb.blob_id >= $1::bigint AND mb.blob_id < $2::bigint{mb_filter})
     )
     SELECT held, count(*) AS blobs, COALESCE(sum(size), 0)::bigint AS bytes
     FROM (
         SELECT min(b.size) AS size, {held} AS held
-        FROM blob b LEFT JOIN imagestorageplacement p ON p.storage_id = b.id{p_filter}
+        FROM blob b LEFT JOIN imagestorageplacement p
+          ON p.storage_id = b.id
+         AND p.storage_id >= $1::bigint AND p.storage_id < $2::bigint{p_filter}
         GROUP BY b.id
     ) AS per_blob
     GROUP BY held
@@ -229,6 +249,7 @@ class Tracker:
     dropped_gaps: bool = False  # gaps given up on overflow: stale until a re-scan
     page: PageInFlight | None = None  # not saved: a restart reads the page again
     catching_up: bool = False  # the last round read ROUND_ROWS ids: more are waiting
+    saved_at: float | None = None
 
     # --- the state on disk -------------------------------------------------------------
 
@@ -245,6 +266,7 @@ class Tracker:
             "confirmed_at": self.confirmed_at,
             "last_rescan_end": self.last_rescan_end,
             "dropped_gaps": self.dropped_gaps,
+            "saved_at": self.saved_at,
             "rescan": None
             if rescan is None
             else {
@@ -271,6 +293,7 @@ class Tracker:
             confirmed_at=doc.get("confirmed_at"),
             last_rescan_end=doc.get("last_rescan_end"),
             dropped_gaps=bool(doc.get("dropped_gaps")),
+            saved_at=doc.get("saved_at"),
             rescan=None
             if r is None
             else Rescan(
@@ -282,8 +305,9 @@ class Tracker:
             ),
         )
 
-    def save(self, path: Path) -> None:
+    def save(self, path: Path, now: float | None = None) -> None:
         """Atomically: a crash mid-write leaves the previous state."""
+        self.saved_at = now
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.to_json(), separators=(",", ":")))
         os.replace(tmp, path)
@@ -352,9 +376,25 @@ class Tracker:
         new_m, m_high = await self._read(
             conn, NEW_MANIFESTS_SQL, self.manifests, high["manifests"], now
         )
+        self.catching_up = p_high.high < high["placements"] or m_high.high < high["manifests"]
         touched = sorted({r["blob"] for r in new_p} | {r["blob"] for r in new_m})
         out: list[Change] = []
-        if touched:
+        if touched and not self.catching_up:
+            new_locations: dict[int, int] = {}
+            new_refs: dict[int, int] = {}
+            for r in new_p:
+                new_locations[r["blob"]] = new_locations.get(r["blob"], 0) | 1 << r["location_id"]
+            for r in new_m:
+                new_refs[r["blob"]] = new_refs.get(r["blob"], 0) + 1
+            limit = 1 + max(new_refs.values(), default=0)
+            for r in await conn.fetch(CAUGHT_UP_STATES_SQL, touched, limit):
+                held = mask_of(r["after"])
+                fresh = new_refs.get(r["id"], 0)
+                before = held & ~new_locations.get(r["id"], 0) if r["refs"] > fresh else None
+                after = held if r["refs"] > 0 else None
+                if before != after:
+                    out.append(Change(r["id"], r["size"], before, after))
+        elif touched:
             old_p, old_m = self.placements, self.manifests
             rows = await conn.fetch(
                 STATES_SQL,
@@ -382,7 +422,6 @@ class Tracker:
     ) -> tuple[list[asyncpg.Record], Mark]:
         """The rows past `mark` (and its gaps that appeared) and the mark after them."""
         upto = min(top, mark.high + ROUND_ROWS)
-        self.catching_up = upto < top
         rows = await conn.fetch(sql, mark.high, upto, mark.ids())
         seen = {r["id"] for r in rows}
         gaps = {i: t for i, t in mark.gaps.items() if i not in seen and now - t < GAP_TTL}
@@ -461,7 +500,7 @@ async def read_page(conn: asyncpg.Connection, page: PageInFlight, names: Mapping
     """One page of the re-scan, in its own snapshot, at the page's watermarks."""
     small = all(0 <= i <= MAX_MASK_ID for i in names)
     async with conn.transaction(readonly=True, isolation="repeatable_read"):
-        await conn.execute(STREAMING)
+        await conn.execute(PAGE_STREAMING)
         rows = await conn.fetch(
             page_sql(small=small, watermarked=True),
             page.low,

@@ -144,7 +144,7 @@ class ReplicationMonitor:
         if self.path is None:
             return
         try:
-            self.tracker.save(self.path)
+            self.tracker.save(self.path, self.clock())
         except OSError as exc:
             log.warning("replication: cannot save %s: %s", self.path, exc.strerror or exc)
 

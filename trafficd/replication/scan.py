@@ -25,7 +25,7 @@ from trafficd.config.model import Replication
 from trafficd.replication.base import (
     EXAMPLES,
     HOLDING_SQL,
-    STREAMING,
+    PAGE_STREAMING,
     Figures,
     Removal,
     ReplicationError,
@@ -39,7 +39,7 @@ from trafficd.replication.base import (
     read_queue,
     small_ids,
 )
-from trafficd.replication.incremental import NO_END, mask_of, page_sql
+from trafficd.replication.incremental import FINGERPRINT_SQL, NO_END, Tracker, mask_of, page_sql
 
 PARALLEL = 3  # connections reading pages at once
 SCAN_PAGE = 250_000  # blob ids a statement
@@ -65,6 +65,55 @@ REMOVAL_PAGE_SQL = f"""
            ARRAY(SELECT content_checksum FROM lost ORDER BY id LIMIT {EXAMPLES}) AS examples
 """
 TOP_SQL = "SELECT COALESCE(max(id), 0) FROM imagestorage"
+
+
+async def read_status_from_state(
+    settings: Replication,
+    tracker: Tracker,
+    defaults: Sequence[str],
+    configured: Sequence[str],
+    now: float,
+    *,
+    budget: float | None = None,
+) -> Figures | None:
+    """The figures of the daemon's saved state (incremental.py) brought up to date by
+    reading what changed since it was saved, as the daemon's next round would: a cost
+    that follows what changed, not the registry's size. The state is not written back
+    (it is the daemon's). None when it cannot serve: no confirmed figures, another
+    database, or more changes than fit in the budget."""
+    if tracker.live is None:
+        return None
+    deadline = time.monotonic() + (budget if budget is not None else settings.statement_timeout)
+    conn = await connect(settings)
+    try:
+        async with _snapshot(conn):
+            if await conn.fetchval(FINGERPRINT_SQL) != tracker.fingerprint:
+                return None
+            await tracker.advance(conn, now)
+            while tracker.catching_up:
+                if time.monotonic() > deadline:
+                    return None
+                await tracker.advance(conn, now)
+            names = await _location_names(conn)
+            holding = {r["name"] for r in await conn.fetch(HOLDING_SQL)}
+            queue = await read_queue(conn, now)
+    finally:
+        conn.terminate()
+    assert tracker.live is not None
+    saved = f"saved {now - tracker.saved_at:.0f}s ago" if tracker.saved_at else "saved"
+    note = tracker.stale_note()
+    return build_figures(
+        tracker.live,
+        names,
+        defaults,
+        configured,
+        holding,
+        queue,
+        stale=tracker.stale,
+        confirmed_at=tracker.confirmed_at,
+        note=note,
+        source=f"the daemon's figures ({saved}) and the rows inserted since",
+    )
 
 
 def pages(top: int, size: int) -> list[tuple[int, int]]:
@@ -145,7 +194,7 @@ async def read_status(
 
     async def one(c: asyncpg.Connection, r: tuple[int, int]) -> Sets:
         async with c.transaction(readonly=True, isolation="repeatable_read"):
-            await c.execute(STREAMING)
+            await c.execute(PAGE_STREAMING)
             rows = await c.fetch(sql, r[0], r[1])
         sets: Sets = {}
         for row in rows:
@@ -160,7 +209,15 @@ async def read_status(
         for mask, (blobs, bytes_) in sets.items():
             add_sets(total, mask, blobs, bytes_)
     if len(done) == len(ranges):
-        return build_figures(total, names, defaults, configured, holding, queue)
+        return build_figures(
+            total,
+            names,
+            defaults,
+            configured,
+            holding,
+            queue,
+            source="Quay's database, read in pages",
+        )
     covered = sum(min(high, top + 1) - low for low, high in done)
     coverage = covered / (top + 1) if top else 0.0
     return build_figures(
@@ -173,6 +230,7 @@ async def read_status(
         partial=True,
         coverage=coverage,
         note=f"{len(done)} of {len(ranges)} pages of blob ids read within {deadline - started:g}s",
+        source="Quay's database, read in pages",
     )
 
 
