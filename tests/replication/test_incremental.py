@@ -29,6 +29,8 @@ from trafficd.replication import (
 from trafficd.replication.base import connect
 from trafficd.replication.incremental import read_page
 
+pytestmark = pytest.mark.peers
+
 
 def monitor_for(db: QuayDB, tmp: Path, **replication: object) -> ReplicationMonitor:
     path = write_config(tmp, replication_section(tmp, db.readonly_dsn))

@@ -18,6 +18,8 @@ from tests.replication.test_figures import CONFIGURED, DEFAULTS, NOW, fill, sett
 from trafficd.replication import ReplicationError, check_removal, connect, read_figures
 from trafficd.replication.scan import check_removal_paged, pages, read_status
 
+pytestmark = pytest.mark.peers
+
 CLI = (sys.executable, "-m", "trafficd.cli", "replication")
 
 
