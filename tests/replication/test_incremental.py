@@ -352,3 +352,29 @@ async def test_a_backlog_of_ids_is_read_over_several_rounds_exactly(
         await assert_exact(quay_db, monitor)
     finally:
         await monitor.close()
+
+
+async def test_the_daemons_loops_scan_in_the_background_and_confirm(
+    quay_db: QuayDB, tmp_path: Path
+) -> None:
+    """`run` as the daemon runs it: rounds every interval, the first full scan in its own
+    task; the figures appear, confirmed, without a round waiting for the scan."""
+    await fill(quay_db)
+    monitor = monitor_for(quay_db, tmp_path, interval=0.2)
+    task = asyncio.create_task(monitor.run())
+    try:
+        for _ in range(100):  # bounded: a few rounds and one scan of a small table
+            await asyncio.sleep(0.05)
+            if monitor.figures is not None and not monitor.figures.stale:
+                break
+        await assert_exact(quay_db, monitor)
+        await quay_db.blob("while-running", 9, ["usstorage"])
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if monitor.figures is not None and monitor.figures.blobs == 8:
+                break
+        await assert_exact(quay_db, monitor)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await monitor.close()
