@@ -7,6 +7,7 @@ a restart mid-re-scan loses nothing."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import asyncpg
@@ -361,6 +362,8 @@ async def test_the_daemons_loops_scan_in_the_background_and_confirm(
     task; the figures appear, confirmed, without a round waiting for the scan."""
     await fill(quay_db)
     monitor = monitor_for(quay_db, tmp_path, interval=0.2)
+    started = time.monotonic()  # a clock that moves: a second scan would move last_rescan_end
+    monitor.clock = lambda: NOW + time.monotonic() - started
     task = asyncio.create_task(monitor.run())
     try:
         for _ in range(100):  # bounded: a few rounds and one scan of a small table
@@ -368,6 +371,9 @@ async def test_the_daemons_loops_scan_in_the_background_and_confirm(
             if monitor.figures is not None and not monitor.figures.stale:
                 break
         await assert_exact(quay_db, monitor)
+        scanned = monitor.tracker.last_rescan_end
+        await asyncio.sleep(0.6)  # three rounds: none starts another scan (none is due)
+        assert monitor.tracker.rescan is None and monitor.tracker.last_rescan_end == scanned
         await quay_db.blob("while-running", 9, ["usstorage"])
         for _ in range(100):
             await asyncio.sleep(0.05)

@@ -219,6 +219,9 @@ class ReplicationMonitor:
                 await asyncio.sleep(RETRY)
                 self._scan_wanted.set()
                 continue
+            # Rounds during the scan asked for it (it was running): not another one. The
+            # next round asks again only if one is due (rows deleted since it started).
+            self._scan_wanted.clear()
             await self.round()  # the confirmed figures, exported at once
 
     # --- the rest ----------------------------------------------------------------------
