@@ -317,7 +317,7 @@ async def monitor_child(config_path: str, admin_dsn: str) -> None:
 
 async def plans(server: Postgres, db: str, n: int) -> None:
     from trafficd.replication.base import PAGE_STREAMING, QUEUE_SQL, naive_utc, sample_placed
-    from trafficd.replication.incremental import STATES_SQL, page_sql
+    from trafficd.replication.incremental import CAUGHT_UP_STATES_SQL, page_sql
 
     # As trafficd's sessions run (base.connect): no parallel workers, 16 MB work_mem.
     conn = await asyncpg.connect(
@@ -347,8 +347,8 @@ async def plans(server: Postgres, db: str, n: int) -> None:
             ),
             (
                 f"a round's blob states ({3 * PUSHES} touched blobs)",
-                STATES_SQL,
-                (touched, top_p - 10, [], top_p, [], top_m - 10, [], top_m, []),
+                CAUGHT_UP_STATES_SQL,
+                (touched, 2),
             ),
             ("the queue", QUEUE_SQL, (now, now)),
         ):

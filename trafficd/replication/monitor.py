@@ -27,6 +27,7 @@ from trafficd.replication.base import (
     HOLDING_SQL,
     Figures,
     LocationFigures,
+    Queue,
     ReplicationError,
     Sample,
     _location_names,
@@ -78,6 +79,7 @@ class ReplicationMonitor:
         self.scan_error: str | None = None
         self._conn: asyncpg.Connection | None = None
         self._scan_conn: asyncpg.Connection | None = None
+        self._queue_conn: asyncpg.Connection | None = None
         self._names: dict[int, str] = {}
         # One connection, two users (the rounds and the restore gate's samples).
         self._lock = asyncio.Lock()
@@ -88,23 +90,46 @@ class ReplicationMonitor:
             self._conn = await connect(self.settings)
         return self._conn
 
+    async def _queue_connection(self) -> asyncpg.Connection:
+        if self._queue_conn is None or self._queue_conn.is_closed():
+            self._queue_conn = await connect(self.settings)
+        return self._queue_conn
+
+    async def _read_queue(self, now: float) -> Queue:
+        """The queue, on its own connection: read while the blobs' changes are (its cost
+        is the queue's length, theirs what changed; a round waits for the longer)."""
+        conn = await self._queue_connection()
+        async with _snapshot(conn):
+            return await read_queue(conn, now)
+
+    async def _read_changes(self, now: float) -> set[str]:
+        async with self._lock:
+            fresh = self._conn is None or self._conn.is_closed()
+            conn = await self._connection()
+            async with _snapshot(conn):
+                fingerprint = self.tracker.fingerprint
+                # Which database: asked once a connection (a DSN may be repointed).
+                if not fingerprint or (fresh and not await self._same_database(conn, fingerprint)):
+                    if fingerprint:
+                        log.warning("replication: another database: its state starts afresh")
+                    await self.tracker.begin(conn, now)
+                else:
+                    await self.tracker.advance(conn, now)
+                self._names = await _location_names(conn)
+                return {r["name"] for r in await conn.fetch(HOLDING_SQL)}
+
     async def round(self) -> None:
         """One incremental round: what changed, applied; the queue read afresh."""
         now = self.clock()
         try:
-            async with self._lock:
-                conn = await self._connection()
-                async with _snapshot(conn):
-                    fingerprint = self.tracker.fingerprint
-                    if not fingerprint or not await self._same_database(conn, fingerprint):
-                        if fingerprint:
-                            log.warning("replication: another database: its state starts afresh")
-                        await self.tracker.begin(conn, now)
-                    else:
-                        await self.tracker.advance(conn, now)
-                    self._names = await _location_names(conn)
-                    holding = {r["name"] for r in await conn.fetch(HOLDING_SQL)}
-                    queue = await read_queue(conn, now)
+            changes = asyncio.create_task(self._read_changes(now))
+            queue_task = asyncio.create_task(self._read_queue(now))
+            try:
+                holding, queue = await changes, await queue_task
+            finally:
+                for task in (changes, queue_task):
+                    task.cancel()
+                await asyncio.gather(changes, queue_task, return_exceptions=True)
         except ReplicationError as exc:
             if self.error != str(exc):
                 log.warning("replication: %s", exc)
@@ -275,7 +300,9 @@ class ReplicationMonitor:
 
     async def _close_round(self) -> None:
         conn, self._conn = self._conn, None
+        queue, self._queue_conn = self._queue_conn, None
         await _close(conn)
+        await _close(queue)
 
     async def _close_scan(self) -> None:
         conn, self._scan_conn = self._scan_conn, None

@@ -152,10 +152,12 @@ async def _run_pages(
     timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
     _, pending = await asyncio.wait(tasks, timeout=timeout)
     for task in pending:
-        task.cancel()  # asyncpg cancels the running query on the server too
-    await asyncio.gather(*pending, return_exceptions=True)
+        task.cancel()  # asyncpg asks the server to cancel the running query too
+    if pending:
+        # Not waiting on the server's answer beyond a moment: the deadline is the user's.
+        await asyncio.wait(pending, timeout=0.3)
     for task in tasks:
-        if task.cancelled():
+        if not task.done() or task.cancelled():
             continue
         exc = task.exception()
         if isinstance(exc, ReplicationError):
