@@ -1,7 +1,7 @@
 """Benchmark: replication figures at registry scale, as a user meets them.
 
 Run: .venv/bin/python bench/replication.py [--blobs 1000000] [--dir DIR] [--runs 3]
-     (10^7: --blobs 10000000 --dir /work/bench-pg, a long fill: kept in DIR, reused)
+     (10^7: --blobs 10000000 --dir /var/tmp/bench-pg, a long fill: kept in DIR, reused)
 Needs Debian's postgresql (the benchmark starts its own cluster on 127.0.0.1).
 
 Quay's tables as tests/replication/quay_schema.sql (Quay's migrations, with

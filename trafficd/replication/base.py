@@ -249,7 +249,7 @@ class Removal:
 
 
 def default_locations(config: Config) -> list[str]:
-    """DESIGN.md: the configured list, else Quay's DISTRIBUTED_STORAGE_DEFAULT_LOCATIONS
+    """docs/design.md: the configured list, else Quay's DISTRIBUTED_STORAGE_DEFAULT_LOCATIONS
     (imported by the loader into the same key), else every location."""
     assert config.replication is not None
     return list(config.replication.default_locations or sorted(config.storage))
