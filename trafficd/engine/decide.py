@@ -183,6 +183,11 @@ class _Round:
         self.notes: dict[str, list[str]] = {}
         self.drains = tuple(t for t in previous.drains if now - t < policy.drain_window)
         self._quay_ok: dict[str, str | None] = {}
+        # Every location failing is global only while no site's Quay shows one of them
+        # healthy: a location this vantage cannot reach is no part of an outage.
+        self.global_storage = evidence.global_storage and all(
+            self.quay_ok(loc) is None for loc in policy.locations
+        )
         self.locations = self._locations()
         # Traffic keeps flowing to observe-mode sites whatever they "decide".
         self.active = sum(
@@ -311,7 +316,7 @@ class _Round:
             first = spec.storage[0]
             location = self.locations[first]
             down = location.down
-            if self.ev.global_storage:
+            if self.global_storage:
                 if down:
                     notes.append("global: every storage location fails at once; nothing drains")
             elif down >= fall:
@@ -339,7 +344,7 @@ class _Round:
                         f"(evidence: {evidence}); not draining"
                     )
             for other in spec.storage[1:]:
-                if self.locations[other].down >= fall and not self.ev.global_storage:
+                if self.locations[other].down >= fall and not self.global_storage:
                     notes.append(
                         f"replication risk: non-first location {other} is down; blobs held "
                         "only there cannot be read, but pushes here still work"
@@ -463,7 +468,7 @@ class _Round:
             memory.state is not State.ACTIVE
             or memory.refused is not None
             or self.ev.abstaining
-            or self.ev.global_storage
+            or self.global_storage
             or self.ev.global_checks
             or spec.name in self.overrides
         ):
