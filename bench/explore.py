@@ -35,7 +35,7 @@ def main() -> int:
     args = parser.parse_args()
     chosen = settings(
         max_examples=args.histories,
-        stateful_step_count=30,
+        stateful_step_count=25,
         deadline=None,
         database=None,
         derandomize=not args.random,
@@ -54,7 +54,9 @@ def main() -> int:
     kinds = (*FAULTS, *EVENTS)
     pairs = {frozenset(p) for combo in covered for p in itertools.combinations(sorted(combo), 2)}
     possible = len(list(itertools.combinations(kinds, 2)))
+    rounds = sum(test_explorer.HISTORY_COUNT)
     print(f"histories: {histories} in {elapsed:.1f} s ({histories / elapsed:.0f} per second)")
+    print(f"engine rounds: {rounds} ({rounds / max(1, histories):.1f} per history, two engines)")
     print(f"fault/event sets combined in one history: {len(covered)} distinct")
     print(f"pairs of kinds combined: {len(pairs)} of {possible}")
     print(f"largest combination: {max((len(c) for c in covered), default=0)} kinds")

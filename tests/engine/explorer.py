@@ -8,9 +8,9 @@ It turns that into the observations each vantage would report (v3.17 or v3.18
 storage semantics, Quay's debug text or not, storage and instance probes at
 their own intervals), and states the invariants of issue 17 in its own terms.
 
-Three engines run every history side by side: `base`; `stepped`, whose wall
-clock is stepped by the history's clock events (invariant 8); `restarted`,
-whose state is saved and loaded at the history's restarts (invariant 9). Their
+Two engines run every history side by side: `base`, and `disturbed`, whose
+wall clock is stepped by the history's clock events (invariant 8) and whose
+state is saved and loaded at the history's restarts (invariant 9). Their
 decisions must be identical.
 """
 
@@ -354,8 +354,9 @@ def check(
                     f"(min_active_sites {policy.min_active_sites}, before {active_before})"
                 )
     # 2. A site whose own failure has been true, and seen by a quorum, for fall + 1
-    # rounds (+ the probes' own intervals) is draining, or a refusal names the rule.
-    window = policy.fall + lag + 1
+    # rounds is draining, or a refusal names the rule. A round is one of the slowest
+    # probe's: `fall` counts failing probe results, never one result twice.
+    window = (policy.fall + 1) * lag + 1
     for s in sites:
         memory = engine.state.site(s)
         own = recent(history.own[s], window)
@@ -372,7 +373,7 @@ def check(
             problems.append(f"2: {s}'s own failure ({own[-1]}) for {window} rounds, still active")
     # 4. A drained site whose cause has been gone for rise + 1 rounds (gate passing) is
     # restoring or active, unless paused or held (or a rule such as hold_down says so).
-    window = policy.rise + lag + 2
+    window = (policy.rise + 1) * lag + 2  # rounds of the slowest probe, as for 2
     for s in sites:
         memory = engine.state.site(s)
         touched = recent(history.touched[s], window)
