@@ -397,8 +397,16 @@ def _blurred(truth: Truth, site: str, engine: Engine) -> bool:
         return True
     kind = truth.own_failure(site, 0)
     if kind in ("instance", "database"):
+        # The other sites that answer this check: not stopped, instances up, not cut.
         stopped = set(engine.stopped())
-        others = [s for s in truth.sites if s != site and s not in stopped]
+        others = [
+            s
+            for s in truth.sites
+            if s != site
+            and s not in stopped
+            and not truth.has("instances_down", s)
+            and not any(f.kind == "cut_site" and f.target == s for f in truth.faults)
+        ]
         fault = "instances_down" if kind == "instance" else "database_cut"
         alike = sum(1 for s in others if truth.has(fault, s))
         if not others or alike * 2 >= len(others):

@@ -275,7 +275,9 @@ def gather(
         everywhere = sum(
             1
             for (c, v), n in known.items()
-            if c == check and n and not fine.get((c, v)) and reachable > 1
+            # Global takes two sites answering and failing alike: one answering site
+            # alone cannot tell a local cut from a global outage.
+            if c == check and n > 1 and not fine.get((c, v)) and reachable > 1
         )
         if everywhere >= q:
             global_checks.add(check)
