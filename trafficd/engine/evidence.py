@@ -76,11 +76,17 @@ _CHECK_PROBES = {Probe.INSTANCE: "instance", Probe.REGISTRY: "registry"}
 SHARED_SERVICES = ("database", "redis")  # one for the whole deployment (quay.md)
 
 
-def named_locations(detail: str | None) -> frozenset[str]:
-    """The locations a failing endtoend's debug text blames; empty without debug mode."""
-    if not detail or "storage" not in detail:
+def named_locations(o: Observation) -> frozenset[str]:
+    """The locations a failing endtoend's debug text blames; empty without debug mode.
+    The prober's `storage_faults` first, else the texts themselves (older audit logs)."""
+    faults = getattr(o, "storage_faults", None)
+    if faults:
+        return frozenset(loc for loc, kind in faults.items() if kind == "preferred")
+    texts = getattr(o, "service_texts", None) or {}
+    text = texts.get("storage") or o.detail
+    if not text or "storage" not in text:
         return frozenset()
-    return frozenset(_PREFERRED_FAILED.findall(detail))
+    return frozenset(_PREFERRED_FAILED.findall(text))
 
 
 def _abstaining(
@@ -207,7 +213,7 @@ def gather(
                 storage = services.get("storage")
                 if storage is False or (not ok and o.reason in UNREACHABLE):
                     corroboration.fail[target] = corroboration.fail.get(target, 0) + 1
-                    named.setdefault(target, []).append(named_locations(o.detail))
+                    named.setdefault(target, []).append(named_locations(o))
                     if storage is False and all(
                         healthy for name, healthy in services.items() if name != "storage"
                     ):
