@@ -26,10 +26,16 @@ def test_state_round_trip(tmp_path: Path) -> None:
                 drained_at=10.0,
                 fails={"storage": 3},
                 drains=(10.0,),
+                manual=True,  # a manual drain stacked on the storage cause
+                seen={"instance": "1 failing, 0 ok, quorum 1"},
+                refused="paused",
             ),
             "us": SiteMemory(),  # 'never' timestamps are -inf in memory, null on disk
         },
-        locations={"eustorage": LocationMemory(down=4)},
+        locations={
+            "eustorage": LocationMemory(down=4, seen="1 failing, 0 ok, quorum 1"),
+            "usstorage": LocationMemory(down=1, unreachable=True),
+        },
         drains=(10.0,),
         last_round=12.0,
     )

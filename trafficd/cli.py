@@ -70,6 +70,7 @@ def _simulate(args: argparse.Namespace) -> int:
             policy,
             end=observations.end if observations.audit else None,
             carry_forward=observations.audit,
+            events=observations.events,
         )
     )
     for obj in replay:

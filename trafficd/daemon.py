@@ -37,6 +37,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import signal
 import ssl
@@ -62,13 +63,14 @@ from trafficd.api import (
     serve,
     server_context,
 )
+from trafficd.clock import EngineClock
 from trafficd.config.loader import config_file, load
 from trafficd.config.model import Config
 from trafficd.config.source import ConfigError
 from trafficd.config.types import parse_duration
 from trafficd.coordination import BACKENDS, Coordinator, StoreError
 from trafficd.engine import Decision, EnginePolicy, EngineState, Refusal, SiteDecision, decide
-from trafficd.engine.decide import SAFETY_RULES
+from trafficd.engine.decide import SAFETY_RULES, trial_drain
 from trafficd.engine.evidence import gather
 from trafficd.metrics import Metrics
 from trafficd.model import Cause, Observation, Override, Pause, Probe, State
@@ -149,6 +151,9 @@ class Daemon(Controller):
         self.overrides: dict[str, Override] = dict(saved["overrides"])
         self.pause: Pause | None = saved["pause"]
         self.saved_actuators: dict[str, Any] = dict(saved["actuators"])
+        # Durations run on a monotonic clock; wall time only for display and expiries.
+        last = self.engine.last_round
+        self.clock = EngineClock(resume_at=None if math.isinf(last) else last)
         self.latest: dict[tuple[str, Probe, str], Observation] = {}
         # With coordination: this vantage's own observations (published), and when each
         # key's current observation first arrived here (see coordinated_round).
@@ -218,7 +223,8 @@ class Daemon(Controller):
     def observe(self, obs: Observation) -> None:
         mine = self.own if self.coord is not None else self.latest
         before = mine.get(obs.key)
-        mine[obs.key] = obs
+        t = self.clock.stamp(obs.t)  # probers stamp wall time; the engine's clock is steady
+        mine[obs.key] = obs if t == obs.t else dataclasses.replace(obs, t=t)
         up, duration = self._series(obs)
         up.set(1 if obs.ok else 0)
         if obs.latency is not None:
@@ -274,16 +280,20 @@ class Daemon(Controller):
             self.store.event("manual", site=site, action="expired", who=o.who, reason=o.reason)
         return dict(self.overrides)
 
-    def tick(self, now: float | None = None) -> Decision:
-        now = time.time() if now is None else now
+    def tick(self, now: float | None = None, *, wall: float | None = None) -> Decision:
+        """One engine round at `now` (the engine clock); `wall` for operators' expiries."""
+        if now is None:
+            now, wall = self.clock.now(), self.clock.wall()
+        wall = now if wall is None else wall
         decision = decide(
             self.engine,
             self.latest,
             self.policy,
-            self.live_overrides(now),
+            self.live_overrides(wall),
             self.pause,
             now,
             restore_blocks=self.restore_blocks(),
+            wall=wall,
         )
         self.engine = decision.state
         previous = self.decision
@@ -518,7 +528,7 @@ class Daemon(Controller):
         leader decides and writes the shared state (fenced), the others show it."""
         coord = self.coord
         assert coord is not None
-        now = time.time()
+        now, wall = self.clock.now(), self.clock.wall()
         was_leading = coord.leading()
         try:
             published = await coord.observations()
@@ -535,7 +545,7 @@ class Daemon(Controller):
         if leading and not was_leading:
             self._take_over(shared)
         if leading:
-            decision = self.tick(now)
+            decision = self.tick(now, wall=wall)
             for site in set(overrides) - set(self.overrides):  # expired during the round
                 with contextlib.suppress(StoreError):
                     await coord.put_override(site, None)
@@ -857,7 +867,7 @@ class Daemon(Controller):
     ) -> dict[str, Any]:
         """An operator's command. With coordination it is written to the shared store
         first (any instance accepts it; the leader acts on it at its next round)."""
-        now = time.time()
+        now, engine_now = time.time(), self.clock.now()  # wall: the command's times
         if site is not None and site not in self.config.sites:
             raise UnknownSiteError(site)
         reason = str(body.get("reason", "")).strip()
@@ -878,7 +888,7 @@ class Daemon(Controller):
                 stop_instances=bool(body.get("stop_instances", False)),
             )
             if action == "drain":
-                self._check_drain(site, override, who, now)
+                self._check_drain(site, override, who, engine_now, now)
         elif action in ("undrain", "release"):
             assert site is not None  # both hand the site back to automatic control
         elif action == "pause":
@@ -916,7 +926,7 @@ class Daemon(Controller):
         self._notify(event)
         self.save()
         if self.may_actuate():
-            decision: Decision | None = self.tick(now)
+            decision: Decision | None = self.tick(engine_now, wall=now)
         else:
             decision = self.decision  # the leader decides, at its next round
         view = decision.sites.get(site) if site and decision else None
@@ -929,19 +939,22 @@ class Daemon(Controller):
             "leader": self.coordination_view().get("leader"),
         }
 
-    def _check_drain(self, site: str, override: Override, who: str, now: float) -> None:
+    def _check_drain(
+        self, site: str, override: Override, who: str, now: float, wall: float
+    ) -> None:
         """The would-be drain through the pure engine first: a refusal stores nothing."""
-        trial = {**self.live_overrides(now), site: override}
-        result = decide(
+        refusal = trial_drain(
             self.engine,
             self.latest,
             self.policy,
-            trial,
+            self.live_overrides(wall),
             self.pause,
             now,
+            site,
+            override,
             restore_blocks=self.restore_blocks(),
+            wall=wall,
         )
-        refusal = next((r for r in result.refusals if r.site == site), None)
         if refusal is not None:
             self._refused(refusal, t=now, who=who, action="drain")
             raise RefusedError(

@@ -6,6 +6,15 @@ audit log's format, docs/design.md), evaluates one engine round per
 refused change. No network, no daemon, no clock. `audit_records` turns a
 replay back into audit-log records, for `simulate --report` to draw
 (trafficd.report).
+
+Besides observations, a timeline (or an audit log) may hold the events that
+change decisions without being observations, replayed as the daemon would
+act on them: `manual` (an operator's drain, undrain, hold, release, pause,
+resume; a drain is tried first and a refusal stores nothing, like the API's
+409), `clock` (`step`: seconds the wall clock jumps; observations are then
+stamped with the stepped wall time, as probers do, and the daemon's
+EngineClock takes the step out) and `restart` (the engine state is saved
+and loaded, as across a daemon restart).
 """
 
 from __future__ import annotations
@@ -15,8 +24,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
+from trafficd.clock import EngineClock
+from trafficd.config.types import parse_duration
 from trafficd.engine import EnginePolicy, EngineState, decide
-from trafficd.model import Observation, Probe
+from trafficd.engine.decide import trial_drain
+from trafficd.model import Observation, Override, Pause, Probe
+from trafficd.store import engine_from_json, engine_to_json
+
+EVENT_KINDS = ("manual", "clock", "restart")
 
 
 class TimelineError(ValueError):
@@ -29,6 +44,10 @@ class Timeline(list[Observation]):
 
     audit = False
     end = float("-inf")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[tuple[float, dict[str, Any]]] = []
 
 
 def read_timeline(lines: Iterable[str], name: str) -> Timeline:
@@ -48,8 +67,11 @@ def read_timeline(lines: Iterable[str], name: str) -> Timeline:
                 audit = True
                 if isinstance(obj.get("t"), int | float):
                     out.end = max(out.end, float(obj["t"]))
+                if obj["kind"] in EVENT_KINDS:
+                    out.events.append((float(obj["t"]), _event(obj)))
+                    continue
                 if obj["kind"] != "observation":
-                    continue  # an audit log's other events: replay reads its observations only
+                    continue  # an audit log's other events: replay reads what decides
             obs = Observation.from_json(obj)
         except ValueError as exc:
             raise TimelineError(f"{name}:{n}: {exc}") from None
@@ -59,8 +81,27 @@ def read_timeline(lines: Iterable[str], name: str) -> Timeline:
         out.append(obs)
     if audit:
         out.sort(key=lambda o: o.t)
+        out.events.sort(key=lambda e: e[0])
         out.audit = True
     return out
+
+
+_ACTIONS = ("drain", "undrain", "hold", "release", "pause", "resume")
+
+
+def _event(obj: dict[str, Any]) -> dict[str, Any]:
+    """Checks one event line; raises ValueError (with the line named by the caller)."""
+    kind = obj["kind"]
+    if kind == "manual":
+        if obj.get("action") not in _ACTIONS:
+            raise ValueError(f"action must be one of {', '.join(_ACTIONS)}")
+        if obj["action"] not in ("pause", "resume") and not isinstance(obj.get("site"), str):
+            raise ValueError("a manual event needs its site")
+        if obj.get("for") is not None:
+            parse_duration(obj["for"])
+    elif kind == "clock" and not isinstance(obj.get("step"), int | float):
+        raise ValueError("a clock event needs step (seconds the wall clock jumps)")
+    return obj
 
 
 @dataclass(frozen=True)
@@ -69,33 +110,139 @@ class Event:
     body: dict[str, Any]
 
 
+class _Operator:
+    """The overrides and the pause, changed by `manual` events as the daemon's API would."""
+
+    def __init__(self) -> None:
+        self.overrides: dict[str, Override] = {}
+        self.pause: Pause | None = None
+
+    def apply(
+        self,
+        obj: dict[str, Any],
+        state: EngineState,
+        latest: Any,
+        policy: EnginePolicy,
+        now: float,
+        wall: float,
+    ) -> dict[str, Any] | None:
+        """Applies one command; returns a refusal object when a drain is refused."""
+        action, site = obj["action"], str(obj.get("site", ""))
+        who, reason = str(obj.get("who", "operator")), str(obj.get("reason", ""))
+        expires = obj.get("expires")
+        if obj.get("for") is not None:
+            expires = wall + parse_duration(obj["for"])
+        if action in ("drain", "hold"):
+            override = Override(
+                kind=action,
+                reason=reason,
+                who=who,
+                at=wall,
+                expires=None if expires is None else float(expires),
+                force=bool(obj.get("force", False)),
+                stop_instances=bool(obj.get("stop_instances", False)),
+            )
+            if action == "drain":
+                refusal = trial_drain(
+                    state,
+                    latest,
+                    policy,
+                    self.overrides,
+                    self.pause,
+                    now,
+                    site,
+                    override,
+                    wall=wall,
+                )
+                if refusal is not None:
+                    return {
+                        "site": site,
+                        "refused": refusal.rule,
+                        "command": "drain",
+                        "reasons": list(refusal.reasons),
+                    }
+            self.overrides[site] = override
+        elif action in ("undrain", "release"):
+            self.overrides.pop(site, None)
+        elif action == "pause":
+            self.pause = Pause(
+                reason=reason, who=who, at=wall, hands_off=bool(obj.get("hands_off"))
+            )
+        else:
+            self.pause = None
+        return None
+
+
 def simulate(
     observations: list[Observation],
     policy: EnginePolicy,
     *,
     end: float | None = None,
     carry_forward: bool = False,
+    events: list[tuple[float, dict[str, Any]]] | None = None,
+    every_round: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """Yield docs/design.md's simulate objects: transitions, refusals, then the final states.
 
     `carry_forward` is for audit logs, which record an observation only when it
     changes: each one stands, fresh, until the next change for its probe.
+    `events`: manual commands, wall-clock steps and restarts, at their times.
+    `every_round`: also yield each round's site decisions ({"t", "sites"}).
     """
     state = EngineState()
     latest: dict[tuple[str, Probe, str], Observation] = {}
-    if observations:
-        start = observations[0].t
-        end = max(observations[-1].t, end if end is not None else float("-inf"))
-        i, rounds = 0, int((end - start) // policy.interval) + 1
+    events = sorted(events or [], key=lambda e: e[0])
+    operator = _Operator()
+    # Timeline times are the daemon's steady time; `clock` events step the wall clock
+    # the daemon reads, which its EngineClock takes out again.
+    mono, steps = [0.0], [0.0]
+    clock = EngineClock(wall=lambda: mono[0] + steps[0], monotonic=lambda: mono[0])
+    if observations or events:
+        start = min([o.t for o in observations[:1]] + [e[0] for e in events[:1]])
+        last = max([o.t for o in observations[-1:]] + [e[0] for e in events[-1:]])
+        end = max(last, end if end is not None else float("-inf"))
+        i, j, rounds = 0, 0, int((end - start) // policy.interval) + 1
+        mono[0] = start
+        clock = EngineClock(wall=lambda: mono[0] + steps[0], monotonic=lambda: mono[0])
         for r in range(rounds):
-            now = start + r * policy.interval
-            while i < len(observations) and observations[i].t <= now:
-                latest[observations[i].key] = observations[i]
+            mono[0] = start + r * policy.interval
+            while j < len(events) and events[j][0] <= mono[0]:
+                obj = events[j][1]
+                j += 1
+                if obj["kind"] == "clock":
+                    steps[0] += float(obj["step"])
+                elif obj["kind"] == "restart":
+                    state = engine_from_json(json.loads(json.dumps(engine_to_json(state))))
+                else:
+                    refused = operator.apply(obj, state, latest, policy, clock.now(), clock.wall())
+                    if refused is not None:
+                        yield {"t": mono[0], **refused}
+            while i < len(observations) and observations[i].t <= mono[0]:
+                o = observations[i]
+                # stamped with the wall time a prober would read, then on the engine clock
+                latest[o.key] = replace(o, t=clock.stamp(o.t + steps[0]))
                 i += 1
+            now = clock.now()
             if carry_forward:
                 latest = {k: replace(o, t=now) for k, o in latest.items()}
-            decision = decide(state, latest, policy, {}, None, now)
+            decision = decide(
+                state, latest, policy, operator.overrides, operator.pause, now, wall=clock.wall()
+            )
             state = decision.state
+            now = mono[0]
+            if every_round:
+                yield {
+                    "t": now,
+                    "sites": {
+                        name: {
+                            "state": d.state.value,
+                            "cause": d.cause.value if d.cause else None,
+                            "instances": d.instances,
+                            "reasons": list(d.reasons),
+                        }
+                        for name, d in decision.sites.items()
+                    },
+                }
             for tr in decision.transitions:
                 yield {
                     "t": now,
@@ -157,5 +304,7 @@ def render_text(obj: dict[str, Any]) -> str:
             f"{site}={v['state']} (weight {v['weight']})" for site, v in obj["final"].items()
         )
     what = f"{obj['from']} -> {obj['to']}" if "to" in obj else f"refused by {obj['refused']}"
+    if "command" in obj:
+        what = f"{obj['command']} {what}"
     reasons = "; ".join(obj["reasons"])
     return f"t={obj['t']:g} {obj['site']}: {what}" + (f": {reasons}" if reasons else "")

@@ -60,6 +60,9 @@ def memory_to_json(m: SiteMemory) -> dict[str, Any]:
         "fails": dict(m.fails),
         "oks": dict(m.oks),
         "drains": list(m.drains),
+        "manual": m.manual,
+        "seen": dict(m.seen),
+        "refused": m.refused,
     }
 
 
@@ -74,6 +77,9 @@ def memory_from_json(obj: Mapping[str, Any]) -> SiteMemory:
         fails={str(k): int(v) for k, v in dict(obj.get("fails", {})).items()},
         oks={str(k): int(v) for k, v in dict(obj.get("oks", {})).items()},
         drains=tuple(float(t) for t in obj.get("drains", ())),
+        manual=bool(obj.get("manual", False)),
+        seen={str(k): str(v) for k, v in dict(obj.get("seen", {})).items()},
+        refused=None if obj.get("refused") is None else str(obj["refused"]),
     )
 
 
@@ -81,7 +87,8 @@ def engine_to_json(state: EngineState) -> dict[str, Any]:
     return {
         "sites": {name: memory_to_json(m) for name, m in sorted(state.sites.items())},
         "locations": {
-            name: {"down": m.down, "up": m.up} for name, m in sorted(state.locations.items())
+            name: {"down": m.down, "up": m.up, "unreachable": m.unreachable, "seen": m.seen}
+            for name, m in sorted(state.locations.items())
         },
         "drains": list(state.drains),
         "last_round": _time(state.last_round),
@@ -92,7 +99,12 @@ def engine_from_json(obj: Mapping[str, Any]) -> EngineState:
     return EngineState(
         sites={name: memory_from_json(m) for name, m in dict(obj.get("sites", {})).items()},
         locations={
-            name: LocationMemory(int(m.get("down", 0)), int(m.get("up", 0)))
+            name: LocationMemory(
+                int(m.get("down", 0)),
+                int(m.get("up", 0)),
+                bool(m.get("unreachable", False)),
+                str(m.get("seen", "")),
+            )
             for name, m in dict(obj.get("locations", {})).items()
         },
         drains=tuple(float(t) for t in obj.get("drains", ())),

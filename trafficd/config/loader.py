@@ -187,6 +187,24 @@ def _cross_check(config: Config, source: Source, has_quay: _QuayImport | None) -
             ("policy", "quorum"),
             f"quorum {config.policy.quorum} is more than the {len(vantages)} configured vantage(s)",
         )
+    # (Only once the vantages and quorum are otherwise right: one message per mistake.)
+    sound = config.vantage in vantages and config.quorum_size <= len(vantages)
+    if not sound or config.coordination.backend != "none":
+        pass
+    elif len(vantages) > 1 and config.quorum_size > 1 and config.policy.quorum == "majority":
+        problem(
+            ("vantages",),
+            f"{len(vantages)} vantages need coordination: without it this instance hears "
+            f"only its own vantage {config.vantage!r}, so quorum {config.quorum_size} "
+            "(majority) can never be reached",
+        )
+    elif config.quorum_size > 1:
+        problem(
+            ("policy", "quorum"),
+            f"quorum {config.quorum_size} needs coordination: without it this instance "
+            f"hears only its own vantage {config.vantage!r}, so the quorum can never be "
+            "reached",
+        )
     if config.policy.min_active_sites > len(config.sites):
         problem(
             ("policy", "min_active_sites"),

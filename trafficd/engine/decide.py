@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from trafficd.engine.evidence import Evidence, Latest, Verdict, gather
+from trafficd.engine.evidence import Evidence, Latest, Tally, Verdict, gather
 from trafficd.engine.policy import EnginePolicy, SiteSpec
 from trafficd.model import Cause, Override, Pause, State
 
@@ -22,8 +22,19 @@ SAFETY_RULES = ("min_active_sites", "max_drains", "hold_down", "hold", "paused")
 
 # When several causes fail at once the most fundamental one is named.
 CAUSE_ORDER = (Cause.STORAGE, Cause.DATABASE, Cause.INSTANCE, Cause.REGISTRY)
-_CHECK_OF = {Cause.DATABASE: "database", Cause.INSTANCE: "instance", Cause.REGISTRY: "registry"}
-_CHECKS = tuple(_CHECK_OF.values())
+# The site checks, most fundamental first, and the cause each one drains for: database
+# and redis are both the shared dependency (a site-local cut drains for `database`), but
+# each is judged, counted and named on its own.
+_CHECK_CAUSES = (
+    ("database", Cause.DATABASE),
+    ("redis", Cause.DATABASE),
+    ("instance", Cause.INSTANCE),
+    ("registry", Cause.REGISTRY),
+)
+_CHECKS = tuple(check for check, _ in _CHECK_CAUSES)
+_CAUSE_CHECKS = {
+    cause: tuple(c for c, k in _CHECK_CAUSES if k is cause) for _, cause in _CHECK_CAUSES
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +49,12 @@ class SiteMemory:
     oks: Mapping[str, int] = field(default_factory=dict)  # consecutive healthy rounds per check
     drains: tuple[float, ...] = ()  # automatic drain times, for damping
     refused: str | None = None  # the rule refusing this site's wish, reported once
+    # A manual drain stacked on the site. `cause` is then the automatic cause when there
+    # is one (effects follow the strongest cause), else Cause.MANUAL.
+    manual: bool = False
+    # The last failing votes seen per check: a reason quotes them when a round brings
+    # no new observation (staggered rounds, a drained site's stopped probes).
+    seen: Mapping[str, str] = field(default_factory=dict)
 
 
 _FRESH_SITE = SiteMemory()
@@ -47,6 +64,10 @@ _FRESH_SITE = SiteMemory()
 class LocationMemory:
     down: int = 0
     up: int = 0
+    # Direct probes fail while a site whose first location this is says storage: true:
+    # this vantage cannot reach it (kept until the direct probes pass again).
+    unreachable: bool = False
+    seen: str = ""  # the last votes of a failing round, for reasons
 
 
 @dataclass(frozen=True)
@@ -114,6 +135,24 @@ def _count(prev: Mapping[str, int], key: str, hit: bool, keep: bool) -> int:
     return prev.get(key, 0) + 1 if hit else 0
 
 
+def _shown(tally: Tally, seen: str) -> str:
+    """A tally for a reason: this round's votes, or the last failing votes when the round
+    brought no new observation (never an empty "0 failing, 0 ok")."""
+    if tally.empty and seen:
+        return f"last evidence: {seen}"
+    return str(tally)
+
+
+def stopped_sites(previous: EngineState, policy: EnginePolicy) -> frozenset[str]:
+    """Sites whose instances trafficd stopped (drained) or is starting again (restoring)."""
+    return frozenset(
+        s.name
+        for s in policy.sites
+        if previous.site(s.name).state in (State.DRAINED, State.RESTORING)
+        and _instances_stopped(previous.site(s.name))
+    )
+
+
 class _Round:
     """The mutable bookkeeping of one call to `decide`."""
 
@@ -126,24 +165,92 @@ class _Round:
         pause: Pause | None,
         now: float,
         restore_blocks: Mapping[str, str],
+        wall: float,
+        stopped: frozenset[str],
     ) -> None:
         self.prev = previous
         self.restore_blocks = restore_blocks
         self.ev = evidence
         self.policy = policy
-        self.overrides = {k: o for k, o in overrides.items() if o.live(now)}
+        # Operator-given expiries are absolute wall times; everything else runs on `now`.
+        self.overrides = {k: o for k, o in overrides.items() if o.live(wall)}
         self.pause = pause
         self.now = now
+        self.stopped = stopped
         self.sites: dict[str, SiteMemory] = {}
         self.transitions: list[Transition] = []
         self.refusals: list[Refusal] = []
         self.notes: dict[str, list[str]] = {}
         self.drains = tuple(t for t in previous.drains if now - t < policy.drain_window)
+        self._quay_ok: dict[str, str | None] = {}
+        # Every location failing is global only while no site's Quay shows one of them
+        # healthy: a location this vantage cannot reach is no part of an outage.
+        self.global_storage = evidence.global_storage and all(
+            self.quay_ok(loc) is None for loc in policy.locations
+        )
         self.locations = self._locations()
         # Traffic keeps flowing to observe-mode sites whatever they "decide".
         self.active = sum(
             1 for s in policy.sites if s.observe or previous.site(s.name).state is State.ACTIVE
         )
+
+    # --- evidence per location ------------------------------------------------------
+
+    def quay_ok(self, loc: str) -> str | None:
+        """The site whose Quay says storage: true with `loc` first (a quorum of vantages):
+        Quay itself reaches `loc`. None when no such site (v3.17 checks only the first
+        location, so only a first location is proven healthy this way)."""
+        if loc not in self._quay_ok:
+            found = None
+            for name in self.policy.firsts.get(loc, ()):
+                if name in self.stopped:
+                    continue
+                if self.ev.corroboration[name].ok >= self.ev.corroboration[name].quorum:
+                    found = name
+                    break
+            self._quay_ok[loc] = found
+        return self._quay_ok[loc]
+
+    def explain(self, spec: SiteSpec, named: frozenset[str]) -> tuple[frozenset[str], str]:
+        """Which of the site's locations explain one failing storage answer, and the
+        evidence used: Quay's debug text when it names them; else the locations that
+        fail direct probes (and are not vantage_unreachable) among those no other site
+        shows healthy; else every location not shown healthy."""
+        mine = frozenset(spec.storage)
+        if named & mine:
+            names = ", ".join(sorted(named & mine))
+            return named & mine, f"Quay's debug text names {names}"
+        candidates = [loc for loc in spec.storage if self.quay_ok(loc) is None]
+        failing = [
+            loc
+            for loc in candidates
+            if self.locations[loc].down and not self.locations[loc].unreachable
+        ]
+        if failing:
+            return frozenset(failing), f"{', '.join(failing)} fail(s) direct probes"
+        if candidates:
+            return frozenset(candidates), (
+                f"{', '.join(candidates)}: the location(s) of its list no site shows healthy"
+            )
+        return mine, "every location of its list"
+
+    def attributed(self, spec: SiteSpec, loc: str) -> tuple[Tally, str, frozenset[str]]:
+        """The site's storage failures that `loc` explains (FAIL: the site confirms `loc`
+        failing), the evidence, and the locations that explain the others."""
+        corroboration = self.ev.corroboration[spec.name]
+        reports = self.ev.named.get(spec.name, ())
+        fail, evidence, elsewhere = 0, "", frozenset[str]()
+        for named in reports:
+            explained, why = self.explain(spec, named)
+            if loc in explained:
+                fail += 1
+                evidence = evidence or why
+            else:
+                elsewhere |= explained
+                evidence = evidence or why
+        if not reports and corroboration.fail:  # observations without services
+            fail = corroboration.fail
+        return Tally(fail, corroboration.ok, corroboration.quorum), evidence, elsewhere
 
     # --- counters -------------------------------------------------------------
 
@@ -156,32 +263,42 @@ class _Round:
             prev = previous.get(loc, fresh)
             fail, ok = tallies.counts(loc)  # Tally.verdict, inlined: 1,000 locations a round
             if fail >= quorum:
-                out[loc] = LocationMemory(down=prev.down + 1, up=0)
+                unreachable = prev.unreachable or self.quay_ok(loc) is not None
+                out[loc] = LocationMemory(
+                    down=prev.down + 1, up=0, unreachable=unreachable, seen=str(tallies[loc])
+                )
             elif ok >= quorum:
                 up = min(prev.up + 1, rise)  # only "at least rise" matters
-                out[loc] = prev if prev.down == 0 and prev.up == up else LocationMemory(0, up)
+                if prev.down == 0 and prev.up == up and not prev.unreachable:
+                    out[loc] = prev
+                else:
+                    out[loc] = LocationMemory(0, up, seen=prev.seen)
             else:
                 out[loc] = prev  # unknown: neither evidence of failure nor of health
         return out
 
     def _counters(self, spec: SiteSpec, memory: SiteMemory) -> SiteMemory:
         fails, oks = dict(memory.fails), dict(memory.oks)
+        seen = memory.seen
         rise = self.policy.rise
         # Instances trafficd stopped (or is starting again) fail their checks by design;
         # counting those rounds would drain the site again the moment it is back.
         stopped = memory.state is not State.ACTIVE and _instances_stopped(memory)
-        for check in _CHECK_OF.values():
-            verdict = self.ev.checks[check][spec.name].verdict
+        for check in _CHECKS:
+            tally = self.ev.checks[check][spec.name]
+            verdict = tally.verdict
             unknown = verdict is Verdict.UNKNOWN
             if stopped and check in _STOPPED_CHECKS:
                 fails[check] = 0
             else:
                 fails[check] = _count(memory.fails, check, verdict is Verdict.FAIL, unknown)
+                if tally.fail and seen.get(check) != str(tally):
+                    seen = {**seen, check: str(tally)}
             # Only "at least rise" matters; capping keeps a healthy site's memory unchanged.
             oks[check] = min(rise, _count(memory.oks, check, verdict is Verdict.OK, unknown))
-        if fails == memory.fails and oks == memory.oks:
+        if fails == memory.fails and oks == memory.oks and seen is memory.seen:
             return memory
-        return replace(memory, fails=fails, oks=oks)
+        return replace(memory, fails=fails, oks=oks, seen=seen)
 
     # --- causes ---------------------------------------------------------------
 
@@ -197,38 +314,48 @@ class _Round:
             )
         if spec.storage:
             first = spec.storage[0]
-            down = self.locations[first].down
-            corroboration = self.ev.corroboration[spec.name]
-            if self.ev.global_storage:
+            location = self.locations[first]
+            down = location.down
+            if self.global_storage:
                 if down:
                     notes.append("global: every storage location fails at once; nothing drains")
             elif down >= fall:
-                if corroboration.verdict is Verdict.FAIL:
+                direct = _shown(self.ev.locations[first], location.seen)
+                tally, evidence, elsewhere = self.attributed(spec, first)
+                healthy = self.quay_ok(first)
+                if healthy is not None:
+                    notes.append(
+                        f"vantage_unreachable: location {first} fails direct probes ({direct}) "
+                        f"but site {healthy}'s endtoend says storage: true; not draining"
+                    )
+                elif tally.verdict is Verdict.FAIL:
                     notes.append(
                         f"storage: location {first} failed direct probes for {down} rounds "
-                        f"({self.ev.locations[first]}) and the site confirms it "
-                        f"({corroboration})"
+                        f"({direct}) and the site confirms it ({tally}; evidence: "
+                        f"{evidence or 'the site hangs or refuses'})"
                     )
                     return Cause.STORAGE, notes
-                if corroboration.verdict is Verdict.OK:
+                elif elsewhere and tally.fail < tally.quorum:
+                    names = ", ".join(sorted(elsewhere))
+                    unreachable = " (vantage_unreachable)" if location.unreachable else ""
                     notes.append(
-                        f"vantage_unreachable: location {first} fails direct probes but the "
-                        "site's endtoend says storage: true; not draining"
+                        f"storage: location {first}{unreachable} fails direct probes ({direct}) "
+                        f"but the site's storage: false is explained by {names} "
+                        f"(evidence: {evidence}); not draining"
                     )
             for other in spec.storage[1:]:
-                if self.locations[other].down >= fall and not self.ev.global_storage:
+                if self.locations[other].down >= fall and not self.global_storage:
                     notes.append(
                         f"replication risk: non-first location {other} is down; blobs held "
                         "only there cannot be read, but pushes here still work"
                     )
-        for cause in CAUSE_ORDER[1:]:
-            check = _CHECK_OF[cause]
+        for check, cause in _CHECK_CAUSES:
             if check in self.ev.global_checks:
                 notes.append(f"global: {check} fails on every reachable site; nothing drains")
                 continue
             if memory.fails.get(check, 0) >= fall:
-                tally = self.ev.checks[check][spec.name]
-                notes.append(f"{check}: failing for {memory.fails[check]} rounds ({tally})")
+                shown = _shown(self.ev.checks[check][spec.name], memory.seen.get(check, ""))
+                notes.append(f"{check}: failing for {memory.fails[check]} rounds ({shown})")
                 return cause, notes
         return None, notes
 
@@ -244,11 +371,36 @@ class _Round:
                 self.notes[spec.name].append(f"{progress}; {block}")  # said while it holds
                 return False, f"{progress}; {block}"
             return up >= rise, progress
-        if cause in _CHECK_OF:
-            check = _CHECK_OF[cause]
-            oks = memory.oks.get(check, 0)
-            return oks >= rise, f"{check} passed {oks} round(s) of {rise}"
+        checks = _CAUSE_CHECKS.get(cause) if cause is not None else None
+        if checks:
+            oks = min(memory.oks.get(check, 0) for check in checks)
+            names = " and ".join(checks)
+            return oks >= rise, f"{names} passed {oks} round(s) of {rise}"
         return False, ""
+
+    def own_cause_cleared(self, spec: SiteSpec, memory: SiteMemory) -> str | None:
+        """A storage-drained site restoring while its endtoend stays false for another
+        location (v3.18 checks every preferred one): its own cause is gone when its first
+        location passes and the site's only failing check, storage, is explained by
+        other locations. Returns the reason, or None."""
+        if memory.cause is not Cause.STORAGE or not spec.storage:
+            return None
+        first = spec.storage[0]
+        location = self.locations[first]
+        if location.down or location.up < self.policy.rise:
+            return None
+        quorum = self.ev.endtoend[spec.name].quorum
+        if self.ev.storage_only.get(spec.name, 0) < quorum:
+            return None
+        tally, evidence, elsewhere = self.attributed(spec, first)
+        if tally.fail or not elsewhere:
+            return None
+        names = ", ".join(sorted(elsewhere))
+        return (
+            f"storage: location {first}, the cause of this drain, passed {location.up} direct "
+            f"probe round(s); the site answers and its storage: false is explained by "
+            f"{names} (evidence: {evidence})"
+        )
 
     # --- safety ---------------------------------------------------------------
 
@@ -280,7 +432,11 @@ class _Round:
         *,
         automatic: bool,
         stop_instances: bool = False,
+        manual: bool = False,
     ) -> SiteMemory:
+        if automatic and self.pause is not None:
+            # Pause means no automatic transition at all: the site stays as it is.
+            return self.refuse(spec, memory, "paused", reasons)
         self.transitions.append(
             Transition(spec.name, memory.state, to, cause, tuple(reasons), automatic)
         )
@@ -288,9 +444,11 @@ class _Round:
             self.active += (to is State.ACTIVE) - (memory.state is State.ACTIVE)
         new = replace(memory, state=to, cause=cause, since=self.now, refused=None)
         if to is State.ACTIVE:
-            new = replace(new, active_since=self.now, cause=None, stop_instances=False)
+            new = replace(
+                new, active_since=self.now, cause=None, stop_instances=False, manual=False
+            )
         if to is State.DRAINING and memory.state in (State.ACTIVE, State.RESTORING):
-            new = replace(new, drained_at=self.now, stop_instances=stop_instances)
+            new = replace(new, drained_at=self.now, stop_instances=stop_instances, manual=manual)
             if automatic:
                 new = replace(new, drains=(*memory.drains, self.now))
                 if not spec.observe:
@@ -310,7 +468,7 @@ class _Round:
             memory.state is not State.ACTIVE
             or memory.refused is not None
             or self.ev.abstaining
-            or self.ev.global_storage
+            or self.global_storage
             or self.ev.global_checks
             or spec.name in self.overrides
         ):
@@ -357,21 +515,37 @@ class _Round:
                     why,
                     automatic=False,
                     stop_instances=override.stop_instances,
+                    manual=True,
                 )
-            memory = replace(memory, cause=Cause.MANUAL, stop_instances=override.stop_instances)
+            # Causes stack: a manual drain on a site already out for an automatic cause
+            # keeps that cause (and its effects: the strongest cause present wins); an
+            # automatic cause found while manually drained is stacked the same way.
+            strongest = memory.cause if memory.cause is not Cause.MANUAL else cause
+            memory = replace(
+                memory,
+                cause=strongest or Cause.MANUAL,
+                manual=True,
+                stop_instances=override.stop_instances,
+            )
             if state is State.DRAINING and now - memory.since >= policy.shutdown_grace:
                 return self.move(
                     spec,
                     memory,
                     State.DRAINED,
-                    Cause.MANUAL,
+                    memory.cause,
                     [*why, "shutdown grace over"],
                     automatic=False,
-                    stop_instances=override.stop_instances,
                 )
             return memory if memory.refused is None else replace(memory, refused=None)
 
         held = override is not None and override.kind == "hold"
+        if memory.manual and not held and state in (State.DRAINING, State.DRAINED):
+            # The manual drain was lifted (undrain, expiry): an automatic cause stacked
+            # under it, or found now, keeps the site out with its own end conditions.
+            if memory.cause is Cause.MANUAL and cause is not None:
+                memory = replace(memory, cause=cause)
+            if memory.cause is not Cause.MANUAL:
+                memory = replace(memory, manual=False, stop_instances=False, refused=None)
         if state is State.ACTIVE:
             if cause is None:
                 return memory if memory.refused is None else replace(memory, refused=None)
@@ -390,6 +564,9 @@ class _Round:
                     [f"endtoend healthy ({self.ev.endtoend[spec.name]})"],
                     automatic=True,
                 )
+            cleared = self.own_cause_cleared(spec, memory)
+            if cleared is not None and cause is None:
+                return self.move(spec, memory, State.ACTIVE, None, [cleared], automatic=True)
             if cause is not None and not held:
                 return self.move(spec, memory, State.DRAINED, cause, notes, automatic=True)
             if not held and now - memory.since > policy.restore_timeout:
@@ -401,7 +578,7 @@ class _Round:
                     [f"restore_timeout: endtoend not healthy after {policy.restore_timeout:g}s"],
                     automatic=True,
                 )
-            return memory
+            return memory if memory.refused is None else replace(memory, refused=None)
 
         # draining or drained
         if memory.cause is Cause.MANUAL or held:
@@ -409,7 +586,14 @@ class _Round:
             if cause is not None and not held:
                 return replace(memory, cause=cause, stop_instances=False, refused=None)
             ended = "hold: pinned active by an operator" if held else "manual drain ended"
-            return self.move(spec, memory, State.RESTORING, memory.cause, [ended], automatic=False)
+            return self.move(
+                spec,
+                replace(memory, manual=False),
+                State.RESTORING,
+                memory.cause,
+                [ended],
+                automatic=False,
+            )
         ok, progress = self.recovered(spec, memory)
         if ok:
             if self.pause is not None:
@@ -430,8 +614,11 @@ class _Round:
 
 
 def _instances_stopped(memory: SiteMemory) -> bool:
-    """Whether this drain stops the site's instances (docs/design.md's cause table)."""
-    return memory.cause is Cause.STORAGE or (memory.cause is Cause.MANUAL and memory.stop_instances)
+    """Whether this drain stops the site's instances (docs/design.md's cause table): the
+    strongest cause present decides, a stacked manual drain adds its own choice."""
+    return memory.cause is Cause.STORAGE or (
+        (memory.manual or memory.cause is Cause.MANUAL) and memory.stop_instances
+    )
 
 
 _STOPPED_CHECKS = frozenset({"instance", "registry"})
@@ -439,6 +626,8 @@ _STOPPED_CHECKS = frozenset({"instance", "registry"})
 
 def _site_decision(spec: SiteSpec, memory: SiteMemory, notes: list[str]) -> SiteDecision:
     stopped = memory.state is State.DRAINED and _instances_stopped(memory)
+    if memory.manual and memory.cause is not Cause.MANUAL and memory.state is not State.ACTIVE:
+        notes = [*notes, f"manual drain stacked on the automatic cause {memory.cause}"]
     return SiteDecision(
         site=spec.name,
         state=memory.state,
@@ -460,14 +649,31 @@ def decide(
     now: float,
     *,
     restore_blocks: Mapping[str, str] | None = None,
+    wall: float | None = None,
 ) -> Decision:
     """One round: from the previous state and the latest observations to the next state.
+
+    `now` is a monotonic clock (seconds): every duration and every observation's `t` is
+    measured on it. `wall` (default: `now`) is the wall clock, used only for the
+    absolute expiries an operator gave (`Override.expires`): a wall-clock step changes
+    no decision.
 
     `restore_blocks` names storage locations that pass their probes but may not take a
     storage-drained site back yet (the restore gate: sampled blobs are missing there),
     with the reason; such a site stays out and says why."""
-    evidence = gather(latest, policy, now, previous.last_round)
-    rnd = _Round(previous, evidence, policy, overrides, pause, now, restore_blocks or {})
+    stopped = stopped_sites(previous, policy)
+    evidence = gather(latest, policy, now, previous.last_round, stopped)
+    rnd = _Round(
+        previous,
+        evidence,
+        policy,
+        overrides,
+        pause,
+        now,
+        restore_blocks or {},
+        now if wall is None else wall,
+        stopped,
+    )
     for spec in policy.sites:
         rnd.sites[spec.name] = rnd.step(spec)
     sites = {}
@@ -499,3 +705,34 @@ def decide(
         refusals=tuple(rnd.refusals),
         evidence=evidence,
     )
+
+
+def trial_drain(
+    previous: EngineState,
+    latest: Latest,
+    policy: EnginePolicy,
+    overrides: Mapping[str, Override],
+    pause: Pause | None,
+    now: float,
+    site: str,
+    override: Override,
+    *,
+    restore_blocks: Mapping[str, str] | None = None,
+    wall: float | None = None,
+) -> Refusal | None:
+    """Would this manual drain be refused? The answer does not depend on whether the
+    site already carries the same refusal (a refusal is reported once per round it
+    starts, but a trial must see it every time)."""
+    memory = previous.site(site)
+    trial = replace(previous, sites={**previous.sites, site: replace(memory, refused=None)})
+    result = decide(
+        trial,
+        latest,
+        policy,
+        {**overrides, site: override},
+        pause,
+        now,
+        restore_blocks=restore_blocks,
+        wall=wall,
+    )
+    return next((r for r in result.refusals if r.site == site), None)

@@ -8,8 +8,9 @@ transitions. Pure: `now` is an argument and nothing is read or written.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import NamedTuple
 
@@ -41,6 +42,11 @@ class Tally(NamedTuple):
     def __str__(self) -> str:
         return f"{self.fail} failing, {self.ok} ok, quorum {self.quorum}"
 
+    @property
+    def empty(self) -> bool:
+        """No vantage voted this round (no new observation): not evidence of anything."""
+        return not self.fail and not self.ok
+
 
 @dataclass(frozen=True)
 class Evidence:
@@ -49,29 +55,59 @@ class Evidence:
     abstaining: frozenset[str]
     locations: Tallies  # only observations new since the previous round
     global_storage: bool  # every location failing, on the latest fresh observations
-    corroboration: Mapping[str, Tally]  # per site: FAIL = site confirms storage failure
+    corroboration: Mapping[str, Tally]  # per site: FAIL = site says storage false (or hangs)
     checks: Mapping[str, Tallies]  # check -> site -> tally, new observations only
     global_checks: frozenset[str]  # checks failing on every reachable site
     endtoend: Mapping[str, Tally]  # per site: is /health/endtoend healthy
+    # Per site whose storage fails: one entry per failing vote, the locations Quay's
+    # debug text names ("Preferred storage 'LOC' check failed"), empty without text.
+    named: Mapping[str, tuple[frozenset[str], ...]] = field(default_factory=dict)
+    # Per site: the vantages' endtoend answers had every service but storage healthy
+    # (the site answers; only storage fails), counted like `endtoend`.
+    storage_only: Mapping[str, int] = field(default_factory=dict)
+
+
+# Quay's debug failure text names the location (quay.md, "Observed on real Quay").
+_PREFERRED_FAILED = re.compile(r"Preferred storage '([^']+)' check failed")
 
 
 Latest = Mapping[tuple[str, Probe, str], Observation]
 _CHECK_PROBES = {Probe.INSTANCE: "instance", Probe.REGISTRY: "registry"}
+SHARED_SERVICES = ("database", "redis")  # one for the whole deployment (quay.md)
 
 
-def _abstaining(fresh: list[Observation], policy: EnginePolicy) -> frozenset[str]:
-    """A vantage that sees every site and every location fail at once is the one cut off."""
-    if not policy.sites or not policy.locations:
+def named_locations(o: Observation) -> frozenset[str]:
+    """The locations a failing endtoend's debug text blames; empty without debug mode.
+    The prober's `storage_faults` first, else the texts themselves (older audit logs)."""
+    faults = getattr(o, "storage_faults", None)
+    if faults:
+        return frozenset(loc for loc, kind in faults.items() if kind == "preferred")
+    texts = getattr(o, "service_texts", None) or {}
+    text = texts.get("storage") or o.detail
+    if not text or "storage" not in text:
         return frozenset()
-    everything = len(policy.sites) + len(policy.locations)
+    return frozenset(_PREFERRED_FAILED.findall(text))
+
+
+def _abstaining(
+    fresh: list[Observation], policy: EnginePolicy, stopped: frozenset[str]
+) -> frozenset[str]:
+    """A vantage that sees every site and every location fail at once is the one cut off.
+    Sites whose instances trafficd stopped fail by design and are no sign of it."""
+    sites = [s.name for s in policy.sites if s.name not in stopped]
+    if not sites or not policy.locations:
+        return frozenset()
+    everything = len(sites) + len(policy.locations)
     failing: dict[str, int] = {}
     for o in fresh:
         if o.ok is False and o.probe is not Probe.INSTANCE and o.probe is not Probe.REGISTRY:
+            if o.probe is Probe.ENDTOEND and o.target in stopped:
+                continue
             failing[o.vantage] = failing.get(o.vantage, 0) + 1
     candidates = [v for v, n in failing.items() if n >= everything]
     if not candidates:  # the common case: no exact check needed
         return frozenset()
-    targets = {(Probe.ENDTOEND, s.name) for s in policy.sites}
+    targets = {(Probe.ENDTOEND, name) for name in sites}
     targets |= {(Probe.STORAGE, loc) for loc in policy.locations}
     out = set()
     for v in candidates:
@@ -122,20 +158,39 @@ class Tallies(Mapping[str, Tally]):
         return len(self._keys)
 
 
-def gather(latest: Latest, policy: EnginePolicy, now: float, since: float) -> Evidence:
+def gather(
+    latest: Latest,
+    policy: EnginePolicy,
+    now: float,
+    since: float,
+    stopped: frozenset[str] = frozenset(),
+) -> Evidence:
     """Verdicts at `now`. Counters advance only on observations newer than `since` (the
-    previous round), so that one observation is never counted as several rounds."""
+    previous round), so that one observation is never counted as several rounds.
+
+    `stopped`: sites whose instances trafficd itself stopped (or is starting again).
+    Their failing probes are trafficd's own doing: they say nothing about whether a
+    failure elsewhere is local or global, nor about a vantage being cut off."""
     cutoff = now - policy.stale_after
-    fresh = [o for o in latest.values() if cutoff <= o.t <= now]
-    abstaining = _abstaining(fresh, policy)
+    # Storage probes may run at their own, slower interval: each kind is stale after
+    # three of its own intervals, or a global outage looks local between two probes.
+    storage_cutoff = now - policy.storage_stale_after
+    fresh = [
+        o
+        for o in latest.values()
+        if (storage_cutoff if o.probe is Probe.STORAGE else cutoff) <= o.t <= now
+    ]
+    abstaining = _abstaining(fresh, policy, stopped)
     q = policy.quorum
+    named: dict[str, list[frozenset[str]]] = {}
+    storage_only: dict[str, int] = {}
 
     locations, corroboration, endtoend = _Votes(), _Votes(), _Votes()
     # What every fresh observation says now, new or not: rounds run as observations
     # arrive, so one round may hold a single new observation, and whether a failure is
     # global or local must be judged against the latest view of every site and location.
     current = _Votes()
-    checks = {"instance": _Votes(), "registry": _Votes(), "database": _Votes()}
+    checks = {"instance": _Votes(), "registry": _Votes(), "database": _Votes(), "redis": _Votes()}
     # Per check and vantage: sites known and sites fine, to tell local from global.
     known: dict[tuple[str, str], int] = {}
     fine: dict[tuple[str, str], int] = {}
@@ -158,13 +213,33 @@ def gather(latest: Latest, policy: EnginePolicy, now: float, since: float) -> Ev
                 storage = services.get("storage")
                 if storage is False or (not ok and o.reason in UNREACHABLE):
                     corroboration.fail[target] = corroboration.fail.get(target, 0) + 1
+                    named.setdefault(target, []).append(named_locations(o))
+                    if storage is False and all(
+                        healthy for name, healthy in services.items() if name != "storage"
+                    ):
+                        storage_only[target] = storage_only.get(target, 0) + 1
                 elif storage is True:
                     corroboration.ok[target] = corroboration.ok.get(target, 0) + 1
-            # database/redis false at this site (inlined: the hot loop)
-            database, redis = services.get("database"), services.get("redis")
-            if database is None and redis is None:
+            if target in stopped:
                 continue
-            check, failing = "database", database is False or redis is False
+            # database and redis, each judged local or global on its own (inlined: the
+            # hot loop); a global outage names the service that failed.
+            for check in SHARED_SERVICES:
+                healthy = services.get(check)
+                if healthy is None:
+                    continue
+                key = (check, v)
+                known[key] = known.get(key, 0) + 1
+                if healthy:
+                    fine[key] = fine.get(key, 0) + 1
+                if o.t <= since:  # counted in an earlier round
+                    continue
+                if not healthy:
+                    checks[check].suspect.setdefault(target, []).append(v)
+                else:
+                    votes = checks[check].ok
+                    votes[target] = votes.get(target, 0) + 1
+            continue
         elif ok is None:
             continue
         elif probe is storage_probe:
@@ -174,6 +249,8 @@ def gather(latest: Latest, policy: EnginePolicy, now: float, since: float) -> Ev
                 votes = locations.ok if ok else locations.fail
                 votes[target] = votes.get(target, 0) + 1
             continue
+        elif target in stopped:
+            continue  # failing by trafficd's own doing: no evidence either way
         else:
             check, failing = _CHECK_PROBES[probe], not ok
         key = (check, v)
@@ -199,11 +276,14 @@ def gather(latest: Latest, policy: EnginePolicy, now: float, since: float) -> Ev
     )
     check_tallies: dict[str, Tallies] = {}
     global_checks = set()
+    reachable = len(names) - len(stopped)  # stopped sites are no sign of anything
     for check, check_votes in checks.items():
         everywhere = sum(
             1
             for (c, v), n in known.items()
-            if c == check and n and not fine.get((c, v)) and len(names) > 1
+            # Global takes two sites answering and failing alike: one answering site
+            # alone cannot tell a local cut from a global outage.
+            if c == check and n > 1 and not fine.get((c, v)) and reachable > 1
         )
         if everywhere >= q:
             global_checks.add(check)
@@ -222,4 +302,6 @@ def gather(latest: Latest, policy: EnginePolicy, now: float, since: float) -> Ev
         checks=check_tallies,
         global_checks=frozenset(global_checks),
         endtoend=tallies(endtoend, names),
+        named={site: tuple(sets) for site, sets in named.items()},
+        storage_only=storage_only,
     )

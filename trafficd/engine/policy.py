@@ -7,7 +7,9 @@ hand-made policies.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 from trafficd.config.model import Config
 
@@ -27,6 +29,7 @@ class EnginePolicy:
     vantages: tuple[str, ...]
     quorum: int
     interval: float = 2.0
+    storage_interval: float | None = None  # storage probes' own interval (default: interval)
     fall: int = 3
     rise: int = 5
     min_active_sites: int = 1
@@ -42,6 +45,20 @@ class EnginePolicy:
     def stale_after(self) -> float:
         """Observations older than 3 intervals are unknown (docs/design.md)."""
         return 3 * self.interval
+
+    @property
+    def storage_stale_after(self) -> float:
+        """Storage observations: three of the storage probes' own intervals."""
+        return 3 * max(self.interval, self.storage_interval or self.interval)
+
+    @cached_property
+    def firsts(self) -> Mapping[str, tuple[str, ...]]:
+        """Per location, the sites whose first preferred location it is."""
+        out: dict[str, list[str]] = {}
+        for s in self.sites:
+            if s.storage:
+                out.setdefault(s.storage[0], []).append(s.name)
+        return {loc: tuple(names) for loc, names in out.items()}
 
     def site(self, name: str) -> SiteSpec:
         return next(s for s in self.sites if s.name == name)
@@ -64,6 +81,7 @@ class EnginePolicy:
             vantages=tuple(config.all_vantages),
             quorum=config.quorum_size,
             interval=config.probes.interval,
+            storage_interval=config.probes.effective_storage_interval,
             fall=p.fall,
             rise=p.rise,
             min_active_sites=p.min_active_sites,

@@ -1,0 +1,414 @@
+"""The scenario explorer's world: ground truth, the observations it produces, the invariants.
+
+Used by `tests/engine/test_explorer.py` (hypothesis stateful testing, in CI) and
+`bench/explore.py` (long searches). A `World` knows what is really broken: which
+locations are dead, which vantage is cut from what, whose instances are down,
+which site lost the database, whether the database or Redis is down for all.
+It turns that into the observations each vantage would report (v3.17 or v3.18
+storage semantics, Quay's debug text or not, storage and instance probes at
+their own intervals), and states the invariants of issue 17 in its own terms.
+
+Two engines run every history side by side: `base`, and `disturbed`, whose
+wall clock is stepped by the history's clock events (invariant 8) and whose
+state is saved and loaded at the history's restarts (invariant 9). Their
+decisions must be identical.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from trafficd.clock import EngineClock
+from trafficd.engine import Decision, EnginePolicy, EngineState, SiteSpec, decide
+from trafficd.engine.decide import SAFETY_RULES, trial_drain
+from trafficd.model import Cause, Observation, Override, Pause, Probe, State
+from trafficd.store import engine_from_json, engine_to_json
+
+FAULTS = (
+    "location_dead",  # a bucket dies
+    "location_flap",  # a bucket dies every other round
+    "cut_location",  # one vantage cannot reach a bucket; Quay can
+    "cut_site",  # one vantage cannot reach a site
+    "instances_down",  # a site's Quay instances fail
+    "database_cut",  # one site cannot reach the (shared) database
+    "global_database",
+    "global_redis",
+)
+EVENTS = ("drain", "undrain", "hold", "release", "pause", "resume", "wall_step", "restart")
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: str
+    target: str = ""  # a location or a site
+    vantage: str = ""  # for cuts
+    reason: str = "timeout"  # timeout or refused: how the cut shows
+
+
+@dataclass
+class Truth:
+    """What is really broken, and the world's fixed facts."""
+
+    sites: dict[str, tuple[str, ...]]
+    vantages: tuple[str, ...]
+    v318: bool  # Quay v3.18: every preferred location checked; else only the first
+    debug: bool  # probes.debug_secret set: the failure text names the location
+    storage_every: int  # storage probes run every k rounds
+    instance_every: int  # instance probes run every k rounds
+    faults: list[Fault] = field(default_factory=list)
+
+    @property
+    def locations(self) -> tuple[str, ...]:
+        return tuple(sorted({loc for locs in self.sites.values() for loc in locs}))
+
+    def dead(self, loc: str, r: int) -> bool:
+        for f in self.faults:
+            if f.target == loc and (
+                f.kind == "location_dead" or (f.kind == "location_flap" and r % 2 == 0)
+            ):
+                return True
+        return False
+
+    def has(self, kind: str, target: str = "", vantage: str = "") -> bool:
+        return any(
+            f.kind == kind and f.target == target and f.vantage == vantage for f in self.faults
+        )
+
+    def cut(self, kind: str, vantage: str, target: str) -> Fault | None:
+        return next(
+            (
+                f
+                for f in self.faults
+                if f.kind == kind and f.vantage == vantage and f.target == target
+            ),
+            None,
+        )
+
+    # --- ground truth the invariants are stated in ---------------------------------
+
+    def own_failure(self, site: str, r: int) -> str | None:
+        """The site's own failure: its first location dead, its instances down, or its
+        database cut. None when the site itself is fine."""
+        if self.dead(self.sites[site][0], r):
+            return "storage"
+        if self.has("instances_down", site):
+            return "instance"
+        # Cut from a quorum of vantages: the world cannot reach the site, which is then
+        # as good as down (the vantages stand for the clients' regions).
+        cuts = {f.vantage for f in self.faults if f.kind == "cut_site" and f.target == site}
+        if len(cuts) >= len(self.vantages) // 2 + 1:
+            return "instance"
+        if self.has("database_cut", site):
+            return "database"
+        return None
+
+    def global_failure(self, r: int) -> bool:
+        return (
+            all(self.dead(loc, r) for loc in self.locations)
+            or self.has("global_database")
+            or self.has("global_redis")
+        )
+
+    def touched(self, site: str, r: int) -> bool:
+        """Anything at all wrong that concerns the site (for the recovery invariant)."""
+        if any(self.dead(loc, r) for loc in self.sites[site]):
+            return True
+        return any(
+            f.target in (site, *self.sites[site]) or f.kind.startswith("global")
+            for f in self.faults
+        )
+
+    # --- observations --------------------------------------------------------------
+
+    def observations(self, r: int, t: float, stopped: Iterable[str]) -> list[Observation]:
+        """What every vantage reports in round r (at wall time t); `stopped`: the sites
+        whose instances this engine has stopped (they refuse connections)."""
+        stopped = set(stopped)
+        out = []
+        for v in self.vantages:
+            if r % self.storage_every == 0:
+                for loc in self.locations:
+                    cut = self.cut("cut_location", v, loc)
+                    if self.dead(loc, r) or cut is not None:
+                        reason = cut.reason if cut is not None else "connect"
+                        out.append(Observation(t, v, Probe.STORAGE, loc, False, reason=reason))
+                    else:
+                        out.append(Observation(t, v, Probe.STORAGE, loc, True))
+            for site, prefs in self.sites.items():
+                cut = self.cut("cut_site", v, site)
+                down = site in stopped or self.has("instances_down", site)
+                if cut is not None:
+                    out.append(Observation(t, v, Probe.ENDTOEND, site, False, reason=cut.reason))
+                elif down:
+                    out.append(Observation(t, v, Probe.ENDTOEND, site, False, reason="refused"))
+                else:
+                    checked = prefs if self.v318 else prefs[:1]
+                    failed = [loc for loc in checked if self.dead(loc, r)]
+                    services = {
+                        "auth": True,
+                        "database": not (
+                            self.has("global_database") or self.has("database_cut", site)
+                        ),
+                        "redis": not self.has("global_redis"),
+                        "storage": not failed,
+                    }
+                    ok = all(services.values())
+                    detail = None
+                    if self.debug and failed:
+                        detail = "; ".join(
+                            f"storage: Preferred storage '{loc}' check failed: Could not "
+                            "connect to the endpoint URL"
+                            for loc in failed
+                        )
+                    out.append(
+                        Observation(
+                            t,
+                            v,
+                            Probe.ENDTOEND,
+                            site,
+                            ok,
+                            status=200 if ok else 503,
+                            reason=None if ok else "unhealthy",
+                            services=services,
+                            detail=detail,
+                        )
+                    )
+                if r % self.instance_every == 0:
+                    if cut is not None:
+                        out.append(
+                            Observation(t, v, Probe.INSTANCE, site, False, reason=cut.reason)
+                        )
+                    elif down:
+                        out.append(Observation(t, v, Probe.INSTANCE, site, False, reason="refused"))
+                    else:
+                        out.append(Observation(t, v, Probe.INSTANCE, site, True, status=200))
+        return out
+
+
+def make_policy(truth: Truth, **kw: Any) -> EnginePolicy:
+    vantages = truth.vantages
+    return EnginePolicy(
+        sites=tuple(SiteSpec(n, locs) for n, locs in sorted(truth.sites.items())),
+        locations=truth.locations,
+        vantages=vantages,
+        quorum=len(vantages) // 2 + 1,
+        interval=1.0,
+        storage_interval=float(truth.storage_every),
+        **kw,
+    )
+
+
+class Engine:
+    """One engine driven like the daemon: EngineClock, overrides, pause, save and load."""
+
+    def __init__(self, policy: EnginePolicy, start: float) -> None:
+        self.policy = policy
+        self.state = EngineState()
+        self.latest: dict[tuple[str, Probe, str], Observation] = {}
+        self.overrides: dict[str, Override] = {}
+        self.pause: Pause | None = None
+        self.mono, self.step = start, 0.0
+        self.clock = EngineClock(wall=lambda: self.mono + self.step, monotonic=lambda: self.mono)
+        self.decision: Decision | None = None
+        self.command_refusals: list[tuple[str, str]] = []
+
+    def stopped(self) -> list[str]:
+        d = self.decision
+        if d is None:
+            return []
+        return [s for s, sd in d.sites.items() if sd.instances == "stopped"]
+
+    def restart(self) -> None:
+        self.state = engine_from_json(json.loads(json.dumps(engine_to_json(self.state))))
+
+    def command(self, kind: str, site: str) -> str | None:
+        wall = self.clock.wall()
+        if kind in ("drain", "hold"):
+            override = Override(kind=kind, reason="explorer", who="ops", at=wall)
+            if kind == "drain":
+                refusal = trial_drain(
+                    self.state,
+                    self.latest,
+                    self.policy,
+                    self.overrides,
+                    self.pause,
+                    self.clock.now(),
+                    site,
+                    override,
+                    wall=wall,
+                )
+                if refusal is not None:
+                    return refusal.rule
+            self.overrides[site] = override
+        elif kind in ("undrain", "release"):
+            self.overrides.pop(site, None)
+        elif kind == "pause":
+            self.pause = Pause(reason="explorer", who="ops", at=wall)
+        elif kind == "resume":
+            self.pause = None
+        return None
+
+    def round(self, truth: Truth, r: int) -> Decision:
+        self.mono = 1000.0 + r * self.policy.interval
+        wall = self.clock.wall()
+        for o in truth.observations(r, wall, self.stopped()):
+            stamped = self.clock.stamp(o.t)
+            self.latest[o.key] = o if stamped == o.t else _at(o, stamped)
+        self.decision = decide(
+            self.state,
+            self.latest,
+            self.policy,
+            self.overrides,
+            self.pause,
+            self.clock.now(),
+            wall=self.clock.wall(),
+        )
+        self.state = self.decision.state
+        return self.decision
+
+
+def _at(o: Observation, t: float) -> Observation:
+    from dataclasses import replace
+
+    return replace(o, t=t)
+
+
+def signature(d: Decision) -> tuple[Any, ...]:
+    """What must not change with wall-clock steps or restarts: every transition, every
+    refusal, every site's state, cause and instances."""
+    return (
+        tuple((t.site, t.from_state, t.to_state, t.cause, t.automatic) for t in d.transitions),
+        tuple((x.site, x.rule) for x in d.refusals),
+        tuple((s, sd.state, sd.cause, sd.instances) for s, sd in sorted(d.sites.items())),
+    )
+
+
+@dataclass
+class History:
+    """What the invariants need to remember of the rounds so far."""
+
+    own: dict[str, list[str | None]] = field(default_factory=dict)  # per site, per round
+    global_: list[bool] = field(default_factory=list)
+    touched: dict[str, list[bool]] = field(default_factory=dict)
+    paused: list[bool] = field(default_factory=list)
+    overridden: dict[str, list[bool]] = field(default_factory=dict)
+    cut_first: set[str] = field(
+        default_factory=set
+    )  # sites whose first location a vantage was cut from
+    blurred: dict[str, list[bool]] = field(default_factory=dict)  # see _blurred, per round
+
+
+def check(
+    truth: Truth,
+    policy: EnginePolicy,
+    engine: Engine,
+    decision: Decision,
+    history: History,
+    r: int,
+    active_before: int,
+) -> list[str]:
+    """The invariants of issue 17 after round r; returns the violations."""
+    problems: list[str] = []
+    lag = max(truth.storage_every, truth.instance_every)
+    sites = sorted(truth.sites)
+    for s in sites:
+        history.own.setdefault(s, []).append(truth.own_failure(s, r))
+        history.touched.setdefault(s, []).append(truth.touched(s, r))
+        history.overridden.setdefault(s, []).append(s in engine.overrides)
+        history.blurred.setdefault(s, []).append(_blurred(truth, s, engine))
+        if any(f.kind == "cut_location" and f.target == truth.sites[s][0] for f in truth.faults):
+            history.cut_first.add(s)
+    history.global_.append(truth.global_failure(r))
+    history.paused.append(engine.pause is not None)
+
+    def recent(values: list[Any], n: int) -> list[Any]:
+        return values[max(0, len(values) - n) :]
+
+    active_after = sum(1 for sd in decision.sites.values() if sd.state is State.ACTIVE)
+    for t in decision.transitions:
+        if not t.automatic:
+            continue
+        # 5. Under pause, no automatic transition happens.
+        if engine.pause is not None:
+            problems.append(f"5: automatic {t.site} {t.from_state}->{t.to_state} under pause")
+        if t.to_state is State.DRAINING and t.from_state is State.ACTIVE:
+            own = recent(history.own[t.site], lag + 1)
+            # 1. No site is drained automatically unless its own failure is true.
+            if not any(own):
+                problems.append(f"1: {t.site} drained ({t.cause}) without its own failure")
+            # 3. A global failure drains nothing (beyond a site's own, local failure).
+            if t.cause is Cause.STORAGE and all(
+                all(truth.dead(loc, k) for loc in truth.locations)
+                for k in range(max(0, r - lag), r + 1)
+            ):
+                problems.append(f"3: {t.site} drained for storage in a global storage outage")
+            if t.cause is Cause.DATABASE and not truth.has("database_cut", t.site):
+                problems.append(f"3: {t.site} drained for the database, which fails for all")
+            # 6. Automation never breaks min_active_sites.
+            if active_after < policy.min_active_sites:
+                problems.append(
+                    f"6: {t.site} drained leaving {active_after} active "
+                    f"(min_active_sites {policy.min_active_sites}, before {active_before})"
+                )
+    # 2. A site whose own failure has been true, and seen by a quorum, for fall + 1
+    # rounds is draining, or a refusal names the rule. A round is one of the slowest
+    # probe's: `fall` counts failing probe results, never one result twice.
+    window = (policy.fall + 1) * lag + 1
+    for s in sites:
+        memory = engine.state.site(s)
+        own = recent(history.own[s], window)
+        if (
+            len(own) == window
+            and all(o is not None and o == own[-1] for o in own)
+            and not any(recent(history.global_, window))
+            and not any(recent(history.overridden[s], window))
+            and s not in history.cut_first
+            and not any(recent(history.blurred[s], window))
+            and memory.state is State.ACTIVE
+            and memory.refused not in SAFETY_RULES
+        ):
+            problems.append(f"2: {s}'s own failure ({own[-1]}) for {window} rounds, still active")
+    # 4. A drained site whose cause has been gone for rise + 1 rounds (gate passing) is
+    # restoring or active, unless paused or held (or a rule such as hold_down says so).
+    window = (policy.rise + 1) * lag + 2  # rounds of the slowest probe, as for 2
+    for s in sites:
+        memory = engine.state.site(s)
+        touched = recent(history.touched[s], window)
+        if (
+            len(touched) == window
+            and not any(touched)
+            and not any(recent(history.own[s], window))
+            and not any(recent(history.paused, window))
+            and not any(recent(history.overridden[s], window))
+            and memory.state is State.DRAINED
+            and memory.refused not in SAFETY_RULES
+        ):
+            problems.append(f"4: {s} still drained {window} rounds after its cause went")
+    return problems
+
+
+def _blurred(truth: Truth, site: str, engine: Engine) -> bool:
+    """Whether the site's own failure is beyond what the evidence can show: a vantage is
+    cut from the site, or so many other sites fail alike that it cannot be local."""
+    if any(f.kind == "cut_site" for f in truth.faults):
+        return True
+    kind = truth.own_failure(site, 0)
+    if kind in ("instance", "database"):
+        # The other sites that answer this check: not stopped, instances up, not cut.
+        stopped = set(engine.stopped())
+        others = [
+            s
+            for s in truth.sites
+            if s != site
+            and s not in stopped
+            and not truth.has("instances_down", s)
+            and not any(f.kind == "cut_site" and f.target == s for f in truth.faults)
+        ]
+        fault = "instances_down" if kind == "instance" else "database_cut"
+        alike = sum(1 for s in others if truth.has(fault, s))
+        if not others or alike * 2 >= len(others):
+            return True
+    return False

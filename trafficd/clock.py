@@ -1,0 +1,52 @@
+"""The daemon's engine clock: wall time with every wall-clock step taken out.
+
+Beside the engine (which never reads a clock): the daemon stamps observations
+and calls `decide` with `EngineClock.now()`, so every duration the engine
+measures (fall/rise rounds, hold-downs, the drain window, shutdown grace,
+restore_timeout) runs on the monotonic clock, while the values stay close to
+epoch seconds for display. A step of the wall clock (NTP, an operator, a VM
+resumed) shows as wall and monotonic time advancing by different amounts
+between two readings; the difference is absorbed into `skew`. Wall time is
+still used, unchanged, for the absolute expiries operators give.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+# Wall and monotonic time may drift apart by slewing; only a jump this large is a step.
+STEP = 1.0
+
+
+class EngineClock:
+    def __init__(
+        self,
+        wall: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        *,
+        resume_at: float | None = None,
+    ) -> None:
+        """`resume_at`: the saved state's last round, so that a clock stepped back while
+        the daemon was down never runs the engine backwards."""
+        self._wall, self._monotonic = wall, monotonic
+        self._last_wall, self._last_mono = wall(), monotonic()
+        self.skew = 0.0  # wall - engine
+        if resume_at is not None and resume_at > self._last_wall:
+            self.skew = self._last_wall - resume_at
+
+    def now(self) -> float:
+        wall, mono = self._wall(), self._monotonic()
+        step = (wall - self._last_wall) - (mono - self._last_mono)
+        if abs(step) >= STEP:
+            self.skew += step
+        self._last_wall, self._last_mono = wall, mono
+        return wall - self.skew
+
+    def wall(self) -> float:
+        return self._wall()
+
+    def stamp(self, t: float) -> float:
+        """An observation's wall time `t` on the engine clock (probers stamp wall time)."""
+        self.now()
+        return t - self.skew
