@@ -223,10 +223,22 @@ def render_status(sites: list[dict[str, Any]]) -> str:
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    return "\n".join(
+    table = [
         "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=False)) + "  " + r[-1]
         for r in rows
-    )
+    ]
+    # Below the table: what the actuators could not make true, once per target.
+    lagging = dict.fromkeys(t for s in sites for t in s.get("out_of_sync") or [])
+    if lagging:
+        table.append("out of sync:")
+        table += [f"  {t}" for t in lagging]
+    for s in sites:
+        if s.get("shutdown_blocked"):
+            table.append(
+                f"{s['name']}: instances kept up, traffic not confirmed off: "
+                + "; ".join(s["shutdown_blocked"])
+            )
+    return "\n".join(table)
 
 
 def render_event(e: dict[str, Any]) -> str:
@@ -245,7 +257,12 @@ def render_event(e: dict[str, Any]) -> str:
     if kind == "actuation":
         what = "; ".join(e.get("applied", [])) or "-"
         error = f"  ERROR {e['error']}" if e.get("error") else ""
-        return f"{head} {e.get('actuator')}: {what}{error}"
+        where = f" {e['target']}" if e.get("target") else ""
+        return f"{head} {e.get('actuator')}{where}: {what}{error}"
+    if kind == "shutdown_blocked":
+        if e.get("blocked"):
+            return f"{head} {e.get('site')}: instances kept up: {'; '.join(e.get('holders', []))}"
+        return f"{head} {e.get('site')}: traffic confirmed off; unblocked"
     if kind == "observation":
         target = e.get("site") or e.get("location")
         ok = {True: "ok", False: "FAIL", None: "unknown"}[e.get("ok")]

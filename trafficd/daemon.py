@@ -9,10 +9,18 @@ is logged, counted (`trafficd_task_restarts_total`) and restarted; it never
 takes the daemon down.
 
 Ordering needs no scheduler of its own: the engine's states carry it. A
-draining site has weight 0 while its instances still run; only after
-`shutdown_grace` (state `drained`) do the instance actuators stop them.
-Restoring starts instances first (`restoring`: instances running, weight 0)
-and traffic returns only when the site's endtoend answers healthy.
+draining site has weight 0 while its instances still run. The reconcile
+loops read every traffic target back (each HAProxy socket, DNS server or
+zone); once all that serve the site hold it out, the runtime feeds that
+confirmation to the engine (`traffic_off`), and only `shutdown_grace` after
+it (state `drained`) do the instance actuators stop the instances. A drain
+whose traffic is not confirmed off within `policy.shutdown_deadline` keeps
+its instances up and is reported (`trafficd_site_shutdown_blocked`, an
+event naming the targets holding it). Restoring starts instances first
+(`restoring`: instances running, weight 0) and traffic returns only when the
+site's endtoend answers healthy. Every target has its own reconcile loop,
+so a backend that is down or a site that never becomes available holds up
+nothing else.
 
 Operators' commands are checked by running the pure engine on the would-be
 overrides first: a drain that a safety rule refuses is answered 409 with the
@@ -51,7 +59,13 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 
 from trafficd.actuators import build
-from trafficd.actuators.base import Actuator, BuildContext, Reconciler, desired_state
+from trafficd.actuators.base import (
+    Actuator,
+    BuildContext,
+    Reconciler,
+    SiteTarget,
+    desired_state,
+)
 from trafficd.api import (
     Controller,
     RefusedError,
@@ -70,7 +84,7 @@ from trafficd.config.source import ConfigError
 from trafficd.config.types import parse_duration
 from trafficd.coordination import BACKENDS, Coordinator, StoreError
 from trafficd.engine import Decision, EnginePolicy, EngineState, Refusal, SiteDecision, decide
-from trafficd.engine.decide import SAFETY_RULES, trial_drain
+from trafficd.engine.decide import SAFETY_RULES, stops_instances, trial_drain
 from trafficd.engine.evidence import gather
 from trafficd.metrics import Metrics
 from trafficd.model import Cause, Observation, Override, Pause, Probe, State
@@ -180,6 +194,11 @@ class Daemon(Controller):
         self._backends: dict[str, Any] = {}
         self._closers: list[Callable[[], None]] = []
         self._reconcilers: list[Reconciler] = []
+        self._targets: list[Reconciler] = []  # one per actuator target, each its own loop
+        # Draining sites whose traffic every traffic target confirmed off: when, and the
+        # sites reported blocked (shutdown_deadline passed without confirmation).
+        self.traffic_off: dict[str, float] = {}
+        self.blocked: dict[str, list[tuple[str, str, str]]] = {}
         self.policy = EnginePolicy.from_config(config)
         self._runners: list[web.AppRunner] = []
         self._tls: dict[str, ServerTLS] = {}  # listener ("listen", "metrics_listen") -> TLS
@@ -285,6 +304,7 @@ class Daemon(Controller):
         if now is None:
             now, wall = self.clock.now(), self.clock.wall()
         wall = now if wall is None else wall
+        self.check_traffic(now)
         decision = decide(
             self.engine,
             self.latest,
@@ -294,6 +314,7 @@ class Daemon(Controller):
             now,
             restore_blocks=self.restore_blocks(),
             wall=wall,
+            traffic_off=self.traffic_off,
         )
         self.engine = decision.state
         previous = self.decision
@@ -334,6 +355,98 @@ class Daemon(Controller):
         if now - self._started >= self.config.probes.interval:
             self.ready = True
         return decision
+
+    def holders(self, target: SiteTarget) -> list[tuple[str, str, str]]:
+        """The traffic targets that do not confirm, from what they read back, that the
+        site gets no traffic from them, as (actuator, target, why); empty: confirmed off."""
+        site = target.name
+        if not target.managed:
+            return []  # observe mode: nothing is actuated, nothing to wait for
+        out = []
+        for rec in self._targets:
+            part = next(iter(rec.parts.values()))
+            serves = getattr(part, "serves", None)
+            if part.role != "traffic" or serves is None or not serves(target):
+                continue
+            name = rec.target or rec.actuator.ident
+            traffic = rec.traffic.get(name)
+            outcome = rec.outcomes.get(name)
+            if traffic is None:
+                why = outcome.error if outcome and outcome.error else "not read back yet"
+                out.append((rec.actuator.ident, name, why))
+            elif traffic.get(site, False):
+                out.append((rec.actuator.ident, name, "still sends traffic"))
+        return out
+
+    def check_traffic(self, now: float) -> None:
+        """Confirmation that each draining site's traffic is off (fed to the engine), and
+        the drains it blocks past `shutdown_deadline` (instances kept up, reported)."""
+        m = self.metrics
+        desired: dict[str, SiteTarget] | None = None
+        for name in sorted(self.config.sites):
+            memory = self.engine.site(name)
+            if memory.state is State.ACTIVE and name not in self.traffic_off:
+                if name in self.blocked:
+                    self._export_blocked(name, [], now)
+                continue  # the common case, cheaply
+            draining = memory.state is State.DRAINING
+            holders: list[tuple[str, str, str]] = []
+            if draining:
+                if self.decision is None or name not in self.decision.sites:
+                    holders = [("trafficd", "engine", "no decision yet")]
+                else:
+                    desired = desired or self.desired()
+                    holders = self.holders(desired[name])
+            if draining and not holders:
+                self.traffic_off.setdefault(name, now)
+            elif not draining and memory.state is not State.DRAINED:
+                self.traffic_off.pop(name, None)
+            off = self.traffic_off.get(name)
+            m.site_traffic_off_seconds.labels(site=name).set(0 if off is None else now - off)
+            blocked = (
+                draining
+                and bool(holders)
+                and stops_instances(memory)
+                and now - memory.since >= self.config.policy.shutdown_deadline
+            )
+            self._export_blocked(name, holders if blocked else [], now)
+
+    def _export_blocked(self, site: str, holders: list[tuple[str, str, str]], now: float) -> None:
+        """`trafficd_site_shutdown_blocked` and its holders; an event when either changes."""
+        before = self.blocked.get(site, [])
+        m = self.metrics
+        m.site_shutdown_blocked.labels(site=site).set(1 if holders else 0)
+        held = {(a, t) for a, t, _ in holders}
+        for actuator, target in {(a, t) for a, t, _ in before} - held:
+            m.site_shutdown_holder.remove(site, actuator, target)
+        for actuator, target in held:
+            m.site_shutdown_holder.labels(site=site, actuator=actuator, target=target).set(1)
+        if holders:
+            self.blocked[site] = holders
+        else:
+            self.blocked.pop(site, None)
+        if {(a, t) for a, t, _ in before} == held:
+            return
+        said = [f"{a} {t}: {why}" for a, t, why in holders]
+        if holders:
+            log.error(
+                "site %s: instances kept up: traffic not confirmed off within %gs: %s",
+                site,
+                self.config.policy.shutdown_deadline,
+                "; ".join(said),
+            )
+        else:
+            log.warning("site %s: traffic confirmed off or drain ended; unblocked", site)
+        event = self.store.event(
+            "shutdown_blocked",
+            t=now,
+            site=site,
+            blocked=bool(holders),
+            holders=said,
+            deadline=self.config.policy.shutdown_deadline,
+            vantage=self.config.vantage,
+        )
+        self._notify(event)
 
     def _with_risk(
         self, site: str, reasons: Sequence[str], cause: Cause | None, state: State
@@ -619,7 +732,7 @@ class Daemon(Controller):
 
     # --- actuators -----------------------------------------------------------------------
 
-    def desired(self) -> dict[str, Any]:
+    def desired(self) -> dict[str, SiteTarget]:
         """What the actuators make true; a storage-drained site's reasons carry the blobs
         at risk, as its audit event does (the command actuator's TRAFFICD_REASON)."""
         assert self.decision is not None
@@ -641,16 +754,28 @@ class Daemon(Controller):
                 continue
             if not self.may_actuate():
                 continue  # another instance leads: only it changes the backends
+            confirmed = set(self.traffic_off)
+            previous = rec.outcomes.get(rec.target or "")
             outcome = await rec.reconcile(self.desired())
-            if outcome.applied or outcome.error:
+            if (
+                outcome.applied
+                or outcome.error
+                or (previous is not None and previous.in_sync != outcome.in_sync)
+            ):
                 self.store.event(
                     "actuation",
                     actuator=outcome.actuator,
+                    target=outcome.target,
                     applied=outcome.applied,
                     notes=outcome.notes,
                     error=outcome.error,
                     in_sync=outcome.in_sync,
                 )
+            if rec.actuator.role == "traffic":
+                # A confirmation counts from when it was read back, not the next round.
+                self.check_traffic(self.clock.now())
+                if self.traffic_off.keys() - confirmed:
+                    self._observed.set()
             if outcome.applied and hasattr(rec.actuator, "export_state"):
                 self.save()
             if outcome.error:
@@ -706,6 +831,7 @@ class Daemon(Controller):
             names.append(name)
         context = BuildContext(sites=config.sites, metrics=self.metrics)
         self._reconcilers = []
+        self._targets = []
         self._wakeups = {}
         for section in config.actuators:
             actuator: Actuator = build(section, context)
@@ -721,16 +847,27 @@ class Daemon(Controller):
             self._reconcilers.append(rec)
             if actuator.role == "notify":
                 continue
-            wake = asyncio.Event()
-            wake.set()
-            self._wakeups[actuator.ident] = wake
-            name = f"reconcile/{actuator.ident}"
+            for target in rec.parts:
+                # Each target its own loop: one that is down or slow holds up no other.
+                trec = Reconciler(
+                    actuator,
+                    self.metrics,
+                    target=target,
+                    dry_run=self.dry_run,
+                    guard=coord.still_leading if coord is not None else None,
+                    fence=self._token if coord is not None else None,
+                )
+                self._targets.append(trec)
+                wake = asyncio.Event()
+                wake.set()
+                self._wakeups[f"{actuator.ident}\0{target}"] = wake
+                name = f"reconcile/{actuator.ident}/{target}"
 
-            def rfactory(rec: Reconciler = rec, wake: asyncio.Event = wake) -> Awaitable[None]:
-                return self.reconcile_loop(rec, wake)
+                def rfactory(rec: Reconciler = trec, wake: asyncio.Event = wake) -> Awaitable[None]:
+                    return self.reconcile_loop(rec, wake)
 
-            self.spawn(name, rfactory)
-            names.append(name)
+                self.spawn(name, rfactory)
+                names.append(name)
         self.spawn("engine", self.engine_loop)
         self.spawn("preflight", self.preflight_loop)
         self.spawn("notify", self.notify_loop)
@@ -838,6 +975,7 @@ class Daemon(Controller):
                     "t": obs.t,
                 }
         out = []
+        desired = self.desired() if self.decision is not None else None
         for name in sorted(self.config.sites):
             d = self._site_decision(name)
             memory = self.engine.site(name)
@@ -854,8 +992,27 @@ class Daemon(Controller):
                     "since": None if memory.since == float("-inf") else memory.since,
                     "health": health.get(name, {}),
                     "override": dataclasses.asdict(o) if o else None,
+                    "traffic_off": self.traffic_off.get(name),
+                    "shutdown_blocked": [f"{a} {t}: {w}" for a, t, w in self.blocked.get(name, [])],
+                    "out_of_sync": self.out_of_sync(desired[name]) if desired else [],
                 }
             )
+        return out
+
+    def out_of_sync(self, target: SiteTarget) -> list[str]:
+        """The actuator targets that act on the site and do not hold its desired state."""
+        site = target.name
+        out = []
+        for rec in self._targets:
+            name = rec.target or rec.actuator.ident
+            outcome = rec.outcomes.get(name)
+            if outcome is None or outcome.in_sync:
+                continue
+            part = rec.parts[name]
+            serves = getattr(part, "serves", None)
+            acts = serves(target) if serves is not None else site in getattr(part, "sites", {})
+            if acts:
+                out.append(f"{rec.actuator.ident} {name}: {outcome.error or 'not in sync'}")
         return out
 
     def events(self, since: float | None) -> list[dict[str, Any]]:

@@ -68,10 +68,48 @@ class Metrics:
             ("site", "from_state", "to_state"),
         )
         self.actuations = counter(
-            "trafficd_actuations_total", "actuator applies", ("actuator", "result")
+            "trafficd_actuations_total",
+            "actuator applies, per target (HAProxy socket, DNS server or zone, site)",
+            ("actuator", "target", "result"),
         )
         self.actuator_in_sync = gauge(
-            "trafficd_actuator_in_sync", "the backend holds the desired state", ("actuator",)
+            "trafficd_actuator_in_sync",
+            "the target (HAProxy socket, DNS server or zone, site) holds the desired state",
+            ("actuator", "target"),
+        )
+        self.site_shutdown_blocked = gauge(
+            "trafficd_site_shutdown_blocked",
+            "a drain that stops the site's instances whose traffic is not confirmed off "
+            "within policy.shutdown_deadline: the instances stay up",
+            ("site",),
+        )
+        self.site_shutdown_holder = gauge(
+            "trafficd_site_shutdown_holder",
+            "1 for each traffic target not confirming a blocked site's traffic off",
+            ("site", "actuator", "target"),
+        )
+        self.site_traffic_off_seconds = gauge(
+            "trafficd_site_traffic_off_seconds",
+            "seconds since every traffic target confirmed the drained site's traffic off "
+            "(0 while not confirmed)",
+            ("site",),
+        )
+        self.site_residual_sessions = gauge(
+            "trafficd_site_residual_sessions",
+            "new sessions HAProxy took for the site since its traffic was confirmed off "
+            "(show stat stot): clients that cached the old DNS answer",
+            ("site", "target"),
+        )
+        self.site_instances_unavailable = gauge(
+            "trafficd_site_instances_unavailable",
+            "the site's instances, started or running, have no available replica within "
+            "the actuator's timeout",
+            ("site",),
+        )
+        self.dns_ttl = gauge(
+            "trafficd_dns_ttl_seconds",
+            "the TTL the DNS actuators give the global name (bounds what resolvers cache)",
+            ("actuator",),
         )
         self.actuator_ready = gauge(
             "trafficd_actuator_ready",

@@ -429,6 +429,12 @@ def reconciler(h: Harness, config: Any = None) -> tuple[Reconciler, Metrics]:
     return Reconciler(build(config or h.config), metrics, attempts=2, max_backoff=0.1), metrics
 
 
+def only_target(r: Reconciler) -> str:
+    """The `target` label of a one-target actuator: its socket, server or zone."""
+    (name,) = r.parts
+    return name
+
+
 async def test_drain_restore_and_idempotence(harness: Harness) -> None:
     r, metrics = reconciler(harness)
     assert await r.preflight() is None
@@ -444,14 +450,10 @@ async def test_drain_restore_and_idempotence(harness: Harness) -> None:
     restored = await r.reconcile(ALL_UP)
     assert restored.in_sync and restored.applied
     assert await harness.serving() == {"us", "eu"}
-    labels = {"actuator": r.actuator.ident, "result": "success"}
+    target = {"actuator": r.actuator.ident, "target": only_target(r)}
+    labels = {**target, "result": "success"}
     assert metrics.registry.get_sample_value("trafficd_actuations_total", labels) == 2
-    assert (
-        metrics.registry.get_sample_value(
-            "trafficd_actuator_in_sync", {"actuator": r.actuator.ident}
-        )
-        == 1
-    )
+    assert metrics.registry.get_sample_value("trafficd_actuator_in_sync", target) == 1
     await r.actuator.close()
 
 
@@ -483,12 +485,8 @@ async def test_backend_down_is_reported_and_converges_when_back(harness: Harness
     failed = await r.reconcile(EU_DOWN)
     assert failed.error is not None and not failed.in_sync
     assert failed.error.startswith(r.actuator.ident + ":")
-    assert (
-        metrics.registry.get_sample_value(
-            "trafficd_actuator_in_sync", {"actuator": r.actuator.ident}
-        )
-        == 0
-    )
+    target = {"actuator": r.actuator.ident, "target": only_target(r)}
+    assert metrics.registry.get_sample_value("trafficd_actuator_in_sync", target) == 0
     await harness.heal_backend()
     outcome = await r.reconcile(EU_DOWN)
     assert outcome.error is None and outcome.in_sync
@@ -545,6 +543,6 @@ async def test_dry_run_plans_and_changes_nothing(harness: Harness) -> None:
     assert outcome.error is None
     assert not outcome.in_sync and outcome.applied == []
     assert await harness.serving() == {"us", "eu"}
-    labels = {"actuator": r.actuator.ident, "result": "success"}
+    labels = {"actuator": r.actuator.ident, "target": only_target(r), "result": "success"}
     assert metrics.registry.get_sample_value("trafficd_actuations_total", labels) is None
     await r.actuator.close()

@@ -94,7 +94,8 @@ async def test_json_event_signed_and_delivered(receiver: tuple[Receiver, str]) -
     assert rec.rejected == []
     assert (
         registry.get_sample_value(
-            "trafficd_actuations_total", {"actuator": "webhook", "result": "success"}
+            "trafficd_actuations_total",
+            {"actuator": "webhook", "target": "webhook", "result": "success"},
         )
         == 1
     )
@@ -144,7 +145,8 @@ async def test_gives_up_and_reports_without_the_secrets(receiver: tuple[Receiver
     assert rec.attempts == 4
     assert (
         registry.get_sample_value(
-            "trafficd_actuations_total", {"actuator": "webhook", "result": "error"}
+            "trafficd_actuations_total",
+            {"actuator": "webhook", "target": "webhook", "result": "error"},
         )
         == 1
     )

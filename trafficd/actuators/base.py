@@ -8,10 +8,19 @@ actuator is a small class with `read()` (what the backend holds now),
 retries transient errors with bounded backoff (tenacity), reports
 `trafficd_actuations_total` and `trafficd_actuator_in_sync`, and never
 raises: one failing backend never stops the others.
+
+An actuator with several targets (HAProxy sockets, DNS servers, Kubernetes
+sites) says so with `split()`: one view of itself per target, sharing its
+memory. Each target is read, planned, applied and retried on its own, so a
+target that is down is reported (`target` label) and the others still follow.
+Traffic actuators also say, from what they read back, whether each site they
+serve still gets traffic (`sends_traffic`): the daemon stops a site's
+instances only once every traffic target confirms that site's traffic off.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -143,6 +152,26 @@ class Actuator(Protocol):
     async def close(self) -> None: ...
 
 
+class TrafficActuator(Actuator, Protocol):
+    """What traffic actuators add: which sites they route, and whether, as read back,
+    a site still gets traffic from them."""
+
+    def serves(self, target: SiteTarget) -> bool: ...
+
+    def sends_traffic(self, current: Any, target: SiteTarget) -> bool: ...
+
+
+def split(actuator: Actuator) -> dict[str, Actuator]:
+    """The actuator's targets, each a view of it reconciled on its own (name -> view).
+
+    An actuator without `split()` is one target named like the actuator."""
+    parts = getattr(actuator, "split", None)
+    if parts is None:
+        return {actuator.ident: actuator}
+    out: dict[str, Actuator] = parts()
+    return out
+
+
 @dataclass
 class Outcome:
     actuator: str
@@ -150,6 +179,7 @@ class Outcome:
     applied: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     error: str | None = None
+    target: str | None = None
 
 
 def family(address: str) -> str:
@@ -201,14 +231,30 @@ def plan_address_sets(
     return targets, notes
 
 
+def dns_serves(target: SiteTarget) -> bool:
+    """DNS actuators route the sites with addresses (observe-mode ones are left alone)."""
+    return bool(target.addresses) and target.managed
+
+
+def dns_sends_traffic(current: Mapping[str, frozenset[str]], target: SiteTarget) -> bool:
+    """Whether the name, as read back, still answers with one of the site's addresses."""
+    served = set().union(*current.values()) if current else set()
+    return any(a in served for a in target.addresses)
+
+
 class Reconciler:
-    """Runs one actuator: read, plan, apply the difference, verify; retried, reported."""
+    """Runs one actuator: read, plan, apply the difference, verify; retried, reported.
+
+    With `target`, only that target of the actuator (see `split`); without, every
+    target, each on its own and at the same time, the outcome being all of theirs.
+    """
 
     def __init__(
         self,
         actuator: Actuator,
         metrics: Metrics | None = None,
         *,
+        target: str | None = None,
         dry_run: bool = False,
         attempts: int = 3,
         max_backoff: float = 2.0,
@@ -216,6 +262,11 @@ class Reconciler:
         fence: Callable[[], int | None] | None = None,
     ) -> None:
         self.actuator = actuator
+        parts = split(actuator)
+        if target is not None:
+            parts = {target: parts[target]}
+        self.parts = parts
+        self.target = target
         self.metrics = metrics
         self.dry_run = dry_run
         self.attempts = attempts
@@ -225,53 +276,71 @@ class Reconciler:
         # enforce it (`take_over`) receive once per leadership, before any apply.
         self.guard = guard
         self.fence = fence
-        self._fenced: int | None = None
+        self._fenced: dict[str, int] = {}
+        # Per target: the sites it serves and whether each still gets traffic, as last
+        # read back (None: not read, or the last reconcile failed), and the last outcome.
+        self.traffic: dict[str, dict[str, bool] | None] = dict.fromkeys(parts)
+        self.outcomes: dict[str, Outcome] = {}
 
-    async def _once(self, desired: Desired) -> Outcome:
+    def _record_traffic(self, name: str, part: Actuator, current: Any, desired: Desired) -> None:
+        serves = getattr(part, "serves", None)
+        sends = getattr(part, "sends_traffic", None)
+        if part.role != "traffic" or serves is None or sends is None:
+            return
+        self.traffic[name] = {
+            t.name: bool(sends(current, t)) for t in desired.values() if serves(t)
+        }
+
+    async def _once(self, name: str, part: Actuator, desired: Desired) -> Outcome:
         ident = self.actuator.ident
-        current = await self.actuator.read()
-        plan = self.actuator.plan(current, desired)
+        current = await part.read()
+        plan = part.plan(current, desired)
         for note in plan.notes:
             log.warning("%s", note)
         if plan.empty:
-            return Outcome(ident, True, notes=plan.notes)
+            self._record_traffic(name, part, current, desired)
+            return Outcome(ident, True, notes=plan.notes, target=name)
         if self.dry_run:
             for change in plan.changes:
                 log.info("%s: dry run: would %s", ident, change)
-            return Outcome(ident, False, notes=plan.notes)
-        log.debug("%s: applying %s", ident, plan.payload)
+            self._record_traffic(name, part, current, desired)
+            return Outcome(ident, False, notes=plan.notes, target=name)
+        log.debug("%s: %s: applying %s", ident, name, plan.payload)
         if self.guard is not None and not await self.guard():
             raise ActuatorPermanentError(f"{ident}: not the leader any more; nothing applied")
         try:
-            await self.actuator.apply(plan)
+            await part.apply(plan)
         except ActuatorError:
-            self._count("error")
+            self._count(name, "error")
             raise
-        self._count("success")
+        self._count(name, "success")
         for change in plan.changes:
             log.info("%s: %s", ident, change)
-        after = self.actuator.plan(await self.actuator.read(), desired)
-        return Outcome(ident, after.empty, applied=plan.changes, notes=plan.notes)
+        current = await part.read()
+        self._record_traffic(name, part, current, desired)
+        after = part.plan(current, desired)
+        return Outcome(ident, after.empty, applied=plan.changes, notes=plan.notes, target=name)
 
-    def _count(self, result: str) -> None:
+    def _count(self, target: str, result: str) -> None:
         if self.metrics is not None:
-            self.metrics.actuations.labels(actuator=self.actuator.ident, result=result).inc()
+            self.metrics.actuations.labels(
+                actuator=self.actuator.ident, target=target, result=result
+            ).inc()
 
-    async def _take_over(self) -> None:
+    async def _take_over(self, name: str, part: Actuator) -> None:
         """A new leader's token reaches the backend before the leader's first change."""
         token = self.fence() if self.fence is not None else None
-        take_over = getattr(self.actuator, "take_over", None)
-        if token is None or take_over is None or token == self._fenced:
+        take_over = getattr(part, "take_over", None)
+        if token is None or take_over is None or token == self._fenced.get(name):
             return
         await take_over(token)
-        self._fenced = token
+        self._fenced[name] = token
 
-    async def reconcile(self, desired: Desired) -> Outcome:
-        """Never raises: an error is logged, counted and returned."""
+    async def _reconcile_target(self, name: str, part: Actuator, desired: Desired) -> Outcome:
         ident = self.actuator.ident
         try:
             if not self.dry_run:
-                await self._take_over()
+                await self._take_over(name, part)
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(self.attempts),
                 wait=wait_exponential(multiplier=0.05, max=self.max_backoff),
@@ -284,17 +353,39 @@ class Reconciler:
                 reraise=True,
             ):
                 with attempt:
-                    outcome = await self._once(desired)
+                    outcome = await self._once(name, part, desired)
         except ActuatorError as exc:
-            outcome = Outcome(ident, False, error=str(exc))
+            outcome = Outcome(ident, False, error=str(exc), target=name)
         except Exception as exc:  # a bug in one actuator must not stop the others
-            log.exception("%s: reconcile failed", ident)
-            outcome = Outcome(ident, False, error=f"{ident}: {type(exc).__name__}")
+            log.exception("%s: %s: reconcile failed", ident, name)
+            outcome = Outcome(ident, False, error=f"{ident}: {type(exc).__name__}", target=name)
         if outcome.error:
+            self.traffic[name] = None  # unknown: never taken as confirmation
             log.error("%s", outcome.error)
         if self.metrics is not None:
-            self.metrics.actuator_in_sync.labels(actuator=ident).set(1 if outcome.in_sync else 0)
+            self.metrics.actuator_in_sync.labels(actuator=ident, target=name).set(
+                1 if outcome.in_sync else 0
+            )
+        self.outcomes[name] = outcome
         return outcome
+
+    async def reconcile(self, desired: Desired) -> Outcome:
+        """Never raises: an error is logged, counted and returned. Targets run at once;
+        the outcome is in sync only when every target is."""
+        results = await asyncio.gather(
+            *(self._reconcile_target(n, p, desired) for n, p in self.parts.items())
+        )
+        if len(results) == 1:
+            return results[0]
+        errors = [r.error for r in results if r.error]
+        return Outcome(
+            self.actuator.ident,
+            all(r.in_sync for r in results),
+            applied=[c for r in results for c in r.applied],
+            notes=[n for r in results for n in r.notes],
+            error="; ".join(errors) if errors else None,
+            target=self.target,
+        )
 
     async def preflight(self) -> str | None:
         """Prove the actuator could act, changing nothing; None when ready, else why not."""

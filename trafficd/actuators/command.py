@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import os
 import shutil
@@ -78,9 +79,19 @@ class Command:
 
     def import_state(self, state: Mapping[str, Any]) -> None:
         believed = state.get("believed", {})
-        self.believed = {
-            k: v for k, v in believed.items() if k in self.sites and v in ("running", "stopped")
-        }
+        self.believed.clear()  # in place: every site's view (split) shares it
+        self.believed.update(
+            {k: v for k, v in believed.items() if k in self.sites and v in ("running", "stopped")}
+        )
+
+    def split(self) -> dict[str, Command]:
+        """One view per site: a slow stop or start of one site never delays another's."""
+        out = {}
+        for site, cfg in self.sites.items():
+            view = copy.copy(self)
+            view.sites = {site: cfg}
+            out[site] = view
+        return out
 
     # --- the reconciler's interface -------------------------------------------------------
 

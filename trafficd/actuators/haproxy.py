@@ -6,11 +6,19 @@ The mode follows the drain's cause (docs/design.md): failure drains get `state
 maint` plus `shutdown sessions server` (every request there fails, so
 keep-alive clients must move now), manual drains `state drain` (graceful),
 active sites `state ready` and their configured weight.
+
+Each socket is a target of its own (`split`): a load balancer that is down is
+reported and the others still get the change. Once a site's server is out on a
+socket, `show stat` tells how many new sessions it still takes
+(`trafficd_site_residual_sessions{site, target}`): clients whose resolvers
+cached the old DNS answer, sent there by a load balancer in front of it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
+import csv
 from dataclasses import dataclass
 
 from trafficd.actuators.base import ActuatorError, BuildContext, Desired, Plan, Role, SiteTarget
@@ -27,6 +35,7 @@ MAX_REPLY = 4 * 1024 * 1024
 class ServerState:
     admin: int
     weight: int
+    sessions: int = 0  # stot of `show stat`: every session the server took
 
     @property
     def mode(self) -> str:
@@ -53,6 +62,39 @@ class HAProxy:
         self.ident = config.ident
         self.sockets = config.all_sockets
         self.timeout = config.timeout
+        sites = context.sites if context else {}
+        self.servers = {
+            name: (site.haproxy.backend, site.haproxy.server)
+            for name, site in sorted(sites.items())
+            if site.haproxy
+        }
+        self.metrics = context.metrics if context else None
+        # (socket, backend, server) -> stot when the server was first read out of traffic;
+        # shared by every socket's view.
+        self.baseline: dict[tuple[str, str, str], int] = {}
+
+    def split(self) -> dict[str, HAProxy]:
+        """One view per socket, sharing the session baselines."""
+        out = {}
+        for socket in self.sockets:
+            view = copy.copy(self)
+            view.sockets = [socket]
+            out[socket] = view
+        return out
+
+    def serves(self, target: SiteTarget) -> bool:
+        return target.haproxy is not None and target.managed
+
+    def sends_traffic(self, current: Current, target: SiteTarget) -> bool:
+        """True unless every socket read back holds the site's server out (drain or maint).
+
+        A socket without the server sends it nothing."""
+        assert target.haproxy is not None
+        return any(
+            state.mode == "ready"
+            for states in current.values()
+            if (state := states.get(target.haproxy)) is not None
+        )
 
     async def command(self, socket: str, line: str) -> str:
         """One command per connection (non-interactive mode): write, read to EOF."""
@@ -102,8 +144,43 @@ class HAProxy:
                 raise ActuatorError(
                     f"{self.ident}: {socket}: unexpected answer to show servers state"
                 )
-            current[socket] = states
+            sessions = await self._sessions(socket)
+            current[socket] = {
+                key: ServerState(s.admin, s.weight, sessions.get(key, 0))
+                for key, s in states.items()
+            }
+            self._residual(socket, current[socket])
         return current
+
+    async def _sessions(self, socket: str) -> dict[tuple[str, str], int]:
+        """stot of every server (`show stat -1 4 -1`: servers only, CSV)."""
+        text = await self.command(socket, "show stat -1 4 -1")
+        if not text.startswith("# "):
+            raise ActuatorError(f"{self.ident}: {socket}: unexpected answer to show stat")
+        rows = csv.DictReader(text[2:].splitlines())
+        out = {}
+        for row in rows:
+            if row.get("pxname") and row.get("svname") and (row.get("stot") or "").isdigit():
+                out[(row["pxname"], row["svname"])] = int(row["stot"])
+        return out
+
+    def _residual(self, socket: str, states: dict[tuple[str, str], ServerState]) -> None:
+        """New sessions of each site's server since it was first read out of traffic here."""
+        for site, key in self.servers.items():
+            state = states.get(key)
+            if state is None:
+                continue
+            mark = (socket, *key)
+            if state.mode == "ready":
+                self.baseline.pop(mark, None)
+                residual = 0
+            else:
+                base = self.baseline.setdefault(mark, state.sessions)
+                if state.sessions < base:  # HAProxy restarted: its counters start again
+                    base = self.baseline[mark] = state.sessions
+                residual = state.sessions - base
+            if self.metrics is not None:
+                self.metrics.site_residual_sessions.labels(site=site, target=socket).set(residual)
 
     def plan(self, current: Current, desired: Desired) -> Plan:
         plan = Plan(payload=[])

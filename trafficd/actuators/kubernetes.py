@@ -24,7 +24,14 @@ Deployments are patched with a strategic merge patch (a dict body), the
 QuayRegistry with a JSON Patch (a list body: custom resources take no
 strategic merge), as kubernetes_asyncio chooses from the body's type.
 Every write carries the resourceVersion that was read, so a concurrent edit
-fails with 409 and the reconciler reads again. Preflight asks the API server
+fails with 409 and the reconciler reads again.
+
+Each site (its cluster) is a target of its own (`split`): its stop, start and
+wait for availability run independently of every other site's, so a site
+whose pods never become available (a crash loop) holds up only itself. The
+wait is bounded by `timeout`; a site still unavailable then is reported
+(`trafficd_site_instances_unavailable{site}` and the actuation event) and
+tried again at the next reconcile. Preflight asks the API server
 (SelfSubjectAccessReview) for each verb this actuator uses and compares each
 site's real `QUAY_DISTRIBUTED_STORAGE_PREFERENCE` with its `storage` list.
 """
@@ -32,6 +39,7 @@ site's real `QUAY_DISTRIBUTED_STORAGE_PREFERENCE` with its `storage` list.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 from collections.abc import Mapping
@@ -120,6 +128,7 @@ class Kubernetes:
         self.storage = {name: list(site.storage or []) for name, site in sites.items()}
         self.metrics: Metrics | None = context.metrics if context else None
         self._clients: dict[str | None, client.ApiClient] = {}
+        self._connecting = asyncio.Lock()  # sites' views share the clients: build each once
         # site -> what the drain changed: {"replicas": {deployment: n}} or {"fields": {...}}
         self.remembered: dict[str, dict[str, Any]] = {}
         self.drift: dict[str, bool] = {}
@@ -130,14 +139,29 @@ class Kubernetes:
         return {"remembered": json.loads(json.dumps(self.remembered))}
 
     def import_state(self, state: Mapping[str, Any]) -> None:
-        self.remembered = {
-            k: v for k, v in dict(state.get("remembered", {})).items() if k in self.sites
-        }
+        # In place: every site's view (split) shares this dict.
+        self.remembered.clear()
+        self.remembered.update(
+            {k: v for k, v in dict(state.get("remembered", {})).items() if k in self.sites}
+        )
+
+    def split(self) -> dict[str, Kubernetes]:
+        """One view per site, sharing the API clients and what the drains changed."""
+        out = {}
+        for site, cfg in self.sites.items():
+            view = copy.copy(self)
+            view.sites = {site: cfg}
+            out[site] = view
+        return out
 
     # --- API plumbing ----------------------------------------------------------------------
 
     async def api(self, site: str) -> client.ApiClient:
         context = self.sites[site].context
+        async with self._connecting:
+            return await self._api(context)
+
+    async def _api(self, context: str | None) -> client.ApiClient:
         if context not in self._clients:
             if self.kubeconfig:
                 self._clients[context] = await kube_config.new_client_from_config(
@@ -219,6 +243,8 @@ class Kubernetes:
                 deps = [await self._get_deployment(site, n) for n in self._deployments(site)]
                 stopped = all((d.spec.replicas or 0) == 0 for d in deps)
                 available = (deps[0].status.available_replicas or 0) if deps[0].status else 0
+            if stopped:
+                self._unavailable(site, False)  # stopped on purpose
             current[site] = SiteInstances("stopped" if stopped else "running", available)
         return current
 
@@ -509,13 +535,20 @@ class Kubernetes:
         while True:
             dep = await self._get_deployment(site, name)
             if dep.status and (dep.status.available_replicas or 0) > 0:
+                self._unavailable(site, False)
                 return
             if loop.time() >= deadline:
-                raise ActuatorError(
+                self._unavailable(site, True)
+                # Not retried at once: the wait is bounded, the next reconcile waits again.
+                raise ActuatorPermanentError(
                     f"{self.ident}: site {site}: deployment {name} has no available replica "
                     f"after {self.timeout:g}s"
                 )
             await asyncio.sleep(self.poll)
+
+    def _unavailable(self, site: str, unavailable: bool) -> None:
+        if self.metrics is not None:
+            self.metrics.site_instances_unavailable.labels(site=site).set(1 if unavailable else 0)
 
     # --- preflight -------------------------------------------------------------------------
 

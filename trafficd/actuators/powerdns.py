@@ -2,7 +2,7 @@
 
 Reads the zone (GET), plans with `base.plan_address_sets` (the same
 semantics as rfc2136), and PATCHes only the changed RRsets (changetype
-REPLACE) with the `X-API-Key` header.
+REPLACE) with the `X-API-Key` header. Its one target is the zone.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ from trafficd.actuators.base import (
     Desired,
     Plan,
     Role,
+    SiteTarget,
+    dns_sends_traffic,
+    dns_serves,
     plan_address_sets,
 )
 from trafficd.config.model import PowerDNSActuator
@@ -32,12 +35,23 @@ class PowerDNS:
     def __init__(self, config: PowerDNSActuator, context: BuildContext | None = None) -> None:
         self.ident = config.ident
         self.config = config
+        if context is not None and context.metrics is not None:
+            context.metrics.dns_ttl.labels(actuator=self.ident).set(config.ttl)
         base = config.api_url.rstrip("/")
         self.zone_url = f"{base}/api/v1/servers/{config.server_id}/zones/{config.zone}"
         self._ssl: ssl.SSLContext | bool = (
             ssl.create_default_context(cafile=config.tls_ca_file) if config.tls_ca_file else True
         )
         self._session: aiohttp.ClientSession | None = None
+
+    def split(self) -> dict[str, PowerDNS]:
+        return {self.config.zone: self}
+
+    def serves(self, target: SiteTarget) -> bool:
+        return dns_serves(target)
+
+    def sends_traffic(self, current: Current, target: SiteTarget) -> bool:
+        return dns_sends_traffic({k: v[1] for k, v in current.items()}, target)
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:

@@ -11,10 +11,17 @@ on taking over, the leader writes its token to a TXT record
 (`fence_record`), and every update it sends carries the prerequisite that the
 record holds exactly that token. A former leader that still believes it leads
 is refused by BIND itself.
+
+With several `servers` (no single primary, or a hidden primary and a
+fallback), each server is a target of its own (`split`): it is read back and
+reported on its own, and a server that disagrees is out of sync. An update
+goes first to the server being reconciled, then to the others in order, until
+one accepts it (a secondary that refuses updates hands them to the next).
 """
 
 from __future__ import annotations
 
+import copy
 import secrets
 
 import dns.asyncquery
@@ -38,6 +45,9 @@ from trafficd.actuators.base import (
     Desired,
     Plan,
     Role,
+    SiteTarget,
+    dns_sends_traffic,
+    dns_serves,
     plan_address_sets,
 )
 from trafficd.config.model import RFC2136Actuator
@@ -52,8 +62,10 @@ class RFC2136:
     def __init__(self, config: RFC2136Actuator, context: BuildContext | None = None) -> None:
         self.ident = config.ident
         self.config = config
-        host, self.port = split_host_port(config.server)
-        self.host = host
+        if context is not None and context.metrics is not None:
+            context.metrics.dns_ttl.labels(actuator=self.ident).set(config.ttl)
+        self.servers = config.all_servers
+        self.server = self.servers[0]  # the server this view reads back
         self.zone = dns.name.from_text(config.zone)
         self.name = dns.name.from_text(config.name)
         self.fence_name = dns.name.from_text(
@@ -78,15 +90,33 @@ class RFC2136:
             except Exception:
                 raise ActuatorError(f"{self.ident}: the TSIG secret is not valid base64") from None
 
+    def split(self) -> dict[str, RFC2136]:
+        out = {}
+        for server in self.servers:
+            view = copy.copy(self)
+            view.server = server
+            out[server] = view
+        return out
+
+    def serves(self, target: SiteTarget) -> bool:
+        return dns_serves(target)
+
+    def sends_traffic(self, current: Current, target: SiteTarget) -> bool:
+        return dns_sends_traffic({k: v[1] for k, v in current.items()}, target)
+
     def _update(self) -> dns.update.UpdateMessage:
         return dns.update.UpdateMessage(
             self.zone, keyring=self.keyring, keyname=self.keyname, keyalgorithm=self.algorithm
         )
 
-    async def _send(self, message: dns.message.Message) -> dns.message.Message:
+    async def _send(
+        self, message: dns.message.Message, server: str | None = None
+    ) -> dns.message.Message:
+        server = server or self.server
+        host, port = split_host_port(server)
         try:
             return await dns.asyncquery.tcp(
-                message, self.host, port=self.port, timeout=self.config.timeout
+                message, host.strip("[]"), port=port, timeout=self.config.timeout
             )
         except (dns.tsig.PeerBadKey, dns.tsig.PeerBadSignature, dns.tsig.PeerBadTime) as exc:
             key = self.config.tsig.name if self.config.tsig else "(none)"
@@ -94,11 +124,39 @@ class RFC2136:
                 f"{self.ident}: the server refused the TSIG key {key} ({type(exc).__name__})"
             ) from None
         except dns.exception.Timeout:
-            raise ActuatorError(f"{self.ident}: no answer from {self.config.server}") from None
+            raise ActuatorError(f"{self.ident}: no answer from {server}") from None
         except OSError as exc:
             raise ActuatorError(
-                f"{self.ident}: cannot reach {self.config.server}: {exc.strerror or exc}"
+                f"{self.ident}: cannot reach {server}: {exc.strerror or exc}"
             ) from None
+
+    async def _update_first(self, update: dns.update.UpdateMessage) -> dns.message.Message:
+        """Sends an update to this view's server, then the others in order, until one
+        accepts it; a failed prerequisite is an answer (the content differs), not a refusal."""
+        refused: list[str] = []
+        unreachable: list[str] = []
+        for server in [self.server, *(s for s in self.servers if s != self.server)]:
+            try:
+                answer = await self._send(update, server)
+            except ActuatorAuthError as exc:
+                refused.append(str(exc))
+                continue
+            except ActuatorError as exc:
+                unreachable.append(str(exc))
+                continue
+            rcode = answer.rcode()
+            if rcode in (dns.rcode.REFUSED, dns.rcode.NOTAUTH, dns.rcode.NOTIMP):
+                refused.append(
+                    f"{self.ident}: {server} refused the update ({dns.rcode.to_text(rcode)})"
+                )
+                continue
+            if rcode == dns.rcode.SERVFAIL:
+                unreachable.append(f"{self.ident}: {server}: update failed: SERVFAIL")
+                continue
+            return answer
+        if refused and not unreachable:
+            raise ActuatorAuthError("; ".join(refused))
+        raise ActuatorError("; ".join(unreachable + refused))
 
     async def read(self) -> Current:
         current: Current = {}
@@ -141,7 +199,7 @@ class RFC2136:
         """A new leader's token goes to the fence record before its first update."""
         update = self._update()
         update.replace(self.fence_name, self.config.ttl, "TXT", f'"{token}"')
-        answer = await self._send(update)
+        answer = await self._update_first(update)
         if answer.rcode() != dns.rcode.NOERROR:
             raise ActuatorError(
                 f"{self.ident}: writing the fencing token failed: "
@@ -173,7 +231,7 @@ class RFC2136:
                 update.replace(self.name, self.config.ttl, rdtype, *sorted(want))
             else:
                 update.delete(self.name, rdtype)
-            answer = await self._send(update)
+            answer = await self._update_first(update)
             rcode = answer.rcode()
             if rcode in (dns.rcode.NXRRSET, dns.rcode.YXRRSET):
                 if self.token is not None and (other := await self._fenced_out()) is not None:
@@ -184,28 +242,37 @@ class RFC2136:
                 raise ConcurrentChangeError(
                     f"{self.ident}: {self.name} {rdtype} changed since it was read; re-reading"
                 )
-            if rcode in (dns.rcode.REFUSED, dns.rcode.NOTAUTH):
-                raise ActuatorAuthError(
-                    f"{self.ident}: the server refused the update ({dns.rcode.to_text(rcode)})"
-                )
             if rcode != dns.rcode.NOERROR:
                 raise ActuatorError(f"{self.ident}: update failed: {dns.rcode.to_text(rcode)}")
 
     async def preflight(self) -> None:
-        """A signed update whose prerequisite cannot hold: the key is checked, nothing changes."""
+        """A signed update whose prerequisite cannot hold: the key is checked, nothing
+        changes. Ready when at least one server would take updates."""
+        errors: list[ActuatorError] = []
+        for server in self.servers:
+            try:
+                await self._preflight(server)
+                return
+            except ActuatorError as exc:
+                errors.append(exc)
+        if all(isinstance(e, ActuatorAuthError) for e in errors):
+            raise ActuatorAuthError("; ".join(map(str, errors)))
+        raise ActuatorError("; ".join(map(str, errors)))
+
+    async def _preflight(self, server: str) -> None:
         update = self._update()
         probe = dns.name.from_text(f"trafficd-preflight-{secrets.token_hex(6)}", self.zone)
         update.present(probe)
-        answer = await self._send(update)
+        answer = await self._send(update, server)
         rcode = answer.rcode()
         if rcode in (dns.rcode.NXDOMAIN, dns.rcode.NXRRSET):
             return
         if rcode in (dns.rcode.REFUSED, dns.rcode.NOTAUTH, dns.rcode.NOTZONE):
             raise ActuatorAuthError(
-                f"{self.ident}: the server would refuse updates to {self.zone} "
+                f"{self.ident}: {server} would refuse updates to {self.zone} "
                 f"({dns.rcode.to_text(rcode)})"
             )
-        raise ActuatorError(f"{self.ident}: preflight got {dns.rcode.to_text(rcode)}")
+        raise ActuatorError(f"{self.ident}: {server}: preflight got {dns.rcode.to_text(rcode)}")
 
     async def close(self) -> None:
         return None

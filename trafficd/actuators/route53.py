@@ -47,9 +47,28 @@ class Route53:
     def __init__(self, config: Route53Actuator, context: BuildContext | None = None) -> None:
         self.ident = config.ident
         self.config = config
+        if context is not None and context.metrics is not None:
+            context.metrics.dns_ttl.labels(actuator=self.ident).set(config.ttl)
         self._session = get_session()
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
+
+    def split(self) -> dict[str, Route53]:
+        """One target: the hosted zone."""
+        return {self.config.hosted_zone_id: self}
+
+    def serves(self, target: SiteTarget) -> bool:
+        return target.managed
+
+    def sends_traffic(self, current: Current, target: SiteTarget) -> bool:
+        """A record with weight above 0, or any record when every weight is 0 (Route 53
+        then answers with all of them)."""
+        have = current.get(target.set_identifier or target.name)
+        if have is None:
+            return False
+        if any(int(r.get("Weight", 0)) for r in current.values()):
+            return int(have.get("Weight", 0)) > 0
+        return True
 
     async def client(self) -> Any:
         if self._client is None:

@@ -153,7 +153,9 @@ class Webhook:
             log.error("%s: event for site %s not delivered: %s", self.ident, event.get("site"), exc)
         if self.metrics is not None:
             result = "error" if error else "success"
-            self.metrics.actuations.labels(actuator=self.ident, result=result).inc()
+            self.metrics.actuations.labels(
+                actuator=self.ident, target=self.ident, result=result
+            ).inc()
         return error
 
     # --- the reconciler's interface: nothing to reconcile ---------------------------------

@@ -154,7 +154,16 @@ class Policy(_Model):
     max_drains: int = Field(1, ge=0, description="automatic drains allowed per drain_window")
     drain_window: Duration = Field(600.0, gt=0, description="window of max_drains")
     shutdown_grace: Duration = Field(
-        60.0, ge=0, description="between traffic removal and instance shutdown"
+        60.0,
+        ge=0,
+        description="between the traffic actuators confirming a site's traffic off "
+        "(read back from every backend) and its instance shutdown",
+    )
+    shutdown_deadline: Duration = Field(
+        300.0,
+        gt=0,
+        description="a drain whose traffic is not confirmed off within this time keeps its "
+        "instances up and is reported (trafficd_site_shutdown_blocked)",
     )
     restore_timeout: Duration = Field(
         600.0, gt=0, description="longest time in restoring before going back to drained"
@@ -187,7 +196,13 @@ class TSIG(_Model):
 
 class RFC2136Actuator(_Actuator):
     type: Literal["rfc2136"]
-    server: HostPort = Field(description="primary DNS server, HOST:PORT")
+    server: HostPort | None = Field(None, description="primary DNS server, HOST:PORT")
+    servers: list[HostPort] | None = Field(
+        None,
+        min_length=1,
+        description="several DNS servers (no single primary, or a hidden primary and a "
+        "fallback): an update goes to the first that accepts it, each one is read back",
+    )
     zone: FQDN = Field(description="zone to update")
     name: FQDN = Field(description="the global name whose A/AAAA records follow the sites")
     ttl: int = Field(30, ge=0, description="TTL of the records")
@@ -201,9 +216,15 @@ class RFC2136Actuator(_Actuator):
 
     @model_validator(mode="after")
     def _name_in_zone(self) -> RFC2136Actuator:
+        if (self.server is None) == (self.servers is None):
+            raise ValueError("set exactly one of server and servers")
         if not (self.name == self.zone or self.name.endswith("." + self.zone)):
             raise ValueError(f"name: {self.name} is not inside zone {self.zone}")
         return self
+
+    @property
+    def all_servers(self) -> list[str]:
+        return self.servers if self.servers is not None else [self.server or ""]
 
 
 class HAProxyActuator(_Actuator):

@@ -167,9 +167,11 @@ class _Round:
         restore_blocks: Mapping[str, str],
         wall: float,
         stopped: frozenset[str],
+        traffic_off: Mapping[str, float] | None = None,
     ) -> None:
         self.prev = previous
         self.restore_blocks = restore_blocks
+        self.traffic_off = traffic_off
         self.ev = evidence
         self.policy = policy
         # Operator-given expiries are absolute wall times; everything else runs on `now`.
@@ -420,6 +422,18 @@ class _Round:
             return "min_active_sites"
         return None
 
+    def grace_over(self, spec: SiteSpec, memory: SiteMemory) -> bool:
+        """A draining site is drained `shutdown_grace` after its traffic was confirmed
+        off (the runtime's read-back, `traffic_off`); without that input, after the drain."""
+        if self.traffic_off is None:
+            start = memory.since
+        else:
+            confirmed = self.traffic_off.get(spec.name)
+            if confirmed is None:
+                return False
+            start = max(confirmed, memory.since)
+        return self.now - start >= self.policy.shutdown_grace
+
     # --- transitions ----------------------------------------------------------
 
     def move(
@@ -527,7 +541,7 @@ class _Round:
                 manual=True,
                 stop_instances=override.stop_instances,
             )
-            if state is State.DRAINING and now - memory.since >= policy.shutdown_grace:
+            if state is State.DRAINING and self.grace_over(spec, memory):
                 return self.move(
                     spec,
                     memory,
@@ -606,7 +620,7 @@ class _Round:
             return self.move(
                 spec, memory, State.RESTORING, memory.cause, [progress], automatic=True
             )
-        if state is State.DRAINING and now - memory.since >= policy.shutdown_grace:
+        if state is State.DRAINING and self.grace_over(spec, memory):
             return self.move(
                 spec, memory, State.DRAINED, memory.cause, ["shutdown grace over"], automatic=True
             )
@@ -619,6 +633,9 @@ def _instances_stopped(memory: SiteMemory) -> bool:
     return memory.cause is Cause.STORAGE or (
         (memory.manual or memory.cause is Cause.MANUAL) and memory.stop_instances
     )
+
+
+stops_instances = _instances_stopped  # the runtime's name for it (shutdown_blocked)
 
 
 _STOPPED_CHECKS = frozenset({"instance", "registry"})
@@ -650,6 +667,7 @@ def decide(
     *,
     restore_blocks: Mapping[str, str] | None = None,
     wall: float | None = None,
+    traffic_off: Mapping[str, float] | None = None,
 ) -> Decision:
     """One round: from the previous state and the latest observations to the next state.
 
@@ -660,7 +678,13 @@ def decide(
 
     `restore_blocks` names storage locations that pass their probes but may not take a
     storage-drained site back yet (the restore gate: sampled blobs are missing there),
-    with the reason; such a site stays out and says why."""
+    with the reason; such a site stays out and says why.
+
+    `traffic_off` is a fact the runtime read back from the traffic backends: when (on
+    `now`'s clock) every traffic target confirmed each draining site's traffic off. A
+    draining site becomes drained (instances may stop) only `shutdown_grace` after that;
+    a site missing from it stays draining. Without it (None) the grace counts from the
+    drain itself."""
     stopped = stopped_sites(previous, policy)
     evidence = gather(latest, policy, now, previous.last_round, stopped)
     rnd = _Round(
@@ -673,6 +697,7 @@ def decide(
         restore_blocks or {},
         now if wall is None else wall,
         stopped,
+        traffic_off,
     )
     for spec in policy.sites:
         rnd.sites[spec.name] = rnd.step(spec)
