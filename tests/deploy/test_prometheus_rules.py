@@ -47,7 +47,7 @@ def test_promtool_checks_the_rules() -> None:
         [promtool(), "check", "rules", str(RULES)], capture_output=True, text=True, check=False
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 19 rules found" in out.stdout
+    assert "SUCCESS: 21 rules found" in out.stdout
 
 
 @pytest.mark.peers
@@ -84,3 +84,8 @@ def test_every_runbook_url_is_a_page_of_the_repository() -> None:
         page = REPO / url
         assert page.is_file(), url
         assert page.read_text().startswith(f"# {rule['alert']}\n"), url
+    pages = {f"docs/runbooks/{p.name}" for p in (REPO / "docs/runbooks").glob("*.md")}
+    linked = {
+        rule["annotations"]["runbook_url"] for group in doc["groups"] for rule in group["rules"]
+    }
+    assert pages == linked  # one page per alert, each linked from its rule

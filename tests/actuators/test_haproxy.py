@@ -1,0 +1,135 @@
+"""The haproxy actuator's per-socket targets and residual sessions, against real HAProxy.
+
+Two HAProxy processes in front of the same two backends (a pair of load
+balancers): each socket is reconciled on its own, so one that is down is
+reported while the other still follows. After a drain, `show stat` tells how
+many new sessions the drained server still takes: here clients that carry a
+persistence cookie, which HAProxy honours for a server in `drain` state.
+"""
+
+from __future__ import annotations
+
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from tests.actuators.test_contract import ALL_UP, EU_DOWN, EU_MANUAL
+from tests.peers import HAProxyPeer, free_port
+from trafficd.actuators import build
+from trafficd.actuators.base import BuildContext, Reconciler
+from trafficd.config.model import HAProxyActuator, Site
+from trafficd.metrics import Metrics
+
+
+def sticky(peer: HAProxyPeer) -> HAProxyPeer:
+    """Cookie persistence on the backend: a client with SRV=eu goes to eu while it drains."""
+    cfg = peer.dir / "haproxy.cfg"
+    text = cfg.read_text().replace(
+        "    balance roundrobin\n", "    balance roundrobin\n    cookie SRV insert indirect\n"
+    )
+    lines = []
+    for line in text.splitlines():
+        if line.startswith("    server "):
+            line += f" cookie {line.split()[1]}"
+        lines.append(line)
+    cfg.write_text("\n".join(lines) + "\n")
+    return peer
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[HAProxyPeer, HAProxyPeer]]:
+    ports = {"us": free_port(), "eu": free_port()}
+    first = sticky(HAProxyPeer(tmp_path / "a", backends=ports))
+    second = sticky(HAProxyPeer(tmp_path / "b", backends=ports))
+    first.start_backends()
+    try:
+        first.start()
+        second.start()
+        yield first, second
+    finally:
+        first.stop_all()
+        second.stop()
+
+
+def sites() -> dict[str, Site]:
+    return {
+        name: Site.model_validate(
+            {
+                "connect": "127.0.0.1:1",
+                "addresses": [address],
+                "haproxy": {"backend": "quay", "server": name},
+            }
+        )
+        for name, address in (("us", "192.0.2.10"), ("eu", "192.0.2.20"))
+    }
+
+
+def lb(peers: tuple[HAProxyPeer, ...], metrics: Metrics) -> Reconciler:
+    config = HAProxyActuator.model_validate(
+        {"type": "haproxy", "id": "lb", "sockets": [p.admin_socket for p in peers]}
+    )
+    actuator = build(config, BuildContext(sites=sites(), metrics=metrics))
+    return Reconciler(actuator, metrics, attempts=2, max_backoff=0.1)
+
+
+def get(peer: HAProxyPeer, cookie: str | None = None) -> str:
+    request = urllib.request.Request(f"http://127.0.0.1:{peer.frontend}/")
+    if cookie:
+        request.add_header("Cookie", cookie)
+    with urllib.request.urlopen(request, timeout=2) as resp:
+        return str(resp.read().decode())
+
+
+async def test_a_dead_socket_is_reported_and_the_live_one_follows(
+    pair: tuple[HAProxyPeer, HAProxyPeer],
+) -> None:
+    first, second = pair
+    metrics = Metrics(CollectorRegistry())
+    r = lb((second, first), metrics)  # the dead one first
+    assert (await r.reconcile(ALL_UP)).in_sync
+    second.stop()
+    outcome = await r.reconcile(EU_DOWN)
+    assert not outcome.in_sync and outcome.error and second.admin_socket in outcome.error
+    assert first.admin_states() == {"us": 0, "eu": 1}  # the live one: eu in maint
+    value = metrics.registry.get_sample_value
+    assert (
+        value("trafficd_actuator_in_sync", {"actuator": "lb", "target": second.admin_socket}) == 0
+    )
+    assert value("trafficd_actuator_in_sync", {"actuator": "lb", "target": first.admin_socket}) == 1
+    assert r.traffic[second.admin_socket] is None  # unknown: never a confirmation
+    assert r.traffic[first.admin_socket] == {"us": True, "eu": False}
+    second.start()  # back with its configured state: eu ready
+    assert (await r.reconcile(EU_DOWN)).in_sync
+    assert second.admin_states() == {"us": 0, "eu": 1}
+    await r.actuator.close()
+
+
+async def test_residual_sessions_of_a_drained_server(
+    pair: tuple[HAProxyPeer, HAProxyPeer],
+) -> None:
+    first, _ = pair
+    metrics = Metrics(CollectorRegistry())
+    r = lb((first,), metrics)
+    assert (await r.reconcile(ALL_UP)).in_sync
+    assert get(first, "SRV=eu") == "eu"  # a session before the drain: not residual
+    assert (await r.reconcile(EU_MANUAL)).in_sync  # eu in drain: only persistent clients
+    assert first.admin_states()["eu"] == 8
+    for _ in range(3):
+        assert get(first, "SRV=eu") == "eu"  # a client that still holds eu
+    assert get(first) == "us"  # a new client goes to the serving server
+    await r.reconcile(EU_MANUAL)  # reads show stat
+    labels = {"site": "eu", "target": first.admin_socket}
+    residual = metrics.registry.get_sample_value("trafficd_site_residual_sessions", labels)
+    assert residual == 3
+    assert (
+        metrics.registry.get_sample_value(
+            "trafficd_site_residual_sessions", {"site": "us", "target": first.admin_socket}
+        )
+        == 0
+    )
+    await r.reconcile(ALL_UP)  # back in traffic: nothing residual any more
+    assert metrics.registry.get_sample_value("trafficd_site_residual_sessions", labels) == 0
+    await r.actuator.close()
