@@ -201,7 +201,8 @@ class RFC2136Actuator(_Actuator):
         None,
         min_length=1,
         description="several DNS servers (no single primary, or a hidden primary and a "
-        "fallback): an update goes to the first that accepts it, each one is read back",
+        "fallback): each is read back on its own; an update goes to the server being "
+        "reconciled, then to the others in order, until one accepts it",
     )
     zone: FQDN = Field(description="zone to update")
     name: FQDN = Field(description="the global name whose A/AAAA records follow the sites")
