@@ -1,0 +1,80 @@
+"""`traffic_off`: the runtime's read-back confirmation gates `draining -> drained`.
+
+The engine stays pure: the daemon feeds it, as an observation-like fact, when
+every traffic target confirmed each draining site's traffic off, and
+`shutdown_grace` counts from then. Without confirmation a site stays draining
+with its instances running, however long the drain has lasted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.engine.helpers import STORAGE_FALSE, Sim, make_policy
+from trafficd.engine import Decision, decide
+
+FAIL: dict[str, Any] = {"storage": {"eustorage": False}, "endtoend": {"eu": STORAGE_FALSE}}
+
+
+class ConfirmingSim(Sim):
+    """Sim with the daemon's confirmations, set by hand."""
+
+    traffic_off: dict[str, float]
+
+    def _decide(self) -> Decision:
+        decision = decide(
+            self.state,
+            self.latest,
+            self.policy,
+            self.overrides,
+            self.pause,
+            self.now,
+            restore_blocks=self.restore_blocks,
+            traffic_off=self.traffic_off,
+        )
+        self.state = decision.state
+        self.history.append(decision)
+        self.times.append(self.now)
+        self.round_of.append(self._round - 1)
+        return decision
+
+
+def sim(grace: float = 5.0) -> ConfirmingSim:
+    s = ConfirmingSim(make_policy(fall=3, shutdown_grace=grace))
+    s.traffic_off = {}
+    return s
+
+
+def test_no_confirmation_keeps_the_site_draining_with_its_instances_up() -> None:
+    s = sim()
+    s.rounds(3, **FAIL)
+    assert s.states()["eu"] == "draining"
+    for d in s.rounds(30, **FAIL):
+        assert d.sites["eu"].state.value == "draining"
+        assert d.sites["eu"].instances == "running" and d.sites["eu"].weight == 0
+
+
+def test_the_grace_counts_from_the_confirmation() -> None:
+    s = sim(grace=5.0)
+    s.rounds(3, **FAIL)
+    s.rounds(10, **FAIL)  # far past the grace counted from the drain
+    assert s.states()["eu"] == "draining"
+    s.traffic_off = {"eu": s.now}
+    confirmed = s.now
+    s.rounds(5, **FAIL)
+    assert s.states()["eu"] == "draining"  # grace not over: 4 s after the confirmation
+    d = s.round(**FAIL)
+    assert s.states()["eu"] == "drained" and d.sites["eu"].instances == "stopped"
+    assert s.transitions()[-1] == (confirmed + 5.0, "eu", "draining", "drained")
+
+
+def test_a_confirmation_older_than_the_drain_counts_from_the_drain() -> None:
+    s = sim(grace=2.0)
+    s.traffic_off = {"eu": -100.0}  # a stale fact must not shorten the grace
+    s.rounds(3, **FAIL)
+    drained_at = s.now - 1.0
+    s.round(**FAIL)
+    assert s.states()["eu"] == "draining"
+    s.round(**FAIL)
+    assert s.states()["eu"] == "drained"
+    assert s.transitions()[-1] == (drained_at + 2.0, "eu", "draining", "drained")

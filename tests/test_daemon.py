@@ -1,0 +1,157 @@
+"""The daemon's confirmation of traffic off, on a fake clock: what it feeds the engine,
+and how a drain that no traffic target confirms is reported.
+
+The daemon object is real (engine, store, metrics, an haproxy actuator's
+per-socket reconcilers); what each socket read back is set by hand and rounds
+run with an explicit `now`. The same rule against real HAProxy processes is in
+tests/e2e/test_faults.py.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.test_api import healthy
+from trafficd.actuators import build
+from trafficd.actuators.base import BuildContext, Reconciler
+from trafficd.config import load
+from trafficd.daemon import Daemon
+from trafficd.store import read_events
+
+SOCKETS = ("/run/lb-a.sock", "/run/lb-b.sock")
+
+
+def write_config(tmp: Path) -> Path:
+    (tmp / "token").write_text("admin-token-0123456789abcdef\n")
+    path = tmp / "trafficd.yaml"
+    path.write_text(f"""
+vantage: test
+state_dir: state
+api_token_file: token
+storage:
+  usstorage: [LocalStorage, {{storage_path: {tmp}/us}}]
+  eustorage: [LocalStorage, {{storage_path: {tmp}/eu}}]
+sites:
+  us: {{url: "http://q.test", connect: "127.0.0.1:1", storage: [usstorage],
+        addresses: [192.0.2.10], haproxy: {{backend: quay, server: us}}}}
+  eu: {{url: "http://q.test", connect: "127.0.0.1:2", storage: [eustorage],
+        addresses: [192.0.2.20], haproxy: {{backend: quay, server: eu}}}}
+probes: {{interval: 1s, timeout: 500ms}}
+policy: {{fall: 2, rise: 2, hold_down: 0s, shutdown_grace: 5s, shutdown_deadline: 10s}}
+actuators:
+  - {{type: haproxy, id: lb, sockets: [{", ".join(SOCKETS)}]}}
+""")
+    return path
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
+    path = write_config(tmp_path)
+    d = Daemon(path, load(path))
+    # The reconcile loops' per-target reconcilers, without their loops.
+    section = d.config.actuators[0]
+    actuator = build(section, BuildContext(sites=d.config.sites, metrics=d.metrics))
+    d._targets = [Reconciler(actuator, d.metrics, target=s) for s in SOCKETS]
+    yield d
+    d.store.close()
+
+
+def read_back(d: Daemon, socket: str, traffic: dict[str, bool] | None) -> None:
+    rec = next(r for r in d._targets if r.target == socket)
+    rec.traffic[socket] = traffic
+
+
+def value(d: Daemon, name: str, **labels: str) -> float | None:
+    return d.registry.get_sample_value(name, labels)
+
+
+def blocked_events(d: Daemon) -> list[dict[str, Any]]:
+    return [e for e in read_events(d.store.dir) if e["kind"] == "shutdown_blocked"]
+
+
+async def drain(d: Daemon, stop_instances: bool) -> float:
+    t0 = time.time()
+    healthy(d, t0)
+    d.tick(t0)
+    body = {"reason": "upgrade", "stop_instances": stop_instances}
+    answer = await d.command("drain", "eu", "admin", body)
+    assert answer["state"] == "draining"
+    return t0
+
+
+async def test_the_stop_waits_for_every_socket_and_the_grace_counts_from_then(
+    daemon: Daemon,
+) -> None:
+    d = daemon
+    t0 = await drain(d, stop_instances=True)
+    read_back(d, SOCKETS[0], {"us": True, "eu": False})  # one socket holds eu out
+    for t in (1, 5, 9):
+        decision = d.tick(t0 + t)
+        assert decision.sites["eu"].state.value == "draining", t
+        assert decision.sites["eu"].instances == "running"
+    assert value(d, "trafficd_site_shutdown_blocked", site="eu") == 0
+    assert blocked_events(d) == []
+
+    # Past the deadline: reported, naming the socket that holds it.
+    d.tick(t0 + 11)
+    assert value(d, "trafficd_site_shutdown_blocked", site="eu") == 1
+    holder = {"site": "eu", "actuator": "lb", "target": SOCKETS[1]}
+    assert value(d, "trafficd_site_shutdown_holder", **holder) == 1
+    assert value(d, "trafficd_site_shutdown_holder", **{**holder, "target": SOCKETS[0]}) is None
+    (event,) = blocked_events(d)
+    assert event["blocked"] and event["site"] == "eu"
+    assert event["holders"] == [f"lb {SOCKETS[1]}: not read back yet"]
+    view = {s["name"]: s for s in d.sites_view()}["eu"]
+    assert view["shutdown_blocked"] == event["holders"] and view["traffic_off"] is None
+    d.tick(t0 + 12)
+    assert len(blocked_events(d)) == 1  # said once
+
+    # A socket that reads eu back as still serving holds it too (the same holder: no
+    # new event, the status says why now).
+    read_back(d, SOCKETS[1], {"us": True, "eu": True})
+    d.tick(t0 + 13)
+    view = {s["name"]: s for s in d.sites_view()}["eu"]
+    assert view["shutdown_blocked"] == [f"lb {SOCKETS[1]}: still sends traffic"]
+    assert len(blocked_events(d)) == 1
+
+    # Both confirm: unblocked, and drained shutdown_grace (5 s) later.
+    read_back(d, SOCKETS[1], {"us": True, "eu": False})
+    d.tick(t0 + 14)
+    assert d.traffic_off == {"eu": t0 + 14}
+    assert value(d, "trafficd_site_shutdown_blocked", site="eu") == 0
+    assert value(d, "trafficd_site_shutdown_holder", **holder) is None
+    assert blocked_events(d)[-1]["blocked"] is False
+    assert d.tick(t0 + 18.9).sites["eu"].state.value == "draining"
+    decision = d.tick(t0 + 19)
+    assert decision.sites["eu"].state.value == "drained"
+    assert decision.sites["eu"].instances == "stopped"
+    assert value(d, "trafficd_site_traffic_off_seconds", site="eu") == pytest.approx(5)
+
+
+async def test_a_drain_that_keeps_its_instances_is_never_reported_blocked(
+    daemon: Daemon,
+) -> None:
+    d = daemon
+    t0 = await drain(d, stop_instances=False)
+    d.tick(t0 + 30)
+    assert d.decision is not None and d.decision.sites["eu"].state.value == "draining"
+    assert value(d, "trafficd_site_shutdown_blocked", site="eu") == 0
+    assert blocked_events(d) == []
+
+
+async def test_a_failed_read_is_never_a_confirmation(daemon: Daemon) -> None:
+    d = daemon
+    t0 = await drain(d, stop_instances=True)
+    for socket in SOCKETS:
+        read_back(d, socket, {"us": True, "eu": False})
+    read_back(d, SOCKETS[0], None)  # its last reconcile failed
+    d.tick(t0 + 1)
+    assert d.traffic_off == {}
+    read_back(d, SOCKETS[0], {"us": True, "eu": False})
+    d.tick(t0 + 2)
+    assert d.traffic_off == {"eu": t0 + 2}
