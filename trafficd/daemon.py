@@ -399,7 +399,10 @@ class Daemon(Controller):
                     holders = self.holders(desired[name])
             if draining and not holders:
                 self.traffic_off.setdefault(name, now)
-            elif not draining and memory.state is not State.DRAINED:
+            elif memory.state is State.DRAINED:
+                # Drained before a restart: it was confirmed then, at the latest.
+                self.traffic_off.setdefault(name, memory.since)
+            elif not draining:
                 self.traffic_off.pop(name, None)
             off = self.traffic_off.get(name)
             m.site_traffic_off_seconds.labels(site=name).set(0 if off is None else now - off)

@@ -5,7 +5,9 @@ maps the configuration's `type` names (`trafficd.config.model.ACTUATOR_TYPES`,
 the same names) to implementations. `base.Reconciler` runs any of them.
 Each declares its `role`: `traffic` (DNS, load balancers), `instances`
 (kubernetes, command) or `notify` (webhook), so the daemon can drain traffic
-first and stop instances after `shutdown_grace`, and restore in reverse.
+first and stop instances once every traffic target reads the site back off
+(and `shutdown_grace` after that), and restore in reverse. `split()` gives
+an actuator's targets, each reconciled on its own.
 Each module is imported when a configuration first names it (`trafficd.lazy`).
 """
 

@@ -9,7 +9,9 @@ the site, action, cause and reasons in the environment (`TRAFFICD_SITE`,
 action that succeeded is what trafficd believes, kept in its state so a
 restart does not repeat it. Each run is bounded by the site's `timeout`; its
 exit code and last output lines are kept for status and errors. Commands
-run without a shell: the argv is exactly what the configuration says.
+run without a shell: the argv is exactly what the configuration says. Each
+site is a target of its own (`split`): a slow stop of one site never delays
+another's.
 """
 
 from __future__ import annotations
