@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from tests.peers import free_port
 from trafficd.actuators import build
 from trafficd.actuators.base import BuildContext
-from trafficd.actuators.webhook import Webhook
+from trafficd.actuators.webhook import Webhook, alertmanager_payload
 from trafficd.config.model import WebhookActuator
 from trafficd.metrics import Metrics
 
@@ -123,6 +123,28 @@ async def test_alertmanager_format(receiver: tuple[Receiver, str]) -> None:
     assert alert["startsAt"] == "2026-11-23T10:00:00Z"
     assert resolved["status"] == "resolved" and resolved["alerts"][0]["endsAt"] == EVENT["time"]
     assert alert["fingerprint"] == resolved["alerts"][0]["fingerprint"]
+
+
+def test_alertmanager_format_of_a_blocked_shutdown() -> None:
+    blocked = {
+        "kind": "shutdown_blocked",
+        "site": "eu",
+        "blocked": True,
+        "holders": ["lb /run/haproxy/admin.sock: No such file or directory"],
+        "vantage": "us-east",
+        "time": "2026-11-23T10:05:00Z",
+    }
+    firing = alertmanager_payload(blocked)
+    alert = firing["alerts"][0]
+    assert firing["status"] == "firing"
+    assert alert["labels"]["alertname"] == "TrafficdSiteShutdownBlocked"
+    assert alert["annotations"] == {
+        "summary": "site eu: instances kept up, traffic not confirmed off",
+        "description": "lb /run/haproxy/admin.sock: No such file or directory",
+    }
+    resolved = alertmanager_payload({**blocked, "blocked": False, "holders": []})
+    assert resolved["status"] == "resolved"
+    assert resolved["alerts"][0]["annotations"]["summary"] == "site eu: traffic confirmed off"
 
 
 async def test_retried_until_delivered(receiver: tuple[Receiver, str]) -> None:

@@ -2,7 +2,7 @@
 
 A `notify` actuator: it has no backend state to reconcile (its plans are
 empty); the daemon hands it each audit event. An event is a JSON object
-with at least `kind` (`transition`, `refused`, `manual`), `site`, `from`,
+with at least `kind` (`transition`, `refused`, `manual`, `shutdown_blocked`), `site`, `from`,
 `to`, `reasons`, `vantage` and `time` (RFC 3339, UTC). `format: json` posts
 the event as is; `format: alertmanager` wraps it the way Alertmanager's
 webhook receiver posts (version 4: `status`, `alerts[]` with `labels`,
@@ -36,9 +36,11 @@ SIGNATURE_HEADER = "X-Trafficd-Signature"
 
 def alertmanager_payload(event: Mapping[str, Any]) -> dict[str, Any]:
     """Alertmanager's webhook body (version 4) for one event: firing unless the site is active."""
-    firing = event.get("to") not in (None, "active")
+    kind = str(event.get("kind", "event"))
+    blocked = kind == "shutdown_blocked"
+    firing = bool(event.get("blocked")) if blocked else event.get("to") not in (None, "active")
     labels = {
-        "alertname": "TrafficdSite" + str(event.get("kind", "event")).capitalize(),
+        "alertname": "TrafficdSite" + "".join(w.capitalize() for w in kind.split("_")),
         "site": str(event.get("site", "")),
         "state": str(event.get("to") or ""),
         "vantage": str(event.get("vantage", "")),
@@ -51,12 +53,20 @@ def alertmanager_payload(event: Mapping[str, Any]) -> dict[str, Any]:
     summary = f"site {event.get('site')}: {event.get('from')} -> {event.get('to')}"
     if event.get("kind") == "refused":
         summary = f"site {event.get('site')}: change refused by {event.get('rule')}"
+    if blocked:
+        summary = (
+            f"site {event.get('site')}: instances kept up, traffic not confirmed off"
+            if firing
+            else f"site {event.get('site')}: traffic confirmed off"
+        )
     alert = {
         "status": "firing" if firing else "resolved",
         "labels": labels,
         "annotations": {
             "summary": summary,
-            "description": "; ".join(str(r) for r in event.get("reasons", [])),
+            "description": "; ".join(
+                str(r) for r in event.get("reasons", event.get("holders", []))
+            ),
         },
         "startsAt": event.get("time", ""),
         "endsAt": "0001-01-01T00:00:00Z" if firing else event.get("time", ""),
