@@ -28,12 +28,15 @@ pytestmark = pytest.mark.peers
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "deploy/prometheus/trafficd-rules.yaml"
 DASHBOARD = json.loads((REPO / "dashboards/trafficd.json").read_text())
-# Exported only with a `replication` section: the demo has no Quay database.
+# Exported only with a `replication` section: the demo has no Quay database; and
+# only while a site's shutdown is blocked, one series per holding target (the demo's
+# backends all answer).
 NOT_YET = {
     "trafficd_replication_backlog_blobs",
     "trafficd_replication_at_risk_blobs",
     "trafficd_replication_replica_placements",
     "trafficd_replication_up",
+    "trafficd_site_shutdown_holder",
 }
 
 
