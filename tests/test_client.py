@@ -101,6 +101,44 @@ def test_status_table_and_events() -> None:
     assert line == "T  refused     eu: refused by min_active_sites  x"
 
 
+def test_status_shows_out_of_sync_targets_and_blocked_shutdowns() -> None:
+    socket = "/run/haproxy/b.sock"
+    held = f"lb {socket}: No such file or directory"
+    sites: list[dict[str, Any]] = [
+        {
+            "name": "eu",
+            "state": "draining",
+            "cause": "manual",
+            "weight": 0,
+            "since": None,
+            "reasons": [],
+            "override": None,
+            "health": {},
+            "out_of_sync": [held],
+            "shutdown_blocked": [held],
+        },
+        # The same socket serves us too: listed once.
+        {"name": "us", "state": "active", "weight": 100, "out_of_sync": [held]},
+    ]
+    lines = render_status(sites).splitlines()
+    assert lines[3:] == [
+        "out of sync:",
+        f"  {held}",
+        f"eu: instances kept up, traffic not confirmed off: {held}",
+    ]
+    # All in sync: the table alone.
+    assert render_status([{**sites[1], "out_of_sync": []}]).count("\n") == 1
+    event = {"time": "T", "kind": "actuation", "actuator": "lb", "target": socket}
+    assert (
+        render_event({**event, "applied": [], "error": held})
+        == f"T  actuation   lb {socket}: -  ERROR {held}"
+    )
+    blocked = {"time": "T", "kind": "shutdown_blocked", "site": "eu", "holders": [held]}
+    assert render_event({**blocked, "blocked": True}) == (
+        f"T  shutdown_blocked eu: instances kept up: {held}"
+    )
+
+
 def test_a_client_finds_the_daemon_without_the_configs_secrets(tmp_path: Path) -> None:
     # The S3 key and TSIG secret live in the daemon's environment, not the operator's.
     (tmp_path / "token").write_text("admin-token\n")
