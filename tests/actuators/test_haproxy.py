@@ -23,6 +23,8 @@ from trafficd.actuators.base import BuildContext, Reconciler
 from trafficd.config.model import HAProxyActuator, Site
 from trafficd.metrics import Metrics
 
+pytestmark = pytest.mark.peers
+
 
 def sticky(peer: HAProxyPeer) -> HAProxyPeer:
     """Cookie persistence on the backend: a client with SRV=eu goes to eu while it drains."""

@@ -22,6 +22,8 @@ from trafficd.actuators.base import BuildContext, Reconciler
 from trafficd.config.model import RFC2136Actuator
 from trafficd.metrics import Metrics
 
+pytestmark = pytest.mark.peers
+
 US, EU = "192.0.2.10", "192.0.2.20"
 
 

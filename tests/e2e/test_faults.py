@@ -29,6 +29,8 @@ from tests.e2e.test_failover import (
 )
 from tests.peers import HAProxyPeer, free_port, stop
 
+pytestmark = pytest.mark.peers
+
 DEADLINE = 2.0  # policy.shutdown_deadline in these tests
 
 
