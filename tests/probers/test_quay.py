@@ -115,6 +115,9 @@ async def test_failed_services_are_classified(
         ((503, b"<html>Service Unavailable</html>", {}), "unparsable"),
         ((200, b'{"data": {"services": "yes"}}', {}), "unparsable"),
         ((503, b"{not json", {}), "unparsable"),
+        # Nested past json's recursion limit, yet under the body limit: a failed probe
+        # (before: RecursionError, an unknown observation instead of a failure).
+        ((200, b"[" * 60_000, {}), "unparsable"),
         ((200, quay_body({"storage": True}) + b" " * 70_000, {}), "oversized"),
         ((302, b"", {"Location": "https://elsewhere.example.com/"}), "redirect"),
         ((502, b"Bad gateway", {}), "http_502"),

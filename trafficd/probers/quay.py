@@ -112,7 +112,7 @@ def parse_body(body: bytes) -> Health | None:
     """Quay's services map and, in debug mode, each service's text; None if unparsable."""
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than json parses
         return None
     data = doc.get("data") if isinstance(doc, dict) else None
     services = data.get("services") if isinstance(data, dict) else None
