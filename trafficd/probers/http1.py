@@ -23,6 +23,10 @@ from typing import cast
 
 import httptools
 
+# Bytes of a response's status line and headers: Quay's are under 1 KiB. The head is
+# bounded as the body is, or a site could stream headers (Set-Cookies) without end.
+HEAD_LIMIT = 64 * 1024
+
 
 class TooLargeError(Exception):
     """The body passed the limit."""
@@ -50,6 +54,8 @@ class _Reply:
     set_cookies: list[bytes] = field(default_factory=list)
     body: bytearray = field(default_factory=bytearray)
     too_large: bool = False
+    head: int = 0  # bytes received while the head was incomplete
+    head_done: bool = False
     keep_alive: bool = False  # read while parsing: llhttp forgets it once the message ends
 
 
@@ -72,6 +78,10 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
+            if not self.reply.head_done:
+                self.reply.head += len(data)
+                if self.reply.head > HEAD_LIMIT:
+                    self._fail(TooLargeError())
         except httptools.HttpParserUpgrade:
             self._fail(ProtocolError("unexpected protocol upgrade"))
         except httptools.HttpParserCallbackError:
@@ -92,6 +102,7 @@ class _Connection(asyncio.Protocol):
             self.reply.set_cookies.append(value)
 
     def on_headers_complete(self) -> None:
+        self.reply.head_done = True
         self.reply.keep_alive = self.parser.should_keep_alive()
         length = self.reply.headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
