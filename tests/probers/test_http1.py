@@ -206,6 +206,29 @@ async def test_a_server_that_does_not_keep_alive_gets_a_new_connection(reply: by
         assert connections == 3
 
 
+@pytest.mark.parametrize(
+    "head",
+    [b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", b"HTTP/1.0 200 OK\r\n\r\n"],
+    ids=["http-1.1", "http-1.0"],
+)
+async def test_a_body_without_a_length_ends_where_the_server_closes(head: bytes) -> None:
+    """RFC 9112 6.3: neither Content-Length nor chunked, the body is all until the close.
+    Before, such an answer was a reset: a healthy site read as a failing one."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(head + b"o")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"k")
+        writer.close()
+
+    async with raw_endpoint(answer) as ep:
+        for _ in range(2):
+            answer_ = await asyncio.wait_for(ep.get(REQUEST), 2)
+            assert (answer_.status, answer_.body) == (200, b"ok")
+
+
 async def test_a_connection_closed_while_idle_is_replaced_not_reported() -> None:
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")

@@ -56,6 +56,7 @@ class _Reply:
     too_large: bool = False
     head: int = 0  # bytes received while the head was incomplete
     head_done: bool = False
+    until_close: bool = False  # no length given: the body ends where the server closes
     keep_alive: bool = False  # read while parsing: llhttp forgets it once the message ends
 
 
@@ -92,7 +93,10 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(ResetError("the server closed the connection"))
+            if exc is None and self.reply.until_close:  # httptools cannot be told of EOF
+                self.waiter.set_result(None)
+            else:
+                self.waiter.set_exception(ResetError("the server closed the connection"))
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -105,6 +109,14 @@ class _Connection(asyncio.Protocol):
         self.reply.head_done = True
         self.reply.keep_alive = self.parser.should_keep_alive()
         length = self.reply.headers.get(b"content-length")
+        status = self.parser.get_status_code()
+        # RFC 9112 6.3: neither a length nor chunked coding, the body is read until the close.
+        self.reply.until_close = (
+            length is None
+            and b"transfer-encoding" not in self.reply.headers
+            and status >= 200
+            and status not in (204, 304)
+        )
         if length is not None and length.isdigit() and int(length) > self.limit:
             self.reply.too_large = True
             raise TooLargeError()
