@@ -282,6 +282,44 @@ async def test_a_site_that_keeps_forgetting_is_enabled_once_a_minute(
     assert quay.enables == 2
 
 
+async def test_an_answer_to_an_older_session_does_not_turn_debug_mode_off(
+    servers: list[Server],
+) -> None:
+    """A request sent with the session Quay forgot (it restarted) answers without debug
+    text after the prober has enabled a new session: that answer says nothing of the new
+    one. Before, it turned debug mode off for good, and the prober enabled once more a
+    minute later (the secret into Quay's access log again) though every answer had shown
+    debug mode on."""
+    quay = QuayApp(
+        hang=True, services={**HEALTHY, "storage": False}, texts={"storage": PREFERRED_EU}
+    )
+    server = await serve(quay)
+    servers.append(server)
+    clock = FakeClock()
+    async with make_session() as session:
+        prober = debug_prober(session, server.port, clock, timeout=0.2)
+        clock.now += 1
+        assert (await prober.probe(Probe.ENDTOEND)).reason == "timeout"  # pending, session 1
+        quay.hang = False
+        quay.restart()
+        clock.now += QuayProber.ENABLE_INTERVAL
+        assert (await prober.probe(Probe.INSTANCE)).service_texts == {}  # session 1 is void
+        clock.now += 1
+        assert (await prober.probe(Probe.INSTANCE)).service_texts  # session 2, enabled
+        assert quay.enables == 2
+        quay.release.set()  # the endtoend sent with session 1 answers, without debug text
+        await wait_for(lambda: not prober.pending(Probe.ENDTOEND), "the pending request answered")
+        clock.now += 1
+        assert (await prober.probe(Probe.ENDTOEND)).service_texts == {}
+        later = []
+        for _ in range(20):
+            clock.now += 10
+            later += [await prober.probe(Probe.ENDTOEND), await prober.probe(Probe.INSTANCE)]
+        prober.close()
+    assert quay.enables == 2
+    assert all(o.service_texts == {"storage": PREFERRED_EU} for o in later), later[-1]
+
+
 async def test_the_debug_secret_reaches_no_observation_nor_log(
     servers: list[Server], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -212,9 +212,11 @@ class QuayProber:
     Debug mode: with `probes.debug_secret`, the prober calls `/health/enabledebug/<secret>`
     once, keeps the session cookie Quay answers with (`_csrf_token`: Quay's signed Flask
     session, which holds `health_debug`; no `health_debug` cookie exists) and sends it back
-    on every probe. It enables again only when an answer shows debug mode off (no
-    `services_expanded`: a restarted Quay with a new session key), and at most once per
-    `ENABLE_INTERVAL`, because every enable writes the secret into Quay's access log.
+    on every probe. It enables again only when an answer to the session it keeps shows
+    debug mode off (no `services_expanded`: a restarted Quay with a new session key; an
+    answer to a request sent with an earlier session says nothing of the current one), and
+    at most once per `ENABLE_INTERVAL`, because every enable writes the secret into Quay's
+    access log.
 
     One request per probe in flight: Quay finishes a request whose client gave up (its
     storage check has no timeout; 7-10 s under boto's retries), so a probe that times out
@@ -413,7 +415,11 @@ class QuayProber:
     async def _request(
         self, kind: Probe, obs: Callable[..., Observation], flight: _Flight
     ) -> Observation:
+        session = self._cookies.header()  # the session this request is sent with
         answer = await self._endpoint.get(self._probe_request(kind), flight.mark_sent)
+        # Only an answer to the session now kept tells whether it is in debug mode: a
+        # request sent before a re-enable (pending through it) answers for a void one.
+        current = session == self._cookies.header()
         self._cookies.update(answer.set_cookies)
         status, body = answer.status, answer.body
         if 300 <= status < 400:
@@ -423,8 +429,8 @@ class QuayProber:
         health = parse_body(body)
         if health is None:
             return obs(False, "unparsable", status=status)
-        if health.expanded is None:
-            self._debug_on = False  # Quay forgot the session (restarted): enable again
+        if current:  # no services_expanded: Quay forgot the session (restarted): enable again
+            self._debug_on = health.expanded is not None
         services = health.services
         healthy = status == 200 and all(services.values())
         texts = health.texts
