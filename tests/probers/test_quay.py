@@ -320,6 +320,27 @@ async def test_an_answer_to_an_older_session_does_not_turn_debug_mode_off(
     assert all(o.service_texts == {"storage": PREFERRED_EU} for o in later), later[-1]
 
 
+@pytest.mark.parametrize("secret", ["with space", "a#b?c%d"])
+async def test_a_secret_of_any_characters_reaches_quay_as_it_is(
+    servers: list[Server], secret: str
+) -> None:
+    """The secret is one path segment, percent-encoded (Quay's route decodes it). Before, it
+    went into the request line raw: a space broke the request, `#` or `?` cut the path."""
+    quay = QuayApp(
+        debug_secret=secret, services={**HEALTHY, "storage": False}, texts={"storage": "x"}
+    )
+    server = await serve(quay)
+    servers.append(server)
+    clock = FakeClock()
+    async with make_session() as session:
+        prober = debug_prober(session, server.port, clock, secret=secret)
+        clock.now += 1
+        obs = await prober.probe(Probe.ENDTOEND)
+        prober.close()
+    assert obs.service_texts == {"storage": "x"}, obs
+    assert quay.enables == 1
+
+
 async def test_the_debug_secret_reaches_no_observation_nor_log(
     servers: list[Server], caplog: pytest.LogCaptureFixture
 ) -> None:

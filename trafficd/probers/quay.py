@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
 from http.cookies import CookieError, Morsel, SimpleCookie
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 from yarl import URL
@@ -304,9 +304,9 @@ class QuayProber:
             self._enable_after = now + self.ENABLE_INTERVAL
             self.enables += 1
             assert self._debug_secret is not None
-            request = self._request_bytes(
-                f"/health/enabledebug/{self._debug_secret.get_secret_value()}"
-            )
+            # One path segment: percent-encoded, as Quay's route decodes it.
+            secret = quote(self._debug_secret.get_secret_value(), safe="")
+            request = self._request_bytes(f"/health/enabledebug/{secret}")
             # Never raises: the probe that follows says why the site cannot be reached,
             # and no error here may carry the request (it holds the secret).
             try:
