@@ -582,3 +582,24 @@ def test_the_session_cookie_follows_what_the_site_sets() -> None:
     jar.update([b"_csrf_token=; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; Path=/"])
     jar.update([b"other=1; Expires=Thu, 01 Jan 1970 00:00:00 GMT"])
     assert jar.header() is None
+
+
+@pytest.mark.parametrize(
+    ("header", "sent"),
+    [
+        # Attributes Python's SimpleCookie does not know: it dropped the whole cookie
+        # (Partitioned: Flask's SESSION_COOKIE_PARTITIONED) or took one for a cookie.
+        (b"_csrf_token=abc.d; HttpOnly; Path=/; SameSite=Lax; Partitioned", "_csrf_token=abc.d"),
+        (b"_csrf_token=abc.d; Secure; HttpOnly; Priority=High", "_csrf_token=abc.d"),
+        # A quoted value goes back as it came (SimpleCookie sent it unquoted).
+        (b'_csrf_token="a\\"b"; Path=/', '_csrf_token="a\\"b"'),
+        (
+            b"_csrf_token=.eJyr.x; Expires=Sat, 02 Jan 2100 04:20:00 GMT; Path=/",
+            "_csrf_token=.eJyr.x",
+        ),
+    ],
+)
+def test_the_session_cookie_is_read_as_rfc_6265_says(header: bytes, sent: str) -> None:
+    jar = _Cookies()
+    jar.update([header])
+    assert jar.header() == sent

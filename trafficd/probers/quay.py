@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
-from http.cookies import CookieError, Morsel, SimpleCookie
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -152,8 +151,12 @@ def storage_faults(text: str | None) -> dict[str, str]:
 class _Cookies:
     """The cookies a site set (Quay's Flask session `_csrf_token`), sent back on every request.
 
-    One site, one client: no domains or paths to match. A cookie is dropped when the
-    site deletes it (empty value, `Max-Age=0`, or an `Expires` in the past)."""
+    One site, one client: no domains or paths to match. Each Set-Cookie is read as RFC 6265
+    5.2 says a client reads it: the name and value are what comes before the first `;`, sent
+    back byte for byte; of the attributes only the expiry counts. (Python's SimpleCookie,
+    used before, dropped a cookie carrying an attribute it does not know, `Partitioned`
+    say, and took `Priority=High` for a cookie.) A cookie is dropped when the site deletes
+    it (empty value, `Max-Age=0`, or an `Expires` in the past)."""
 
     LIMIT = 8  # cookies kept per site; Quay sets one
 
@@ -165,16 +168,15 @@ class _Cookies:
         if not headers:
             return
         for header in headers:
-            jar: SimpleCookie = SimpleCookie()
-            try:
-                jar.load(header.decode("latin-1"))
-            except CookieError:
-                continue
-            for name, morsel in jar.items():
-                if not morsel.value or _expired(morsel):
-                    self.values.pop(name, None)
-                elif name in self.values or len(self.values) < self.LIMIT:
-                    self.values[name] = morsel.value
+            pair, *attributes = header.decode("latin-1").split(";")
+            name, eq, value = pair.partition("=")
+            name, value = name.strip(), value.strip()
+            if not eq or not name or any(c in name + value for c in "\r\n\0"):
+                continue  # not a cookie (RFC 6265 5.2 step 2)
+            if not value or _expired(attributes):
+                self.values.pop(name, None)
+            elif name in self.values or len(self.values) < self.LIMIT:
+                self.values[name] = value
         self._header = "; ".join(f"{k}={v}" for k, v in self.values.items()) or None
 
     def header(self) -> str | None:
@@ -182,13 +184,18 @@ class _Cookies:
         return self._header
 
 
-def _expired(morsel: Morsel[str]) -> bool:
-    max_age = str(morsel["max-age"]).strip()
-    if max_age:
-        return max_age.lstrip("-").isdigit() and int(max_age) <= 0
-    if morsel["expires"]:
+def _expired(attributes: list[str]) -> bool:
+    """Whether a Set-Cookie's attributes delete it: Max-Age wins over Expires (RFC 6265)."""
+    found: dict[str, str] = {}
+    for attribute in attributes:
+        key, _, value = attribute.partition("=")
+        found[key.strip().lower()] = value.strip()
+    max_age = found.get("max-age", "")
+    if max_age.lstrip("-").isdigit():
+        return int(max_age) <= 0
+    if found.get("expires"):
         try:
-            return parsedate_to_datetime(str(morsel["expires"])).timestamp() <= time.time()
+            return parsedate_to_datetime(found["expires"]).timestamp() <= time.time()
         except (TypeError, ValueError):
             return False
     return False
