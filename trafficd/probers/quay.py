@@ -366,8 +366,11 @@ class QuayProber:
         try:
             # Waits without cancelling it (cheaper than wait_for over a shield).
             await asyncio.wait((task,), timeout=self.timeout)
-        except asyncio.CancelledError:
-            task.cancel()
+        except asyncio.CancelledError:  # the probe loop stops (a reload): Quay works on
+            if flight.sent:  # a sent request all the same, so it stays the one in flight
+                self._flights[kind] = flight
+            else:
+                task.cancel()
             raise
         if task.done():
             return task.result()
