@@ -441,6 +441,29 @@ async def test_a_late_success_is_still_a_timeout(servers: list[Server]) -> None:
     assert len(quay.hosts) == 1
 
 
+async def test_a_round_that_sends_nothing_reports_no_latency(servers: list[Server]) -> None:
+    """The latency an observation carries is trafficd_probe_duration_seconds. Before, a
+    round that only found its request still pending reported about 0 s, and a late
+    success the time since its round began: while Quay hung, the probe duration fell to
+    nothing. Now a round that sends nothing reports none, a late answer its request's own."""
+    quay = QuayApp(delay=0.4)
+    server = await serve(quay)
+    servers.append(server)
+    clock = FakeClock()
+    async with make_session() as session:
+        prober = debug_prober(session, server.port, clock, timeout=0.1)
+        first = await prober.probe(Probe.ENDTOEND)
+        clock.now += 1
+        waiting = await prober.probe(Probe.ENDTOEND)
+        await wait_for(lambda: not prober.pending(Probe.ENDTOEND), "the slow request answered")
+        clock.now += 1
+        late = await prober.probe(Probe.ENDTOEND)
+        prober.close()
+    assert first.latency is not None and first.latency >= 0.1
+    assert "unanswered after" in (waiting.detail or "") and waiting.latency is None
+    assert late.reason == "timeout" and late.latency is not None and late.latency >= 0.4
+
+
 async def test_each_probe_has_its_own_request_in_flight(servers: list[Server]) -> None:
     """A hung endtoend does not hold /health/instance back, nor stops it being sent."""
     quay = QuayApp(hang=True)

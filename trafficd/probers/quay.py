@@ -352,13 +352,15 @@ class QuayProber:
             age = self.clock() - flight.started
             if age < self.ABANDON_AFTER:
                 self._flights[kind] = flight
-                return self._observation(
+                waiting = self._observation(
                     kind,
                     started,
                     False,
                     "timeout",
                     detail=f"the previous request is unanswered after {age:.1f}s",
                 )
+                # Nothing was sent: no duration to report (trafficd_probe_duration_seconds).
+                return replace(waiting, latency=None)
             flight.task.cancel()  # given up: the next request goes on a new connection
         flight = _Flight(started=self.clock())
         task = asyncio.get_running_loop().create_task(self._attempt(kind, started, flight))
@@ -385,7 +387,7 @@ class QuayProber:
         """The answer to a request that outlived its round, as this round's observation."""
         if answer.ok is not False:  # no later than `timeout` is the bound of a pass
             waited = answer.latency or 0.0
-            return self._observation(
+            late = self._observation(
                 kind,
                 started,
                 False,
@@ -393,6 +395,7 @@ class QuayProber:
                 status=answer.status,
                 detail=f"answered after {waited:.1f}s, over the {self.timeout:g}s timeout",
             )
+            return replace(late, latency=answer.latency)  # the request's, not this round's
         return replace(answer, t=self.clock())
 
     async def _attempt(self, kind: Probe, started: float, flight: _Flight) -> Observation:
