@@ -88,8 +88,8 @@ from trafficd.engine.decide import SAFETY_RULES, stops_instances, trial_drain
 from trafficd.engine.evidence import gather
 from trafficd.metrics import Metrics
 from trafficd.model import Cause, Observation, Override, Pause, Probe, State
-from trafficd.probers.quay import make_session
-from trafficd.probers.schedule import probe_tasks, run_probe_loop
+from trafficd.probers.quay import QuayProber, make_session
+from trafficd.probers.schedule import ProberKey, probe_tasks, run_probe_loop
 from trafficd.store import (
     Store,
     decisions_from_json,
@@ -194,6 +194,8 @@ class Daemon(Controller):
         self._session: aiohttp.ClientSession | None = None
         self._backends: dict[str, Any] = {}
         self._closers: list[Callable[[], None]] = []
+        # Kept over a reload: their debug sessions and pending requests (probe_tasks).
+        self._quay_probers: dict[ProberKey, QuayProber] = {}
         self._reconcilers: list[Reconciler] = []
         self._targets: list[Reconciler] = []  # one per actuator target, each its own loop
         # Draining sites whose traffic every traffic target confirmed off: when, and the
@@ -827,7 +829,7 @@ class Daemon(Controller):
             self.latest, self.own = dict(self.own), {}
         self._export_coordination()
         self._session = make_session()
-        tasks, self._backends = probe_tasks(config, self._session)
+        tasks, self._backends = probe_tasks(config, self._session, self._quay_probers)
         self._closers = [t.close for t in tasks if t.close is not None]
         names = []
         for task in tasks:
@@ -904,7 +906,8 @@ class Daemon(Controller):
                 self.spawn("restore-gate", gfactory)
                 self._config_tasks.append("restore-gate")
 
-    async def stop_config_tasks(self) -> None:
+    async def stop_config_tasks(self, *, reloading: bool = False) -> None:
+        """`reloading`: the Quay probers stay for the next configuration to keep or close."""
         await self.cancel(self._config_tasks)
         if self.coord is not None:
             await self.coord.resign()  # a successor need not wait for the lease to expire
@@ -918,8 +921,10 @@ class Daemon(Controller):
         for backend in self._backends.values():
             with contextlib.suppress(Exception):
                 await backend.close()
-        for close in self._closers:
-            close()
+        if not reloading:
+            for close in self._closers:
+                close()
+            self._quay_probers.clear()
         self._closers = []
         if self._session is not None:
             await self._session.close()
@@ -946,7 +951,7 @@ class Daemon(Controller):
         if new.api_limits != self.config.api_limits:
             log.warning("reload: api_limits change only at restart")
         self.save()
-        await self.stop_config_tasks()
+        await self.stop_config_tasks(reloading=True)
         self.config = new
         self._init_series(new)
         self.policy = EnginePolicy.from_config(new)

@@ -144,6 +144,44 @@ async def test_an_announced_body_past_the_limit_is_refused_before_it_is_read() -
 
 
 @pytest.mark.parametrize(
+    "line",
+    [b"X-Pad-%d: " + b"a" * 1000 + b"\r\n", b"Set-Cookie: c%d=" + b"a" * 500 + b"\r\n"],
+    ids=["many-headers", "many-cookies"],
+)
+async def test_a_head_past_its_bound_is_refused_while_it_streams(line: bytes) -> None:
+    """The head has a bound as the body has (`HEAD_LIMIT`): before, 20 MB of headers (or
+    Set-Cookies) ahead of a small body were read, kept and answered as a success."""
+    sent = 0
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal sent
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        for i in range(20_000):
+            writer.write(line % i)
+            sent += 1
+            await writer.drain()
+        writer.write(b"Content-Length: 2\r\n\r\nok")
+        await writer.drain()
+
+    async with raw_endpoint(answer) as ep:
+        with pytest.raises(http1.TooLargeError):
+            await asyncio.wait_for(ep.get(REQUEST), 5)
+    assert sent < 20_000  # refused while it streamed, not once it was whole
+
+
+async def test_a_head_within_its_bound_is_read() -> None:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        pad = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"a" * 100) for i in range(100))
+        writer.write(b"HTTP/1.1 200 OK\r\n" + pad + b"Content-Length: 2\r\n\r\nok")
+        await writer.drain()
+
+    async with raw_endpoint(answer) as ep:
+        assert (await asyncio.wait_for(ep.get(REQUEST), 2)).body == b"ok"
+
+
+@pytest.mark.parametrize(
     "reply",
     [
         b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
@@ -166,6 +204,29 @@ async def test_a_server_that_does_not_keep_alive_gets_a_new_connection(reply: by
         for _ in range(3):
             assert (await ep.get(REQUEST)).body == b"ok"
         assert connections == 3
+
+
+@pytest.mark.parametrize(
+    "head",
+    [b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", b"HTTP/1.0 200 OK\r\n\r\n"],
+    ids=["http-1.1", "http-1.0"],
+)
+async def test_a_body_without_a_length_ends_where_the_server_closes(head: bytes) -> None:
+    """RFC 9112 6.3: neither Content-Length nor chunked, the body is all until the close.
+    Before, such an answer was a reset: a healthy site read as a failing one."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(head + b"o")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"k")
+        writer.close()
+
+    async with raw_endpoint(answer) as ep:
+        for _ in range(2):
+            answer_ = await asyncio.wait_for(ep.get(REQUEST), 2)
+            assert (answer_.status, answer_.body) == (200, b"ok")
 
 
 async def test_a_connection_closed_while_idle_is_replaced_not_reported() -> None:

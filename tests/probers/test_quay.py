@@ -115,6 +115,9 @@ async def test_failed_services_are_classified(
         ((503, b"<html>Service Unavailable</html>", {}), "unparsable"),
         ((200, b'{"data": {"services": "yes"}}', {}), "unparsable"),
         ((503, b"{not json", {}), "unparsable"),
+        # Nested past json's recursion limit, yet under the body limit: a failed probe
+        # (before: RecursionError, an unknown observation instead of a failure).
+        ((200, b"[" * 60_000, {}), "unparsable"),
         ((200, quay_body({"storage": True}) + b" " * 70_000, {}), "oversized"),
         ((302, b"", {"Location": "https://elsewhere.example.com/"}), "redirect"),
         ((502, b"Bad gateway", {}), "http_502"),
@@ -279,6 +282,65 @@ async def test_a_site_that_keeps_forgetting_is_enabled_once_a_minute(
     assert quay.enables == 2
 
 
+async def test_an_answer_to_an_older_session_does_not_turn_debug_mode_off(
+    servers: list[Server],
+) -> None:
+    """A request sent with the session Quay forgot (it restarted) answers without debug
+    text after the prober has enabled a new session: that answer says nothing of the new
+    one. Before, it turned debug mode off for good, and the prober enabled once more a
+    minute later (the secret into Quay's access log again) though every answer had shown
+    debug mode on."""
+    quay = QuayApp(
+        hang=True, services={**HEALTHY, "storage": False}, texts={"storage": PREFERRED_EU}
+    )
+    server = await serve(quay)
+    servers.append(server)
+    clock = FakeClock()
+    async with make_session() as session:
+        prober = debug_prober(session, server.port, clock, timeout=0.2)
+        clock.now += 1
+        assert (await prober.probe(Probe.ENDTOEND)).reason == "timeout"  # pending, session 1
+        quay.hang = False
+        quay.restart()
+        clock.now += QuayProber.ENABLE_INTERVAL
+        assert (await prober.probe(Probe.INSTANCE)).service_texts == {}  # session 1 is void
+        clock.now += 1
+        assert (await prober.probe(Probe.INSTANCE)).service_texts  # session 2, enabled
+        assert quay.enables == 2
+        quay.release.set()  # the endtoend sent with session 1 answers, without debug text
+        await wait_for(lambda: not prober.pending(Probe.ENDTOEND), "the pending request answered")
+        clock.now += 1
+        assert (await prober.probe(Probe.ENDTOEND)).service_texts == {}
+        later = []
+        for _ in range(20):
+            clock.now += 10
+            later += [await prober.probe(Probe.ENDTOEND), await prober.probe(Probe.INSTANCE)]
+        prober.close()
+    assert quay.enables == 2
+    assert all(o.service_texts == {"storage": PREFERRED_EU} for o in later), later[-1]
+
+
+@pytest.mark.parametrize("secret", ["with space", "a#b?c%d"])
+async def test_a_secret_of_any_characters_reaches_quay_as_it_is(
+    servers: list[Server], secret: str
+) -> None:
+    """The secret is one path segment, percent-encoded (Quay's route decodes it). Before, it
+    went into the request line raw: a space broke the request, `#` or `?` cut the path."""
+    quay = QuayApp(
+        debug_secret=secret, services={**HEALTHY, "storage": False}, texts={"storage": "x"}
+    )
+    server = await serve(quay)
+    servers.append(server)
+    clock = FakeClock()
+    async with make_session() as session:
+        prober = debug_prober(session, server.port, clock, secret=secret)
+        clock.now += 1
+        obs = await prober.probe(Probe.ENDTOEND)
+        prober.close()
+    assert obs.service_texts == {"storage": "x"}, obs
+    assert quay.enables == 1
+
+
 async def test_the_debug_secret_reaches_no_observation_nor_log(
     servers: list[Server], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -377,6 +439,29 @@ async def test_a_late_success_is_still_a_timeout(servers: list[Server]) -> None:
     assert (first.reason, late.reason, late.ok) == ("timeout", "timeout", False)
     assert late.status == 200 and "over the 0.1s timeout" in (late.detail or "")
     assert len(quay.hosts) == 1
+
+
+async def test_a_round_that_sends_nothing_reports_no_latency(servers: list[Server]) -> None:
+    """The latency an observation carries is trafficd_probe_duration_seconds. Before, a
+    round that only found its request still pending reported about 0 s, and a late
+    success the time since its round began: while Quay hung, the probe duration fell to
+    nothing. Now a round that sends nothing reports none, a late answer its request's own."""
+    quay = QuayApp(delay=0.4)
+    server = await serve(quay)
+    servers.append(server)
+    clock = FakeClock()
+    async with make_session() as session:
+        prober = debug_prober(session, server.port, clock, timeout=0.1)
+        first = await prober.probe(Probe.ENDTOEND)
+        clock.now += 1
+        waiting = await prober.probe(Probe.ENDTOEND)
+        await wait_for(lambda: not prober.pending(Probe.ENDTOEND), "the slow request answered")
+        clock.now += 1
+        late = await prober.probe(Probe.ENDTOEND)
+        prober.close()
+    assert first.latency is not None and first.latency >= 0.1
+    assert "unanswered after" in (waiting.detail or "") and waiting.latency is None
+    assert late.reason == "timeout" and late.latency is not None and late.latency >= 0.4
 
 
 async def test_each_probe_has_its_own_request_in_flight(servers: list[Server]) -> None:
@@ -520,3 +605,24 @@ def test_the_session_cookie_follows_what_the_site_sets() -> None:
     jar.update([b"_csrf_token=; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; Path=/"])
     jar.update([b"other=1; Expires=Thu, 01 Jan 1970 00:00:00 GMT"])
     assert jar.header() is None
+
+
+@pytest.mark.parametrize(
+    ("header", "sent"),
+    [
+        # Attributes Python's SimpleCookie does not know: it dropped the whole cookie
+        # (Partitioned: Flask's SESSION_COOKIE_PARTITIONED) or took one for a cookie.
+        (b"_csrf_token=abc.d; HttpOnly; Path=/; SameSite=Lax; Partitioned", "_csrf_token=abc.d"),
+        (b"_csrf_token=abc.d; Secure; HttpOnly; Priority=High", "_csrf_token=abc.d"),
+        # A quoted value goes back as it came (SimpleCookie sent it unquoted).
+        (b'_csrf_token="a\\"b"; Path=/', '_csrf_token="a\\"b"'),
+        (
+            b"_csrf_token=.eJyr.x; Expires=Sat, 02 Jan 2100 04:20:00 GMT; Path=/",
+            "_csrf_token=.eJyr.x",
+        ),
+    ],
+)
+def test_the_session_cookie_is_read_as_rfc_6265_says(header: bytes, sent: str) -> None:
+    jar = _Cookies()
+    jar.update([header])
+    assert jar.header() == sent

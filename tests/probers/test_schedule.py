@@ -9,11 +9,14 @@ import random
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
+from tests.peers import free_port
+from tests.probers.quay_app import DEBUG_SECRET, QuayApp
 from trafficd.config import load
 from trafficd.model import Observation, Probe
-from trafficd.probers.quay import make_session
-from trafficd.probers.schedule import ProbeTask, Sink, probe_tasks, run_probe_loop
+from trafficd.probers.quay import QuayProber, make_session
+from trafficd.probers.schedule import ProberKey, ProbeTask, Sink, probe_tasks, run_probe_loop
 
 
 class FakeClock:
@@ -154,3 +157,60 @@ async def test_probe_tasks_cover_every_site_probe_and_location(tmp_path: Path) -
         assert len(backends) == 2
         result = await tasks[0].run()  # nothing listens on port 1
         assert (result.ok, result.reason, result.target) == (False, "connect", "one")
+
+
+async def test_a_reload_keeps_the_quay_probers_it_still_wants(tmp_path: Path) -> None:
+    """A reload (probe_tasks again, its probe loops cancelled first) keeps each Quay prober
+    the new configuration still wants: its debug session and the requests Quay still works
+    on. Before, every reload enabled debug mode again (the secret into Quay's access log)
+    and sent a second request beside each pending one."""
+    quay = QuayApp(hang=True)
+    runner = web.AppRunner(quay.app(), shutdown_timeout=0.1)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    (tmp_path / "secret").write_text(DEBUG_SECRET + "\n")
+
+    def config(timeout: str) -> Path:
+        conf = tmp_path / "c.yaml"
+        conf.write_text(
+            "vantage: v\n"
+            "storage:\n  a: [LocalStorage, {storage_path: /a}]\n"
+            f"sites:\n  one: {{url: 'http://q.example.com', connect: '127.0.0.1:{port}',"
+            " storage: [a]}\n"
+            f"probes: {{interval: 1s, timeout: {timeout}, debug_secret: "
+            f"'${{file:{tmp_path / 'secret'}}}'}}\n"
+        )
+        return conf
+
+    probers: dict[ProberKey, QuayProber] = {}
+    try:
+        async with make_session() as session:
+            tasks, _ = probe_tasks(load(config("200ms")), session, probers)
+            endtoend, instance = tasks[0], tasks[1]
+            assert (await endtoend.run()).reason == "timeout"  # pending at Quay
+            running = asyncio.ensure_future(instance.run())
+            while len(quay.hosts) < 2:
+                await asyncio.sleep(0.01)
+            running.cancel()  # the reload cancels the probe loops mid-request
+            with pytest.raises(asyncio.CancelledError):
+                await running
+            (prober,) = probers.values()
+            tasks, _ = probe_tasks(load(config("200ms")), session, probers)  # the reload
+            assert list(probers.values()) == [prober]
+            again = [await tasks[0].run(), await tasks[1].run()]
+            assert [o.reason for o in again] == ["timeout", "timeout"]
+            assert all("unanswered after" in (o.detail or "") for o in again), again
+            assert (len(quay.hosts), quay.enables) == (2, 1)
+            # A reload that changes how the site is probed makes a new prober, and the old
+            # one lets go of its requests.
+            tasks, _ = probe_tasks(load(config("300ms")), session, probers)
+            assert list(probers.values()) != [prober]
+            assert not prober.pending(Probe.ENDTOEND) and not prober.pending(Probe.INSTANCE)
+            assert (await tasks[0].run()).reason == "timeout"
+            assert (len(quay.hosts), quay.enables) == (3, 2)
+            for p in probers.values():
+                p.close()
+    finally:
+        quay.release.set()
+        await runner.cleanup()

@@ -23,6 +23,10 @@ from typing import cast
 
 import httptools
 
+# Bytes of a response's status line and headers: Quay's are under 1 KiB. The head is
+# bounded as the body is, or a site could stream headers (Set-Cookies) without end.
+HEAD_LIMIT = 64 * 1024
+
 
 class TooLargeError(Exception):
     """The body passed the limit."""
@@ -50,6 +54,9 @@ class _Reply:
     set_cookies: list[bytes] = field(default_factory=list)
     body: bytearray = field(default_factory=bytearray)
     too_large: bool = False
+    head: int = 0  # bytes received while the head was incomplete
+    head_done: bool = False
+    until_close: bool = False  # no length given: the body ends where the server closes
     keep_alive: bool = False  # read while parsing: llhttp forgets it once the message ends
 
 
@@ -72,6 +79,10 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
+            if not self.reply.head_done:
+                self.reply.head += len(data)
+                if self.reply.head > HEAD_LIMIT:
+                    self._fail(TooLargeError())
         except httptools.HttpParserUpgrade:
             self._fail(ProtocolError("unexpected protocol upgrade"))
         except httptools.HttpParserCallbackError:
@@ -82,7 +93,10 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(ResetError("the server closed the connection"))
+            if exc is None and self.reply.until_close:  # httptools cannot be told of EOF
+                self.waiter.set_result(None)
+            else:
+                self.waiter.set_exception(ResetError("the server closed the connection"))
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -92,8 +106,17 @@ class _Connection(asyncio.Protocol):
             self.reply.set_cookies.append(value)
 
     def on_headers_complete(self) -> None:
+        self.reply.head_done = True
         self.reply.keep_alive = self.parser.should_keep_alive()
         length = self.reply.headers.get(b"content-length")
+        status = self.parser.get_status_code()
+        # RFC 9112 6.3: neither a length nor chunked coding, the body is read until the close.
+        self.reply.until_close = (
+            length is None
+            and b"transfer-encoding" not in self.reply.headers
+            and status >= 200
+            and status not in (204, 304)
+        )
         if length is not None and length.isdigit() and int(length) > self.limit:
             self.reply.too_large = True
             raise TooLargeError()

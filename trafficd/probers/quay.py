@@ -23,9 +23,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
-from http.cookies import CookieError, Morsel, SimpleCookie
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 from yarl import URL
@@ -112,7 +111,7 @@ def parse_body(body: bytes) -> Health | None:
     """Quay's services map and, in debug mode, each service's text; None if unparsable."""
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than json parses
         return None
     data = doc.get("data") if isinstance(doc, dict) else None
     services = data.get("services") if isinstance(data, dict) else None
@@ -152,8 +151,12 @@ def storage_faults(text: str | None) -> dict[str, str]:
 class _Cookies:
     """The cookies a site set (Quay's Flask session `_csrf_token`), sent back on every request.
 
-    One site, one client: no domains or paths to match. A cookie is dropped when the
-    site deletes it (empty value, `Max-Age=0`, or an `Expires` in the past)."""
+    One site, one client: no domains or paths to match. Each Set-Cookie is read as RFC 6265
+    5.2 says a client reads it: the name and value are what comes before the first `;`, sent
+    back byte for byte; of the attributes only the expiry counts. (Python's SimpleCookie,
+    used before, dropped a cookie carrying an attribute it does not know, `Partitioned`
+    say, and took `Priority=High` for a cookie.) A cookie is dropped when the site deletes
+    it (empty value, `Max-Age=0`, or an `Expires` in the past)."""
 
     LIMIT = 8  # cookies kept per site; Quay sets one
 
@@ -165,16 +168,15 @@ class _Cookies:
         if not headers:
             return
         for header in headers:
-            jar: SimpleCookie = SimpleCookie()
-            try:
-                jar.load(header.decode("latin-1"))
-            except CookieError:
-                continue
-            for name, morsel in jar.items():
-                if not morsel.value or _expired(morsel):
-                    self.values.pop(name, None)
-                elif name in self.values or len(self.values) < self.LIMIT:
-                    self.values[name] = morsel.value
+            pair, *attributes = header.decode("latin-1").split(";")
+            name, eq, value = pair.partition("=")
+            name, value = name.strip(), value.strip()
+            if not eq or not name or any(c in name + value for c in "\r\n\0"):
+                continue  # not a cookie (RFC 6265 5.2 step 2)
+            if not value or _expired(attributes):
+                self.values.pop(name, None)
+            elif name in self.values or len(self.values) < self.LIMIT:
+                self.values[name] = value
         self._header = "; ".join(f"{k}={v}" for k, v in self.values.items()) or None
 
     def header(self) -> str | None:
@@ -182,13 +184,18 @@ class _Cookies:
         return self._header
 
 
-def _expired(morsel: Morsel[str]) -> bool:
-    max_age = str(morsel["max-age"]).strip()
-    if max_age:
-        return max_age.lstrip("-").isdigit() and int(max_age) <= 0
-    if morsel["expires"]:
+def _expired(attributes: list[str]) -> bool:
+    """Whether a Set-Cookie's attributes delete it: Max-Age wins over Expires (RFC 6265)."""
+    found: dict[str, str] = {}
+    for attribute in attributes:
+        key, _, value = attribute.partition("=")
+        found[key.strip().lower()] = value.strip()
+    max_age = found.get("max-age", "")
+    if max_age.lstrip("-").isdigit():
+        return int(max_age) <= 0
+    if found.get("expires"):
         try:
-            return parsedate_to_datetime(str(morsel["expires"])).timestamp() <= time.time()
+            return parsedate_to_datetime(found["expires"]).timestamp() <= time.time()
         except (TypeError, ValueError):
             return False
     return False
@@ -212,9 +219,11 @@ class QuayProber:
     Debug mode: with `probes.debug_secret`, the prober calls `/health/enabledebug/<secret>`
     once, keeps the session cookie Quay answers with (`_csrf_token`: Quay's signed Flask
     session, which holds `health_debug`; no `health_debug` cookie exists) and sends it back
-    on every probe. It enables again only when an answer shows debug mode off (no
-    `services_expanded`: a restarted Quay with a new session key), and at most once per
-    `ENABLE_INTERVAL`, because every enable writes the secret into Quay's access log.
+    on every probe. It enables again only when an answer to the session it keeps shows
+    debug mode off (no `services_expanded`: a restarted Quay with a new session key; an
+    answer to a request sent with an earlier session says nothing of the current one), and
+    at most once per `ENABLE_INTERVAL`, because every enable writes the secret into Quay's
+    access log.
 
     One request per probe in flight: Quay finishes a request whose client gave up (its
     storage check has no timeout; 7-10 s under boto's retries), so a probe that times out
@@ -302,9 +311,9 @@ class QuayProber:
             self._enable_after = now + self.ENABLE_INTERVAL
             self.enables += 1
             assert self._debug_secret is not None
-            request = self._request_bytes(
-                f"/health/enabledebug/{self._debug_secret.get_secret_value()}"
-            )
+            # One path segment: percent-encoded, as Quay's route decodes it.
+            secret = quote(self._debug_secret.get_secret_value(), safe="")
+            request = self._request_bytes(f"/health/enabledebug/{secret}")
             # Never raises: the probe that follows says why the site cannot be reached,
             # and no error here may carry the request (it holds the secret).
             try:
@@ -343,13 +352,15 @@ class QuayProber:
             age = self.clock() - flight.started
             if age < self.ABANDON_AFTER:
                 self._flights[kind] = flight
-                return self._observation(
+                waiting = self._observation(
                     kind,
                     started,
                     False,
                     "timeout",
                     detail=f"the previous request is unanswered after {age:.1f}s",
                 )
+                # Nothing was sent: no duration to report (trafficd_probe_duration_seconds).
+                return replace(waiting, latency=None)
             flight.task.cancel()  # given up: the next request goes on a new connection
         flight = _Flight(started=self.clock())
         task = asyncio.get_running_loop().create_task(self._attempt(kind, started, flight))
@@ -357,8 +368,11 @@ class QuayProber:
         try:
             # Waits without cancelling it (cheaper than wait_for over a shield).
             await asyncio.wait((task,), timeout=self.timeout)
-        except asyncio.CancelledError:
-            task.cancel()
+        except asyncio.CancelledError:  # the probe loop stops (a reload): Quay works on
+            if flight.sent:  # a sent request all the same, so it stays the one in flight
+                self._flights[kind] = flight
+            else:
+                task.cancel()
             raise
         if task.done():
             return task.result()
@@ -373,7 +387,7 @@ class QuayProber:
         """The answer to a request that outlived its round, as this round's observation."""
         if answer.ok is not False:  # no later than `timeout` is the bound of a pass
             waited = answer.latency or 0.0
-            return self._observation(
+            late = self._observation(
                 kind,
                 started,
                 False,
@@ -381,6 +395,7 @@ class QuayProber:
                 status=answer.status,
                 detail=f"answered after {waited:.1f}s, over the {self.timeout:g}s timeout",
             )
+            return replace(late, latency=answer.latency)  # the request's, not this round's
         return replace(answer, t=self.clock())
 
     async def _attempt(self, kind: Probe, started: float, flight: _Flight) -> Observation:
@@ -413,7 +428,11 @@ class QuayProber:
     async def _request(
         self, kind: Probe, obs: Callable[..., Observation], flight: _Flight
     ) -> Observation:
+        session = self._cookies.header()  # the session this request is sent with
         answer = await self._endpoint.get(self._probe_request(kind), flight.mark_sent)
+        # Only an answer to the session now kept tells whether it is in debug mode: a
+        # request sent before a re-enable (pending through it) answers for a void one.
+        current = session == self._cookies.header()
         self._cookies.update(answer.set_cookies)
         status, body = answer.status, answer.body
         if 300 <= status < 400:
@@ -423,8 +442,8 @@ class QuayProber:
         health = parse_body(body)
         if health is None:
             return obs(False, "unparsable", status=status)
-        if health.expanded is None:
-            self._debug_on = False  # Quay forgot the session (restarted): enable again
+        if current:  # no services_expanded: Quay forgot the session (restarted): enable again
+            self._debug_on = health.expanded is not None
         services = health.services
         healthy = status == 200 and all(services.values())
         texts = health.texts

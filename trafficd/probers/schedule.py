@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from trafficd.config.model import Config
+from trafficd.config.model import Config, Probes
 from trafficd.model import Observation, Probe
 from trafficd.probers import backend_for
 from trafficd.probers.base import StorageBackend, StorageProbeSettings, probe_storage
@@ -98,16 +99,32 @@ def _on_grid(t: float, step: float) -> float:
     return math.ceil(t / step - 1e-6) * step
 
 
+ProberKey = tuple[object, ...]
+
+
 def probe_tasks(
-    config: Config, session: aiohttp.ClientSession
+    config: Config,
+    session: aiohttp.ClientSession,
+    probers: dict[ProberKey, QuayProber] | None = None,
 ) -> tuple[list[ProbeTask], dict[str, StorageBackend]]:
     """Every probe this vantage runs, and the storage backends by location (reused by the
-    restore gate, closed at shutdown)."""
+    restore gate, closed at shutdown).
+
+    `probers` (a reload's): the Quay probers in use before, by what they probe and how. One
+    the new configuration still wants is kept, with its debug session (no new enable, the
+    secret into Quay's access log again) and its pending requests (none sent beside one
+    Quay still works on); the others are closed; `probers` is left holding those in use."""
     vantage, probes = config.vantage, config.probes
+    old = dict(probers or {})
+    kept: dict[ProberKey, QuayProber] = {}
     tasks: list[ProbeTask] = []
     for name, site in sorted(config.sites.items()):
         target = Target.from_site(name, site)
-        prober = QuayProber(target, probes, session, vantage=vantage)
+        # SecretStr compares by value and shows none in a repr.
+        key: ProberKey = (vantage, target, probes.timeout, probes.tls_insecure)
+        key += (_ca_version(probes), probes.debug_secret)
+        prober = old.pop(key, None) or QuayProber(target, probes, session, vantage=vantage)
+        kept[key] = prober
         for kind in (Probe.ENDTOEND, Probe.INSTANCE):
             tasks.append(
                 ProbeTask(
@@ -124,6 +141,11 @@ def probe_tasks(
             tasks.append(
                 ProbeTask(f"registry/{name}", Probe.REGISTRY, name, probes.interval, puller.probe)
             )
+    for unused in old.values():
+        unused.close()
+    if probers is not None:
+        probers.clear()
+        probers.update(kept)
     backends: dict[str, StorageBackend] = {}
     settings = StorageProbeSettings(vantage, probes.timeout, probes.storage_mode)
     for name, location in sorted(config.storage.items()):
@@ -142,6 +164,16 @@ def probe_tasks(
             )
         )
     return tasks, backends
+
+
+def _ca_version(probes: Probes) -> tuple[str, int] | None:
+    """The CA bundle and when it last changed: a renewed bundle makes a new prober."""
+    if probes.tls_ca_file is None:
+        return None
+    try:
+        return str(probes.tls_ca_file), os.stat(probes.tls_ca_file).st_mtime_ns
+    except OSError:
+        return str(probes.tls_ca_file), -1
 
 
 def _bind_site(prober: QuayProber, kind: Probe) -> Callable[[], Awaitable[Observation]]:
