@@ -202,7 +202,8 @@ async def test_public_listener_serves_only_public_routes(
     assert public is not None
     client = await aiohttp_client(public)
     assert (await client.get("/metrics")).status == 200
-    assert (await client.get("/sites/eu/verdict")).status == 200
+    verdict = await client.get("/sites/eu/verdict")  # no decision, no saved state yet
+    assert verdict.status == 503 and await verdict.text() == "unknown\n"
     resp = await client.get("/api/v1/sites", headers=auth(ADMIN))
     assert resp.status == 404 and (await resp.json())["error"] == "no route /api/v1/sites"
     resp = await client.post("/api/v1/pause", headers=auth(ADMIN), json={"reason": "x"})

@@ -205,6 +205,12 @@ class Daemon(Controller):
         self.policy = EnginePolicy.from_config(config)
         self._runners: list[web.AppRunner] = []
         self._tls: dict[str, ServerTLS] = {}  # listener ("listen", "metrics_listen") -> TLS
+        # One reload at a time (two at once orphan a set of tasks); a SIGHUP during
+        # one queues one more, however many arrive.
+        self._reload_lock = asyncio.Lock()
+        self._reload_pending = False
+        # The shared store's generation last seen (coordination): None until read.
+        self._generation: str | None = None
 
     def _init_series(self, config: Config) -> None:
         """Counters start at 0 for every site: Prometheus' increase() misses the first
@@ -355,7 +361,9 @@ class Daemon(Controller):
         for refusal in decision.refusals:
             self._refused(refusal, t=now)
         self._export_decision(decision)
-        if decision.transitions or previous is None:
+        # A reload that added or removed a site changes the sites without a transition.
+        resited = previous is None or previous.sites.keys() != decision.sites.keys()
+        if decision.transitions or resited:
             self.save()
             for wake in self._wakeups.values():
                 wake.set()
@@ -599,8 +607,11 @@ class Daemon(Controller):
         next_at = loop.time() + interval
         while True:
             if eager:
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a
+                # cancellation (a reload's) that comes as the event is set.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._observed.wait(), interval)
+                    async with asyncio.timeout(interval):
+                        await self._observed.wait()
                 self._observed.clear()
                 self.tick()
                 await asyncio.sleep(gap)
@@ -659,21 +670,35 @@ class Daemon(Controller):
             leading = await coord.campaign()
             shared = await coord.load_state()
             overrides, pause = await coord.overrides(), await coord.pause()
+            generation = await coord.generation()
         except StoreError as exc:
             coord.lost(exc)  # nothing is decided or actuated until the store answers
             self._export_coordination()
             return
         coord.found()
         self._merge(published, now)
-        self.overrides, self.pause = overrides, pause
+        if generation is not None:
+            self._generation = generation
+        else:
+            # A store without a generation started empty (restarted without persistence,
+            # or never used): what this instance holds (state.json) stands, with any
+            # command taken since; the leader re-publishes it below.
+            overrides = {**self.overrides, **overrides}
+            pause = pause or self.pause
+        if (overrides, pause) != (self.overrides, self.pause):
+            # A copy: the round's expiry compares what was read with what is left.
+            self.overrides, self.pause = dict(overrides), pause
+            self.save()  # every instance keeps them durably, for a store that comes back empty
         if leading and not was_leading:
             self._take_over(shared)
         if leading:
             decision = self.tick(now, wall=wall)
             for site in set(overrides) - set(self.overrides):  # expired during the round
                 with contextlib.suppress(StoreError):
-                    await coord.put_override(site, None)
+                    await coord.expire_override(site)  # never one written meanwhile
             try:
+                if generation is None:
+                    await self._republish(coord)
                 await coord.save_state(self._shared_doc(decision))
             except StoreError as exc:
                 coord.lost(exc)
@@ -681,6 +706,29 @@ class Daemon(Controller):
             self._follow(shared, now)
         self.ready = self.ready or self.decision is not None
         self._export_coordination()
+
+    async def _republish(self, coord: Coordinator) -> None:
+        """The shared store holds no generation: the leader writes back the overrides and
+        the pause it holds, and says so in the audit log."""
+        generation = await coord.republish(self.overrides, self.pause)
+        if generation is None:
+            return  # the lease moved on: the next leader does it
+        seen, self._generation = self._generation, generation
+        event = self.store.event(
+            "store_republished",
+            vantage=self.config.vantage,
+            generation=generation,
+            previous=seen,
+            overrides=sorted(self.overrides),
+            paused=self.pause is not None,
+        )
+        log.warning(
+            "coordination: the shared store held no generation (it started empty); "
+            "re-published %d override(s)%s",
+            len(self.overrides),
+            " and the pause" if self.pause else "",
+        )
+        self._notify(event)
 
     def _take_over(self, shared: Mapping[str, Any] | None) -> None:
         """A new leader continues exactly where the old one stopped; with nothing in
@@ -758,8 +806,11 @@ class Daemon(Controller):
 
     async def reconcile_loop(self, rec: Reconciler, wake: asyncio.Event) -> None:
         while True:
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancellation
+            # (a reload's) that comes as the wake is set, and the loop outlives its reload.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), RESYNC_EVERY)
+                async with asyncio.timeout(RESYNC_EVERY):
+                    await wake.wait()
             wake.clear()
             if self.decision is None or (self.pause is not None and self.pause.hands_off):
                 continue
@@ -932,6 +983,10 @@ class Daemon(Controller):
 
     async def reload(self) -> bool:
         """SIGHUP: a bad new file is rejected with check-config's messages; the old one runs on."""
+        async with self._reload_lock:
+            return await self._reload()
+
+    async def _reload(self) -> bool:
         try:
             new = load(self.config_path)
         except ConfigError as exc:
@@ -960,6 +1015,10 @@ class Daemon(Controller):
             k: v for k, v in self.latest.items() if k[2] in new.sites or k[2] in new.storage
         }
         self.start_config_tasks()
+        if self.coord is None:
+            # Decide for the new configuration now: the new loops must not act on the
+            # old one's sites (a site added would have no decision) for up to an interval.
+            self.tick()
         self.metrics.config_last_reload_successful.set(1)
         log.info("configuration reloaded from %s", self.config_path)
         return True
@@ -973,9 +1032,15 @@ class Daemon(Controller):
 
     def verdict(self, site: str) -> tuple[bool, str]:
         d = self._site_decision(site)
-        if d is None:
-            return True, "active"  # no round yet: keep the site as it was
-        return d.weight > 0, d.state.value
+        if d is not None:
+            return d.weight > 0, d.state.value
+        # No decision yet (just started, or the shared store unreachable): the saved
+        # state answers; a site it does not know is unknown, not active.
+        memory = self.engine.sites.get(site)
+        if memory is None:
+            return False, "unknown"
+        active = memory.state is State.ACTIVE and self.config.sites[site].weight > 0
+        return active, memory.state.value
 
     def sites_view(self) -> list[dict[str, Any]]:
         health: dict[str, dict[str, dict[str, Any]]] = {}  # site -> vantage -> probe
@@ -1195,7 +1260,7 @@ class Daemon(Controller):
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: self.spawn("reload", self._reload_task))
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         try:
             bound = await self.start_listeners()
             log.info("listening on %s", ", ".join(bound))
@@ -1218,5 +1283,16 @@ class Daemon(Controller):
             self.store.event("stopped")
             self.store.close()
 
+    def request_reload(self) -> None:
+        """SIGHUP: a reload, or, while one runs, one more after it (at most one pending)."""
+        running = self._tasks.get("reload")
+        if running is not None and not running.done():
+            self._reload_pending = True
+            return
+        self.spawn("reload", self._reload_task)
+
     async def _reload_task(self) -> None:
         await self.reload()
+        while self._reload_pending:  # SIGHUPs since this task was spawned: one more
+            self._reload_pending = False
+            await self.reload()

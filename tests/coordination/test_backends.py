@@ -81,6 +81,21 @@ async def test_a_write_fenced_by_a_stale_token_is_refused(store: RedisPeer | Etc
         await b.close()
 
 
+@pytest.mark.peers
+async def test_compare_and_delete_deletes_only_the_value_read(store: RedisPeer | EtcdPeer) -> None:
+    b = connect(store)
+    try:
+        await b.put("t/override/eu", "old")
+        await b.put("t/override/eu", "new")  # written after "old" was read
+        assert not await b.delete_if("t/override/eu", "old")
+        assert await b.get("t/override/eu") == "new"
+        assert await b.delete_if("t/override/eu", "new")
+        assert await b.get("t/override/eu") is None
+        assert not await b.delete_if("t/override/eu", "new")  # nothing left to delete
+    finally:
+        await b.close()
+
+
 @pytest.mark.parametrize("kind", ["redis", "etcd"])
 async def test_an_unreachable_store_raises_store_error(kind: str, tmp_path: Path) -> None:
     url = (

@@ -81,10 +81,23 @@ Desired = Mapping[str, SiteTarget]
 
 
 def desired_state(config: Config, decisions: Mapping[str, SiteDecision]) -> dict[str, SiteTarget]:
-    """The engine's decisions joined with each site's backend settings."""
+    """The engine's decisions joined with each site's backend settings.
+
+    A site the decisions do not cover yet (a reload just added it) is left as it
+    is, as in observe mode, until the engine has decided it.
+    """
     out = {}
     for name, site in sorted(config.sites.items()):
-        d = decisions[name]
+        d = decisions.get(name) or SiteDecision(
+            site=name,
+            state=State.ACTIVE,
+            cause=None,
+            weight=site.weight,
+            instances="running",
+            actuate=False,
+            would_drain=False,
+            reasons=("no decision yet",),
+        )
         out[name] = SiteTarget(
             name=name,
             state=d.state,

@@ -24,6 +24,10 @@ class Backend(Protocol):
 
     async def delete(self, key: str) -> None: ...
 
+    async def delete_if(self, key: str, value: str) -> bool:
+        """Delete `key` only while it holds exactly `value` (compare-and-delete); False
+        when it holds something else (or nothing)."""
+
     async def scan(self, prefix: str) -> dict[str, str]:
         """Every key under `prefix`, with its value."""
 

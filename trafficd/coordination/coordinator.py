@@ -8,7 +8,12 @@ only it runs the engine's transitions and the actuators, and it writes what the
 engine and the ordering remember (site states, causes, timers, drain budget,
 remembered replica counts) to the store with a write fenced by its token, so a
 new leader continues where the old one stopped. Operators' overrides and the
-pause are keys of their own, written by whichever instance took the command.
+pause are keys of their own, written by whichever instance took the command;
+every instance also keeps them in its own state.json. The leader writes a
+generation key beside them: a store that restarted empty has none, and the
+leader then re-publishes the overrides and the pause it holds. An expired
+override is removed only if it is still the one read (compare-and-delete), so an
+operator's new one written meanwhile stays.
 
 Losing the store: `leading()` turns false at once (a renewal that fails is a
 lease that cannot be trusted), so nothing is actuated and nothing drains until
@@ -21,6 +26,7 @@ import contextlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict
 from typing import Any
@@ -58,7 +64,9 @@ class Coordinator:
             "state": f"{p}state",
             "override": f"{p}override/",
             "pause": f"{p}pause",
+            "generation": f"{p}generation",
         }
+        self._override_raw: dict[str, str] = {}  # site -> the override as last read
         self.token: int | None = None  # while this instance leads
         self._lease_until = 0.0  # monotonic: our own bound on the lease we hold
         self.leader: tuple[str, int] | None = None  # who leads, as last read
@@ -181,14 +189,47 @@ class Coordinator:
 
     async def overrides(self) -> dict[str, Override]:
         out = {}
+        self._override_raw = {}
         for key, raw in (await self.backend.scan(self.keys["override"])).items():
+            site = key.removeprefix(self.keys["override"])
             try:
-                out[key.removeprefix(self.keys["override"])] = from_fields(
-                    Override, json.loads(raw)
-                )
+                out[site] = from_fields(Override, json.loads(raw))
             except (ValueError, TypeError):
                 log.warning("coordination: unreadable override %s", key)
+                continue
+            self._override_raw[site] = raw
         return out
+
+    async def expire_override(self, site: str) -> bool:
+        """Remove `site`'s override only if it is still the one `overrides()` read:
+        one written since (an operator's, through any instance) stays."""
+        raw = self._override_raw.pop(site, None)
+        if raw is None:
+            return False
+        return await self.backend.delete_if(self.keys["override"] + site, raw)
+
+    async def generation(self) -> str | None:
+        """The store's generation: None in a store that started empty."""
+        return await self.backend.get(self.keys["generation"])
+
+    async def republish(self, overrides: Mapping[str, Override], pause: Pause | None) -> str | None:
+        """The leader's copy of the overrides and the pause into a store that came back
+        empty, then a new generation (fenced): the new generation, or None if the lease
+        moved on meanwhile."""
+        for site, override in sorted(overrides.items()):
+            await self.put_override(site, override)
+        if pause is not None:
+            await self.put_pause(pause)
+        if self.token is None:
+            return None
+        generation = uuid.uuid4().hex
+        done = await self.backend.fenced_put(
+            self.keys["lock"], self.vantage, self.token, self.keys["generation"], generation
+        )
+        if not done:
+            self.step_down("a fenced write was refused: another instance leads")
+            return None
+        return generation
 
     async def put_pause(self, pause: Pause | None) -> None:
         if pause is None:

@@ -7,8 +7,9 @@ part of every etcd server, so no gRPC client is needed; each URL of
 transaction only if absent (`create_revision == 0`), attached to a lease of
 `ttl` seconds that renewing keeps alive; the fencing token is the key's
 create revision, which etcd only ever increases. A fenced write is a
-transaction comparing the lock's value and create revision. Keys written with
-a TTL share one lease per TTL, refreshed on every put.
+transaction comparing the lock's value and create revision, a compare-and-delete
+one comparing the key's value. Keys written with a TTL share one lease per TTL,
+refreshed on every put.
 """
 
 from __future__ import annotations
@@ -100,6 +101,18 @@ class EtcdBackend:
 
     async def delete(self, key: str) -> None:
         await self._post("/v3/kv/deleterange", {"key": _b64(key)})
+
+    async def delete_if(self, key: str, value: str) -> bool:
+        answer = await self._post(
+            "/v3/kv/txn",
+            {
+                "compare": [
+                    {"key": _b64(key), "target": "VALUE", "result": "EQUAL", "value": _b64(value)}
+                ],
+                "success": [{"request_delete_range": {"key": _b64(key)}}],
+            },
+        )
+        return bool(answer.get("succeeded"))
 
     async def scan(self, prefix: str) -> dict[str, str]:
         return {

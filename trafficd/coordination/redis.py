@@ -3,8 +3,8 @@
 Implements `base.Backend`. The lock is `SET NX PX` semantics in one Lua script
 that also takes the next value of a counter (`INCR`) as the fencing token, so
 acquiring and numbering cannot be separated; renewing is a compare-and-PEXPIRE,
-a fenced write a compare-and-SET, both scripts (atomic on the server). The
-lock's value is `holder|token`.
+a fenced write a compare-and-SET, an override's expiry a compare-and-DEL, all
+scripts (atomic on the server). The lock's value is `holder|token`.
 """
 
 from __future__ import annotations
@@ -37,6 +37,12 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+_DELETE_IF = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
 _RESIGN = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
@@ -59,6 +65,7 @@ class RedisBackend:
         self._campaign = self._client.register_script(_CAMPAIGN)
         self._fenced = self._client.register_script(_FENCED_SET)
         self._resign = self._client.register_script(_RESIGN)
+        self._delete_if = self._client.register_script(_DELETE_IF)
 
     async def _call(self, what: str, coro: Any) -> Any:
         try:
@@ -76,6 +83,10 @@ class RedisBackend:
 
     async def delete(self, key: str) -> None:
         await self._call("DEL", self._client.delete(key))
+
+    async def delete_if(self, key: str, value: str) -> bool:
+        done = await self._call("compare-and-DEL", self._delete_if(keys=[key], args=[value]))
+        return bool(done)
 
     async def scan(self, prefix: str) -> dict[str, str]:
         async def read() -> dict[str, str]:
