@@ -679,10 +679,12 @@ class Daemon(Controller):
         self._merge(published, now)
         if generation is not None:
             self._generation = generation
-        else:
-            # A store without a generation started empty (restarted without persistence,
-            # or never used): what this instance holds (state.json) stands, with any
-            # command taken since; the leader re-publishes it below.
+        elif shared is None:
+            # A store with neither a generation nor a shared state started empty
+            # (restarted without persistence, or never used): what this instance holds
+            # (state.json) stands, with any command taken since; the leader re-publishes
+            # it below. (A shared state without a generation is an older trafficd's
+            # store: its overrides are the current ones.)
             overrides = {**self.overrides, **overrides}
             pause = pause or self.pause
         if (overrides, pause) != (self.overrides, self.pause):
