@@ -29,12 +29,7 @@ from tests.peers import HAProxyPeer, free_port
 from trafficd.config import load
 from trafficd.daemon import Daemon
 
-pytestmark = [
-    pytest.mark.peers,
-    # Daemon.start_listeners passes shutdown_timeout to TCPSite, deprecated in aiohttp
-    # 3.9 (the `trafficd run` processes of other tests do not turn warnings into errors).
-    pytest.mark.filterwarnings("ignore:shutdown_timeout should be set on BaseRunner"),
-]
+pytestmark = pytest.mark.peers
 
 SITES = {"us": ("192.0.2.10", 100), "eu": ("192.0.2.20", 100), "ap": ("192.0.2.30", 50)}
 
