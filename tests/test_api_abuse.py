@@ -194,6 +194,12 @@ def test_flood_and_slowloris_leave_verdicts_fast_and_good_tokens_working(
     daemon_port: int, tmp_path: Path
 ) -> None:
     port = daemon_port
+    # us's verdict is 200 once decided (before the first decision it is 503 unknown).
+    ready, end = Sampler(port), time.monotonic() + 20
+    while ready.get("/readyz")[0] != 200:
+        assert time.monotonic() < end, "trafficd not ready within 20 s"
+        time.sleep(0.05)
+    ready.close()
     verdicts = Sampler(port, keep_alive=True)  # back to back: never idle
     others, from_the_attacker = Sampler(port), Sampler(port, "127.0.0.2")
     try:
