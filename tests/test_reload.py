@@ -75,8 +75,13 @@ def weights(admin_socket: str) -> dict[str, int]:
 
 
 def task_names() -> collections.Counter[str]:
-    """Every live task of the loop by name: orphans a daemon no longer tracks count too."""
-    return collections.Counter(t.get_name() for t in asyncio.all_tasks() if not t.done())
+    """Every live task of the loop by name: orphans a daemon no longer tracks count too.
+    The haproxy actuator's loops (one per socket, `reconcile/lb/SOCKET`) count as
+    `reconcile/lb`."""
+    names = (t.get_name() for t in asyncio.all_tasks() if not t.done())
+    return collections.Counter(
+        "reconcile/lb" if n.startswith("reconcile/lb/") else n for n in names
+    )
 
 
 async def until(what: str, check: object, timeout: float = 10.0) -> float:
@@ -161,7 +166,8 @@ async def test_a_reload_that_adds_a_site_is_applied_at_once(
     daemon = running
 
     def in_sync() -> bool:
-        return sample(daemon, "trafficd_actuator_in_sync", actuator="lb") == 1
+        target = haproxy.admin_socket
+        return sample(daemon, "trafficd_actuator_in_sync", actuator="lb", target=target) == 1
 
     await until("lb in sync", in_sync)
     assert weights(haproxy.admin_socket)["ap"] == 100  # HAProxy's own configuration
@@ -171,7 +177,7 @@ async def test_a_reload_that_adds_a_site_is_applied_at_once(
     assert await daemon.reload()
     took = await until("ap at its weight", lambda: weights(haproxy.admin_socket)["ap"] == 50, 3.0)
     assert took < 1.0
-    assert restarts(daemon, "reconcile/lb") == 0
+    assert restarts(daemon, f"reconcile/lb/{haproxy.admin_socket}") == 0
     assert daemon.decision is not None and set(daemon.decision.sites) == {"us", "eu", "ap"}
 
     # And removed again: the decision drops it at once and the loop runs without it.
@@ -179,4 +185,4 @@ async def test_a_reload_that_adds_a_site_is_applied_at_once(
     assert await daemon.reload()
     assert set(daemon.decision.sites) == {"us", "eu"}
     await until("lb in sync", in_sync, 3.0)
-    assert restarts(daemon, "reconcile/lb") == 0
+    assert restarts(daemon, f"reconcile/lb/{haproxy.admin_socket}") == 0
