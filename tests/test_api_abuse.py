@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -347,6 +348,28 @@ async def test_header_sizes_and_slow_bodies_are_bounded(bounded: tuple[Daemon, i
     assert 0.9 <= time.monotonic() - start < 3
     assert daemon.pause is None
     writer.close()
+
+
+async def test_a_malformed_token_line_is_logged_without_it(
+    bounded: tuple[Daemon, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiohttp's parser quotes the offending header line in its exception; the log
+    keeps the exception's kind, never the line (it carries the token)."""
+    _, port = bounded
+    caplog.set_level(logging.DEBUG)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"GET /api/v1/sites HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer "
+        + ADMIN.encode()
+        + b"\x01\r\n\r\n"
+    )
+    assert await _answer(reader) == 400
+    writer.close()
+    logged = caplog.text + "".join(
+        logging.Formatter().formatException(r.exc_info) for r in caplog.records if r.exc_info
+    )
+    assert "bad request from 127.0.0.1" in logged
+    assert ADMIN not in logged and "Bearer" not in logged
 
 
 if __name__ == "__main__":

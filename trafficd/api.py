@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from trafficd.config.model import APILimits
@@ -49,6 +50,27 @@ MAX_LINE, MAX_FIELD, MAX_HEADERS = 8190, 8190, 64
 MAX_PEERS = 10_000
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class _BadRequestFilter(logging.Filter):
+    """aiohttp logs a request its parser refuses with the exception, whose message
+    quotes the offending header line: an Authorization line would put its token in the
+    log. Such a record keeps only the exception's kind (a client's error, a warning)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg = "bad request from %s: %s (%s)"
+            record.args = (remote, type(exc).__name__, exc.code)
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+# The listeners' own log (aiohttp's request handler logs here), filtered as above.
+http_log = logging.getLogger("trafficd.api.http")
+http_log.addFilter(_BadRequestFilter())
 
 
 @dataclass(frozen=True)
@@ -420,6 +442,7 @@ async def serve(
     runner = web.AppRunner(
         app,
         access_log=None,
+        logger=http_log,
         # In-flight requests get a second at shutdown: the 5 s stop budget is the rule.
         shutdown_timeout=1.0,
         # From the connection's start (aiohttp >= 3.14) and after every answer: a client
