@@ -372,6 +372,24 @@ async def test_a_malformed_token_line_is_logged_without_it(
     assert ADMIN not in logged and "Bearer" not in logged
 
 
+async def test_a_token_that_is_not_utf8_is_an_authentication_failure(
+    bounded: tuple[Daemon, int],
+) -> None:
+    daemon, port = bounded
+
+    def failures() -> float | None:
+        return daemon.registry.get_sample_value(
+            "trafficd_api_auth_failures_total", {"route": "/api/v1/sites"}
+        )
+
+    assert failures() == 0
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /api/v1/sites HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer a\xff\r\n\r\n")
+    assert await _answer(reader) == 401
+    writer.close()
+    assert failures() == 1
+
+
 if __name__ == "__main__":
     kind, port_ = sys.argv[1], int(sys.argv[2])
     if kind == "flood":

@@ -136,7 +136,9 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 def authenticate(tokens: list[Token], header: str | None) -> Token | None:
     if not header or not header.startswith("Bearer "):
         return None
-    given = header[len("Bearer ") :].strip().encode()
+    # aiohttp decodes header bytes that are not UTF-8 as surrogates: they are only a
+    # token that matches none (401, counted), not an error.
+    given = header[len("Bearer ") :].strip().encode("utf-8", "surrogateescape")
     found = None
     for token in tokens:  # no early exit: every token is compared
         if token.secret is not None and hmac.compare_digest(given, token.secret.encode()):
