@@ -170,3 +170,19 @@ def test_the_config_scheme_is_followed(tmp_path: Path) -> None:
     config = tmp_path / "trafficd.yaml"
     config.write_text("vantage: v\nlisten: 0.0.0.0:9790\ntls_cert_file: server.pem\n")
     assert locate(None, str(config), None)[0] == "https://127.0.0.1:9790"
+
+
+def test_a_token_a_header_cannot_carry_is_refused_without_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # http.client's own error would quote the whole header, token and all.
+    token_file = tmp_path / "token"
+    token_file.write_text("secret-part\nsecond-line\n")
+    with pytest.raises(ClientError) as caught:
+        locate("http://127.0.0.1:9780", None, str(token_file))
+    assert caught.value.code == EXIT_INVALID and str(token_file) in str(caught.value)
+    assert "secret" not in str(caught.value) and "second" not in str(caught.value)
+    monkeypatch.setenv("TRAFFICD_TOKEN", "secret-part\x01")
+    with pytest.raises(ClientError) as caught:
+        locate("http://127.0.0.1:9780", None, None)
+    assert "TRAFFICD_TOKEN" in str(caught.value) and "secret" not in str(caught.value)
