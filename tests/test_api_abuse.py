@@ -16,6 +16,7 @@ import http.client
 import json
 import logging
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -25,10 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 from tests.peers import free_port, stop
 from tests.test_api import ADMIN, READ, write_config
-from tests.test_api_tls import running_trafficd, serve_daemon
+from tests.test_api_tls import running_trafficd, serve_daemon, write_leaf
 from trafficd.daemon import Daemon
 
 REPO = Path(__file__).resolve().parents[1]
@@ -312,6 +314,47 @@ async def test_open_connections_are_bounded_in_all_and_per_peer(
         writer.close()
     await asyncio.sleep(0.2)
     reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=("127.0.0.4", 0))
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert await _answer(reader) == 503  # admitted once the others closed (loops not started)
+    writer.close()
+
+
+@pytest.fixture
+async def bounded_tls(tmp_path: Path) -> AsyncIterator[tuple[int, ssl.SSLContext]]:
+    ca = trustme.CA()
+    cert, key = write_leaf(ca, tmp_path, "server", "127.0.0.1")
+    port = free_port()
+    extra = (
+        f"listen: 127.0.0.1:{port}\ntls_cert_file: {cert.name}\ntls_key_file: {key.name}\n"
+        + limits(header_timeout="10s", max_connections=5, max_connections_per_peer=3)
+    )
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    async for _ in serve_daemon(write_config(tmp_path, extra)):
+        yield port, client
+
+
+async def test_connections_in_their_tls_handshake_count_against_the_bounds(
+    bounded_tls: tuple[int, ssl.SSLContext],
+) -> None:
+    """A connection that never finishes its handshake holds a socket as long as one that
+    did: the bounds count it from its accept, not from its handshake's end."""
+    port, client = bounded_tls
+    opened = []
+    for source in ("127.0.0.2",) * 3 + ("127.0.0.3",) * 2:  # silent: no ClientHello
+        opened.append(await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0)))
+    await asyncio.sleep(0.1)
+    assert not await _closed_at_once(opened[0][0])
+    for source in ("127.0.0.2", "127.0.0.4"):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+        assert await _closed_at_once(reader), source
+        writer.close()
+    for _, writer in opened:
+        writer.close()
+    await asyncio.sleep(0.2)
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=client, local_addr=("127.0.0.4", 0)
+    )
     writer.write(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
     assert await _answer(reader) == 503  # admitted once the others closed (loops not started)
     writer.close()

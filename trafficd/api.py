@@ -13,8 +13,9 @@ Under abuse: failed authentications are counted
 (`trafficd_api_auth_failures_total{route}`) and logged without what was sent,
 and a peer that keeps failing gets its failures answered ever later (a token
 bucket per peer address; its good tokens and every other peer are answered at
-once). Each listener bounds its open connections (in all and per peer), the
-TLS handshake, the time to send a request's head (aiohttp's keep-alive timer
+once). Each listener bounds its open connections (in all and per peer,
+counted from the accept, so those still in their TLS handshake too), the
+TLS handshake's time, the time to send a request's head (aiohttp's keep-alive timer
 runs from the connection's start) and its body, the body's size and the
 header sizes. Every error is `{"error": str}`.
 """
@@ -27,10 +28,11 @@ import json
 import logging
 import ssl
 import time
+from asyncio.sslproto import SSLProtocol
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -369,35 +371,58 @@ class ServerTLS:
 
 
 class _Gate(asyncio.Protocol):
-    """Admits a connection to aiohttp's handler when the listener has room for it (in
-    all and for its peer address), else closes it at once."""
+    """Admits a connection when the listener has room for it (in all and for its peer
+    address), else closes it at once; counted from its accept. A connection still in
+    its TLS handshake holds a socket as long as one that finished, so it counts too:
+    the gate sees the plain TCP connection and puts TLS in front of aiohttp's handler
+    itself, as the event loop's create_server(ssl=...) would, handshake timeout included."""
 
     def __init__(self, site: Listener) -> None:
         self.site = site
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        server = self.site.runner_server()
+        site, limits = self.site, self.site.limits
+        server = site.runner_server()
         peer = transport.get_extra_info("peername")
         host = peer[0] if isinstance(peer, tuple) else str(peer)
-        open_ = server.connections
-        limits = self.site.limits
-        mine = sum(1 for h in open_ if isinstance(h.peername, tuple) and h.peername[0] == host)
-        if len(open_) >= limits.max_connections or mine >= limits.max_connections_per_peer:
-            if isinstance(transport, asyncio.Transport):
-                transport.abort()
-            else:
-                transport.close()
+        hosts = [h.peername[0] for h in server.connections if isinstance(h.peername, tuple)]
+        hosts += [h for done, h, _ in site.handshaking.values() if not done.done()]
+        if len(hosts) >= limits.max_connections or hosts.count(host) >= (
+            limits.max_connections_per_peer
+        ):
+            # uvloop's transports are asyncio.Transport in all but their class.
+            cast(asyncio.Transport, transport).abort()
             return
         handler = server()
-        transport.set_protocol(handler)
-        handler.connection_made(transport)
+        if site.tls is None:
+            transport.set_protocol(handler)
+            handler.connection_made(transport)
+            return
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        # The handler's connection_made comes after the handshake; nothing is read before
+        # the TLS protocol is in place (both set here, before the loop reads).
+        tls = SSLProtocol(
+            loop,
+            handler,
+            site.tls,
+            done,
+            server_side=True,
+            # typeshed says int; the protocol hands it to loop.call_later.
+            ssl_handshake_timeout=limits.header_timeout,  # type: ignore[arg-type]
+        )
+        key = id(done)
+        site.handshaking[key] = (done, host, cast(asyncio.Transport, transport))
+        done.add_done_callback(lambda _: site.handshaking.pop(key, None))
+        transport.set_protocol(tls)
+        tls.connection_made(transport)
 
 
 class Listener(web.BaseSite):
     """aiohttp's TCPSite with the bounds it has no option for: open connections (a
-    `_Gate` before each) and the TLS handshake's time."""
+    `_Gate` before each, from its accept) and the TLS handshake's time."""
 
-    __slots__ = ("_host", "_port", "limits")
+    __slots__ = ("_host", "_port", "handshaking", "limits", "tls")
 
     def __init__(
         self,
@@ -411,6 +436,9 @@ class Listener(web.BaseSite):
         super().__init__(runner, ssl_context=ssl_context)
         self._host, self._port = host, port
         self.limits = limits
+        self.tls = ssl_context
+        # Accepted, TLS handshake not done yet: its end, its peer address, its socket.
+        self.handshaking: dict[int, tuple[asyncio.Future[None], str, asyncio.Transport]] = {}
 
     @property
     def name(self) -> str:
@@ -425,15 +453,15 @@ class Listener(web.BaseSite):
     async def start(self) -> None:
         await super().start()
         loop = asyncio.get_running_loop()
+        # Plain TCP: the gate sees each connection at its accept and runs TLS itself.
         self._server = await loop.create_server(
-            lambda: _Gate(self),
-            self._host,
-            self._port,
-            ssl=self._ssl_context,
-            ssl_handshake_timeout=self.limits.header_timeout if self._ssl_context else None,
-            backlog=128,
-            reuse_address=True,
+            lambda: _Gate(self), self._host, self._port, backlog=128, reuse_address=True
         )
+
+    async def stop(self) -> None:
+        await super().stop()
+        for _, _, transport in list(self.handshaking.values()):
+            transport.abort()
 
 
 async def serve(
