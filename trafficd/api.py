@@ -38,6 +38,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from trafficd.config.loader import load_key_pair
 from trafficd.config.model import APILimits
 from trafficd.config.types import parse_duration, split_host_port
 from trafficd.metrics import Metrics
@@ -347,7 +348,7 @@ def server_context(cert: Path, key: Path, client_ca: Path | None) -> ssl.SSLCont
     must present a certificate that chains to it (mutual TLS)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(cert, key)
+    load_key_pair(context, cert, key)  # an encrypted key: an error, not a prompt
     if client_ca is not None:
         context.verify_mode = ssl.CERT_REQUIRED
         context.load_verify_locations(client_ca)

@@ -316,6 +316,23 @@ def config_file(config_dir: Path, value: str) -> Path:
     return path if path.is_absolute() else config_dir / path
 
 
+class EncryptedKeyError(ssl.SSLError):
+    """A private key that wants a passphrase."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _no_passphrase() -> bytes:
+    raise EncryptedKeyError("encrypted: give it without a passphrase")
+
+
+def load_key_pair(context: ssl.SSLContext, cert: Path, key: Path) -> None:
+    """`context.load_cert_chain` without OpenSSL's passphrase prompt: on a terminal it
+    would wait for one (check-config, or the daemon's event loop on SIGHUP)."""
+    context.load_cert_chain(cert, key, password=_no_passphrase)
+
+
 def _tls_problems(config: Config, source: Source, base_dir: Path) -> list[Problem]:
     """The listeners' certificates, keys and client CA load as the daemon will load them,
     and no private key is readable by others (a key that leaked is a server anyone can be)."""
@@ -345,7 +362,9 @@ def _tls_problems(config: Config, source: Source, base_dir: Path) -> list[Proble
             continue
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         try:
-            context.load_cert_chain(config_file(base_dir, cert), key_path)
+            load_key_pair(context, config_file(base_dir, cert), key_path)
+        except EncryptedKeyError as exc:
+            problems.append(source.problem((key_key,), f"{key} is {exc}"))
         except (OSError, ssl.SSLError) as exc:
             why = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
             problems.append(source.problem((cert_key,), f"cannot load {cert} with {key}: {why}"))
