@@ -135,6 +135,14 @@ def tls_context(
     return context
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """The API never redirects: a redirect followed would take the token elsewhere,
+    to an http:// URL too (TLS dropped without a word). It is answered as an error."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 def call(
     base: str,
     token: str,
@@ -154,9 +162,18 @@ def call(
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=10, context=context) as resp:  # noqa: S310
+        opener = urllib.request.build_opener(
+            _NoRedirect, urllib.request.HTTPSHandler(context=context)
+        )
+        with opener.open(request, timeout=10) as resp:
             return json.loads(resp.read() or b"null")
     except urllib.error.HTTPError as exc:
+        if 300 <= exc.code < 400:
+            raise ClientError(
+                EXIT_ERROR,
+                f"HTTP {exc.code}: {base} answers with a redirect, not followed "
+                "(the daemon's API never redirects: is --api the daemon?)",
+            ) from None
         try:
             payload = json.loads(exc.read())
             message = payload.get("error", exc.reason)
