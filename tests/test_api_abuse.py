@@ -12,6 +12,7 @@ another's. Counts and times are bounded: 10^4 bad tokens, 200 slow connections.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
 import logging
@@ -326,7 +327,7 @@ async def bounded_tls(tmp_path: Path) -> AsyncIterator[tuple[int, ssl.SSLContext
     port = free_port()
     extra = (
         f"listen: 127.0.0.1:{port}\ntls_cert_file: {cert.name}\ntls_key_file: {key.name}\n"
-        + limits(header_timeout="10s", max_connections=5, max_connections_per_peer=3)
+        + limits(header_timeout="2s", max_connections=5, max_connections_per_peer=3)
     )
     client = ssl.create_default_context()
     ca.configure_trust(client)
@@ -358,6 +359,22 @@ async def test_connections_in_their_tls_handshake_count_against_the_bounds(
     writer.write(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
     assert await _answer(reader) == 503  # admitted once the others closed (loops not started)
     writer.close()
+
+
+async def test_a_tls_handshake_too_slow_is_closed(
+    bounded_tls: tuple[int, ssl.SSLContext],
+) -> None:
+    """Silent, or a ClientHello's first bytes then nothing: closed after header_timeout."""
+    port, _ = bounded_tls
+    silent = await asyncio.open_connection("127.0.0.1", port)
+    partial = await asyncio.open_connection("127.0.0.1", port)
+    partial[1].write(b"\x16\x03\x01\x02\x00\x01\x00")  # a record header, a hello begun
+    start = time.monotonic()
+    for reader, writer in (silent, partial):
+        with contextlib.suppress(ConnectionResetError):  # an abort reads as a reset
+            assert await asyncio.wait_for(reader.read(1), 5) == b""
+        writer.close()
+    assert 1.5 <= time.monotonic() - start < 4
 
 
 async def test_header_sizes_and_slow_bodies_are_bounded(bounded: tuple[Daemon, int]) -> None:
