@@ -356,19 +356,15 @@ def server_context(cert: Path, key: Path, client_ca: Path | None) -> ssl.SSLCont
 
 
 class ServerTLS:
-    """One listener's TLS. The listener keeps the context it was started with; each
-    handshake switches to the newest context loaded (the standard library's
-    sni_callback, called for every ClientHello): setting `current` changes the
-    certificate without closing the socket."""
+    """One listener's TLS: `current`, the newest context loaded, is the one each new
+    connection's handshake takes (the gate builds every connection's TLS protocol), so
+    setting it changes the certificate and client CA without closing the socket. A
+    context holds its own session cache and ticket keys: a session from before a reload
+    (a client certificate verified by the CA of then) is not resumed after it."""
 
     def __init__(self, cert: Path, key: Path, client_ca: Path | None) -> None:
         self.current = server_context(cert, key, client_ca)
-        self.listener = server_context(cert, key, client_ca)
-        self.listener.sni_callback = self._select
         self.mutual = client_ca is not None
-
-    def _select(self, conn: ssl.SSLObject, name: str | None, context: ssl.SSLContext) -> None:
-        conn.context = self.current
 
 
 class _Gate(asyncio.Protocol):
@@ -406,7 +402,7 @@ class _Gate(asyncio.Protocol):
         tls = SSLProtocol(
             loop,
             handler,
-            site.tls,
+            site.tls.current,
             done,
             server_side=True,
             # typeshed says int; the protocol hands it to loop.call_later.
@@ -431,13 +427,13 @@ class Listener(web.BaseSite):
         host: str,
         port: int,
         *,
-        ssl_context: ssl.SSLContext | None,
+        tls: ServerTLS | None,
         limits: APILimits,
     ) -> None:
-        super().__init__(runner, ssl_context=ssl_context)
+        super().__init__(runner, ssl_context=tls.current if tls is not None else None)
         self._host, self._port = host, port
         self.limits = limits
-        self.tls = ssl_context
+        self.tls = tls
         # Accepted, TLS handshake not done yet: its end, its peer address, its socket.
         self.handshaking: dict[int, tuple[asyncio.Future[None], str, asyncio.Transport]] = {}
 
@@ -488,7 +484,7 @@ async def serve(
         runner,
         host.strip("[]"),
         port,
-        ssl_context=tls.listener if tls is not None else None,
+        tls=tls,
         limits=limits,
     )
     await site.start()
