@@ -142,6 +142,8 @@ def authenticate(tokens: list[Token], header: str | None) -> Token | None:
     # aiohttp decodes header bytes that are not UTF-8 as surrogates: they are only a
     # token that matches none (401, counted), not an error.
     given = header[len("Bearer ") :].strip().encode("utf-8", "surrogateescape")
+    if not given:  # no token, whatever the configuration holds (check-config refuses "")
+        return None
     found = None
     for token in tokens:  # no early exit: every token is compared
         if token.secret is not None and hmac.compare_digest(given, token.secret.encode()):

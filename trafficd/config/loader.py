@@ -288,6 +288,11 @@ def _cross_check(config: Config, source: Source, has_quay: _QuayImport | None) -
         names.setdefault(token.name, i)
         if token.token is not None:
             value = token.token.get_secret_value()
+            if not value.strip():  # the client strips what it sends: "Bearer " alone
+                problem(
+                    ("api_tokens", i, "token"),
+                    f'empty (a client sending "Bearer " alone would be {token.name})',
+                )
             if value in tokens:
                 problem(("api_tokens", i, "token"), f"same token as api_tokens[{tokens[value]}]")
             tokens.setdefault(value, i)
