@@ -169,6 +169,7 @@ def call(
             return json.loads(resp.read() or b"null")
     except urllib.error.HTTPError as exc:
         if 300 <= exc.code < 400:
+            exc.close()  # its connection: the redirect's body is not read
             raise ClientError(
                 EXIT_ERROR,
                 f"HTTP {exc.code}: {base} answers with a redirect, not followed "
