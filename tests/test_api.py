@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from trafficd.api import MAX_BODY, MAX_PEERS, FailureBuckets, build_apps
+from trafficd.api import MAX_BODY, MAX_PEERS, FailureBuckets, Token, authenticate, build_apps
 from trafficd.config import load
 from trafficd.daemon import Daemon
 from trafficd.model import Observation, Probe
@@ -267,3 +267,11 @@ def test_failure_buckets_remember_a_bounded_number_of_peers() -> None:
         buckets.fail(f"10.0.{i // 256}.{i % 256}")
     assert len(buckets._peers) == MAX_PEERS
     assert buckets.fail("first") == 0.0  # forgotten: the oldest went first
+
+
+def test_an_empty_bearer_token_matches_no_token() -> None:
+    """Even an empty configured token (check-config refuses one) is never "Bearer " alone."""
+    tokens = [Token("empty", "admin", ""), Token("ops", "admin", "s3cret")]
+    assert authenticate(tokens, "Bearer ") is None
+    assert authenticate(tokens, "Bearer    ") is None
+    assert authenticate(tokens, "Bearer s3cret") == tokens[1]

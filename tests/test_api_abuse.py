@@ -12,9 +12,12 @@ another's. Counts and times are bounded: 10^4 bad tokens, 200 slow connections.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
+import logging
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -24,10 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 from tests.peers import free_port, stop
 from tests.test_api import ADMIN, READ, write_config
-from tests.test_api_tls import running_trafficd, serve_daemon
+from tests.test_api_tls import running_trafficd, serve_daemon, write_leaf
 from trafficd.daemon import Daemon
 
 REPO = Path(__file__).resolve().parents[1]
@@ -322,6 +326,63 @@ async def test_open_connections_are_bounded_in_all_and_per_peer(
     writer.close()
 
 
+@pytest.fixture
+async def bounded_tls(tmp_path: Path) -> AsyncIterator[tuple[int, ssl.SSLContext]]:
+    ca = trustme.CA()
+    cert, key = write_leaf(ca, tmp_path, "server", "127.0.0.1")
+    port = free_port()
+    extra = (
+        f"listen: 127.0.0.1:{port}\ntls_cert_file: {cert.name}\ntls_key_file: {key.name}\n"
+        + limits(header_timeout="2s", max_connections=5, max_connections_per_peer=3)
+    )
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    async for _ in serve_daemon(write_config(tmp_path, extra)):
+        yield port, client
+
+
+async def test_connections_in_their_tls_handshake_count_against_the_bounds(
+    bounded_tls: tuple[int, ssl.SSLContext],
+) -> None:
+    """A connection that never finishes its handshake holds a socket as long as one that
+    did: the bounds count it from its accept, not from its handshake's end."""
+    port, client = bounded_tls
+    opened = []
+    for source in ("127.0.0.2",) * 3 + ("127.0.0.3",) * 2:  # silent: no ClientHello
+        opened.append(await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0)))
+    await asyncio.sleep(0.1)
+    assert not await _closed_at_once(opened[0][0])
+    for source in ("127.0.0.2", "127.0.0.4"):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+        assert await _closed_at_once(reader), source
+        writer.close()
+    for _, writer in opened:
+        writer.close()
+    await asyncio.sleep(0.2)
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=client, local_addr=("127.0.0.4", 0)
+    )
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert await _answer(reader) == 503  # admitted once the others closed (loops not started)
+    writer.close()
+
+
+async def test_a_tls_handshake_too_slow_is_closed(
+    bounded_tls: tuple[int, ssl.SSLContext],
+) -> None:
+    """Silent, or a ClientHello's first bytes then nothing: closed after header_timeout."""
+    port, _ = bounded_tls
+    silent = await asyncio.open_connection("127.0.0.1", port)
+    partial = await asyncio.open_connection("127.0.0.1", port)
+    partial[1].write(b"\x16\x03\x01\x02\x00\x01\x00")  # a record header, a hello begun
+    start = time.monotonic()
+    for reader, writer in (silent, partial):
+        with contextlib.suppress(ConnectionResetError):  # an abort reads as a reset
+            assert await asyncio.wait_for(reader.read(1), 5) == b""
+        writer.close()
+    assert 1.5 <= time.monotonic() - start < 4
+
+
 async def test_header_sizes_and_slow_bodies_are_bounded(bounded: tuple[Daemon, int]) -> None:
     daemon, port = bounded
 
@@ -353,6 +414,46 @@ async def test_header_sizes_and_slow_bodies_are_bounded(bounded: tuple[Daemon, i
     assert 0.9 <= time.monotonic() - start < 3
     assert daemon.pause is None
     writer.close()
+
+
+async def test_a_malformed_token_line_is_logged_without_it(
+    bounded: tuple[Daemon, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiohttp's parser quotes the offending header line in its exception; the log
+    keeps the exception's kind, never the line (it carries the token)."""
+    _, port = bounded
+    caplog.set_level(logging.DEBUG)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"GET /api/v1/sites HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer "
+        + ADMIN.encode()
+        + b"\x01\r\n\r\n"
+    )
+    assert await _answer(reader) == 400
+    writer.close()
+    logged = caplog.text + "".join(
+        logging.Formatter().formatException(r.exc_info) for r in caplog.records if r.exc_info
+    )
+    assert "bad request from 127.0.0.1" in logged
+    assert ADMIN not in logged and "Bearer" not in logged
+
+
+async def test_a_token_that_is_not_utf8_is_an_authentication_failure(
+    bounded: tuple[Daemon, int],
+) -> None:
+    daemon, port = bounded
+
+    def failures() -> float | None:
+        return daemon.registry.get_sample_value(
+            "trafficd_api_auth_failures_total", {"route": "/api/v1/sites"}
+        )
+
+    assert failures() == 0
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /api/v1/sites HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer a\xff\r\n\r\n")
+    assert await _answer(reader) == 401
+    writer.close()
+    assert failures() == 1
 
 
 if __name__ == "__main__":

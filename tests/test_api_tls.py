@@ -362,3 +362,51 @@ async def test_reload_takes_a_new_client_ca(
     assert isinstance(await mutual.get("/api/v1/sites", with_client(new_cert, new_key)), dict)
     with pytest.raises(ClientError, match="client certificate"):
         await mutual.get("/api/v1/sites", with_client(old_cert, old_key))
+
+
+def _get_resuming(
+    port: int, context: ssl.SSLContext, session: ssl.SSLSession | None
+) -> tuple[bytes, ssl.SSLSession | None, bool]:
+    """GET /api/v1/sites without a token (the certificate is the who), offering
+    `session` for resumption: the status line, the session, whether it was resumed."""
+    with (
+        socket.create_connection(("127.0.0.1", port)) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1", session=session) as tls,
+    ):
+        tls.sendall(b"GET /api/v1/sites HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := tls.recv(65536):
+            answer += chunk
+        return answer.split(b"\r\n")[0], tls.session, bool(tls.session_reused)
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+async def test_a_replaced_client_ca_admits_no_resumed_session(
+    mutual: Served, ca: trustme.CA, ca_file: Path, tmp_path: Path, version: ssl.TLSVersion
+) -> None:
+    """A client CA replaced on SIGHUP (its certificates no longer trusted) lets no client
+    back in by resuming a TLS session from before: a session carries its certificate,
+    verified by the CA of then."""
+    leaf = ca.issue_cert(
+        common_name="ops", organization_name="trafficd-test", organization_unit_name="sre"
+    )
+    cert, key = tmp_path / "ops-client.pem", tmp_path / "ops-client.key"
+    leaf.cert_chain_pems[0].write_to_path(cert)
+    leaf.private_key_pem.write_to_path(key)
+    server_ca = tmp_path / "server-ca.pem"
+    ca.cert_pem.write_to_path(server_ca)
+    context = tls_context(mutual.base, str(server_ca), str(cert), str(key))
+    assert context is not None
+    context.maximum_version = version
+    line, session, _ = await asyncio.to_thread(_get_resuming, mutual.port, context, None)
+    line, session, resumed = await asyncio.to_thread(_get_resuming, mutual.port, context, session)
+    assert (line, resumed) == (b"HTTP/1.1 200 OK", True)  # resumption itself is kept
+    trustme.CA().cert_pem.write_to_path(ca_file)
+    assert await mutual.daemon.reload() is True
+    try:
+        line, _, resumed = await asyncio.to_thread(_get_resuming, mutual.port, context, session)
+    except (ssl.SSLError, ConnectionError):
+        return  # refused at the handshake (TLS 1.2)
+    # With TLS 1.3 the refusal of a client certificate comes after the client's
+    # handshake: the connection is closed before any answer.
+    assert (line, resumed) == (b"", False)

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import http.server
 import io
 import json
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from trafficd.client import (
+    EXIT_ERROR,
     EXIT_INVALID,
     ClientError,
     JSONFormatter,
     RedactingFilter,
+    call,
     locate,
     render_event,
     render_status,
@@ -170,3 +174,61 @@ def test_the_config_scheme_is_followed(tmp_path: Path) -> None:
     config = tmp_path / "trafficd.yaml"
     config.write_text("vantage: v\nlisten: 0.0.0.0:9790\ntls_cert_file: server.pem\n")
     assert locate(None, str(config), None)[0] == "https://127.0.0.1:9790"
+
+
+def test_a_token_a_header_cannot_carry_is_refused_without_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # http.client's own error would quote the whole header, token and all.
+    token_file = tmp_path / "token"
+    token_file.write_text("secret-part\nsecond-line\n")
+    with pytest.raises(ClientError) as caught:
+        locate("http://127.0.0.1:9780", None, str(token_file))
+    assert caught.value.code == EXIT_INVALID and str(token_file) in str(caught.value)
+    assert "secret" not in str(caught.value) and "second" not in str(caught.value)
+    monkeypatch.setenv("TRAFFICD_TOKEN", "secret-part\x01")
+    with pytest.raises(ClientError) as caught:
+        locate("http://127.0.0.1:9780", None, None)
+    assert "TRAFFICD_TOKEN" in str(caught.value) and "secret" not in str(caught.value)
+
+
+def test_a_redirect_is_not_followed_with_the_token(tmp_path: Path) -> None:
+    """The API never redirects: following one would send the token elsewhere, over
+    http:// too (TLS and its verification dropped without a word)."""
+    seen: list[str | None] = []
+
+    class Elsewhere(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization"))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    elsewhere = http.server.HTTPServer(("127.0.0.1", 0), Elsewhere)
+
+    class Redirecting(Elsewhere):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", f"http://127.0.0.1:{elsewhere.server_port}/x")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    redirecting = http.server.HTTPServer(("127.0.0.1", 0), Redirecting)
+    threads = [
+        threading.Thread(target=s.serve_forever, daemon=True) for s in (elsewhere, redirecting)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        with pytest.raises(ClientError) as caught:
+            call(f"http://127.0.0.1:{redirecting.server_port}", "the-token", "GET", "/api/v1/sites")
+    finally:
+        for server in (elsewhere, redirecting):
+            server.shutdown()
+            server.server_close()
+    assert seen == []
+    assert caught.value.code == EXIT_ERROR and "redirect" in str(caught.value)
+    assert "the-token" not in str(caught.value)

@@ -13,8 +13,9 @@ Under abuse: failed authentications are counted
 (`trafficd_api_auth_failures_total{route}`) and logged without what was sent,
 and a peer that keeps failing gets its failures answered ever later (a token
 bucket per peer address; its good tokens and every other peer are answered at
-once). Each listener bounds its open connections (in all and per peer), the
-TLS handshake, the time to send a request's head (aiohttp's keep-alive timer
+once). Each listener bounds its open connections (in all and per peer,
+counted from the accept, so those still in their TLS handshake too), the
+TLS handshake's time, the time to send a request's head (aiohttp's keep-alive timer
 runs from the connection's start) and its body, the body's size and the
 header sizes. Every error is `{"error": str}`.
 """
@@ -27,14 +28,17 @@ import json
 import logging
 import ssl
 import time
+from asyncio.sslproto import SSLProtocol
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from trafficd.config.loader import load_key_pair
 from trafficd.config.model import APILimits
 from trafficd.config.types import parse_duration, split_host_port
 from trafficd.metrics import Metrics
@@ -49,6 +53,27 @@ MAX_LINE, MAX_FIELD, MAX_HEADERS = 8190, 8190, 64
 MAX_PEERS = 10_000
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class _BadRequestFilter(logging.Filter):
+    """aiohttp logs a request its parser refuses with the exception, whose message
+    quotes the offending header line: an Authorization line would put its token in the
+    log. Such a record keeps only the exception's kind (a client's error, a warning)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg = "bad request from %s: %s (%s)"
+            record.args = (remote, type(exc).__name__, exc.code)
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+# The listeners' own log (aiohttp's request handler logs here), filtered as above.
+http_log = logging.getLogger("trafficd.api.http")
+http_log.addFilter(_BadRequestFilter())
 
 
 @dataclass(frozen=True)
@@ -114,7 +139,11 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 def authenticate(tokens: list[Token], header: str | None) -> Token | None:
     if not header or not header.startswith("Bearer "):
         return None
-    given = header[len("Bearer ") :].strip().encode()
+    # aiohttp decodes header bytes that are not UTF-8 as surrogates: they are only a
+    # token that matches none (401, counted), not an error.
+    given = header[len("Bearer ") :].strip().encode("utf-8", "surrogateescape")
+    if not given:  # no token, whatever the configuration holds (check-config refuses "")
+        return None
     found = None
     for token in tokens:  # no early exit: every token is compared
         if token.secret is not None and hmac.compare_digest(given, token.secret.encode()):
@@ -321,7 +350,7 @@ def server_context(cert: Path, key: Path, client_ca: Path | None) -> ssl.SSLCont
     must present a certificate that chains to it (mutual TLS)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(cert, key)
+    load_key_pair(context, cert, key)  # an encrypted key: an error, not a prompt
     if client_ca is not None:
         context.verify_mode = ssl.CERT_REQUIRED
         context.load_verify_locations(client_ca)
@@ -329,51 +358,70 @@ def server_context(cert: Path, key: Path, client_ca: Path | None) -> ssl.SSLCont
 
 
 class ServerTLS:
-    """One listener's TLS. The listener keeps the context it was started with; each
-    handshake switches to the newest context loaded (the standard library's
-    sni_callback, called for every ClientHello): setting `current` changes the
-    certificate without closing the socket."""
+    """One listener's TLS: `current`, the newest context loaded, is the one each new
+    connection's handshake takes (the gate builds every connection's TLS protocol), so
+    setting it changes the certificate and client CA without closing the socket. A
+    context holds its own session cache and ticket keys: a session from before a reload
+    (a client certificate verified by the CA of then) is not resumed after it."""
 
     def __init__(self, cert: Path, key: Path, client_ca: Path | None) -> None:
         self.current = server_context(cert, key, client_ca)
-        self.listener = server_context(cert, key, client_ca)
-        self.listener.sni_callback = self._select
         self.mutual = client_ca is not None
-
-    def _select(self, conn: ssl.SSLObject, name: str | None, context: ssl.SSLContext) -> None:
-        conn.context = self.current
 
 
 class _Gate(asyncio.Protocol):
-    """Admits a connection to aiohttp's handler when the listener has room for it (in
-    all and for its peer address), else closes it at once."""
+    """Admits a connection when the listener has room for it (in all and for its peer
+    address), else closes it at once; counted from its accept. A connection still in
+    its TLS handshake holds a socket as long as one that finished, so it counts too:
+    the gate sees the plain TCP connection and puts TLS in front of aiohttp's handler
+    itself, as the event loop's create_server(ssl=...) would, handshake timeout included."""
 
     def __init__(self, site: Listener) -> None:
         self.site = site
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        server = self.site.runner_server()
+        site, limits = self.site, self.site.limits
+        server = site.runner_server()
         peer = transport.get_extra_info("peername")
         host = peer[0] if isinstance(peer, tuple) else str(peer)
-        open_ = server.connections
-        limits = self.site.limits
-        mine = sum(1 for h in open_ if isinstance(h.peername, tuple) and h.peername[0] == host)
-        if len(open_) >= limits.max_connections or mine >= limits.max_connections_per_peer:
-            if isinstance(transport, asyncio.Transport):
-                transport.abort()
-            else:
-                transport.close()
+        hosts = [h.peername[0] for h in server.connections if isinstance(h.peername, tuple)]
+        hosts += [h for done, h, _ in site.handshaking.values() if not done.done()]
+        if len(hosts) >= limits.max_connections or hosts.count(host) >= (
+            limits.max_connections_per_peer
+        ):
+            # uvloop's transports are asyncio.Transport in all but their class.
+            cast(asyncio.Transport, transport).abort()
             return
         handler = server()
-        transport.set_protocol(handler)
-        handler.connection_made(transport)
+        if site.tls is None:
+            transport.set_protocol(handler)
+            handler.connection_made(transport)
+            return
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        # The handler's connection_made comes after the handshake; nothing is read before
+        # the TLS protocol is in place (both set here, before the loop reads).
+        tls = SSLProtocol(
+            loop,
+            handler,
+            site.tls.current,
+            done,
+            server_side=True,
+            # typeshed says int; the protocol hands it to loop.call_later.
+            ssl_handshake_timeout=limits.header_timeout,  # type: ignore[arg-type]
+        )
+        key = id(done)
+        site.handshaking[key] = (done, host, cast(asyncio.Transport, transport))
+        done.add_done_callback(lambda _: site.handshaking.pop(key, None))
+        transport.set_protocol(tls)
+        tls.connection_made(transport)
 
 
 class Listener(web.BaseSite):
     """aiohttp's TCPSite with the bounds it has no option for: open connections (a
-    `_Gate` before each) and the TLS handshake's time."""
+    `_Gate` before each, from its accept) and the TLS handshake's time."""
 
-    __slots__ = ("_host", "_port", "limits")
+    __slots__ = ("_host", "_port", "handshaking", "limits", "tls")
 
     def __init__(
         self,
@@ -381,12 +429,15 @@ class Listener(web.BaseSite):
         host: str,
         port: int,
         *,
-        ssl_context: ssl.SSLContext | None,
+        tls: ServerTLS | None,
         limits: APILimits,
     ) -> None:
-        super().__init__(runner, ssl_context=ssl_context)
+        super().__init__(runner, ssl_context=tls.current if tls is not None else None)
         self._host, self._port = host, port
         self.limits = limits
+        self.tls = tls
+        # Accepted, TLS handshake not done yet: its end, its peer address, its socket.
+        self.handshaking: dict[int, tuple[asyncio.Future[None], str, asyncio.Transport]] = {}
 
     @property
     def name(self) -> str:
@@ -401,15 +452,15 @@ class Listener(web.BaseSite):
     async def start(self) -> None:
         await super().start()
         loop = asyncio.get_running_loop()
+        # Plain TCP: the gate sees each connection at its accept and runs TLS itself.
         self._server = await loop.create_server(
-            lambda: _Gate(self),
-            self._host,
-            self._port,
-            ssl=self._ssl_context,
-            ssl_handshake_timeout=self.limits.header_timeout if self._ssl_context else None,
-            backlog=128,
-            reuse_address=True,
+            lambda: _Gate(self), self._host, self._port, backlog=128, reuse_address=True
         )
+
+    async def stop(self) -> None:
+        await super().stop()
+        for _, _, transport in list(self.handshaking.values()):
+            transport.abort()
 
 
 async def serve(
@@ -420,6 +471,7 @@ async def serve(
     runner = web.AppRunner(
         app,
         access_log=None,
+        logger=http_log,
         # In-flight requests get a second at shutdown: the 5 s stop budget is the rule.
         shutdown_timeout=1.0,
         # From the connection's start (aiohttp >= 3.14) and after every answer: a client
@@ -434,7 +486,7 @@ async def serve(
         runner,
         host.strip("[]"),
         port,
-        ssl_context=tls.listener if tls is not None else None,
+        tls=tls,
         limits=limits,
     )
     await site.start()

@@ -60,16 +60,29 @@ def _client_settings(config_path: str) -> tuple[str, str | None, bool]:
     return str(listen), token_file, tls
 
 
+def _header_safe(token: str, where: str) -> str:
+    """A token as an Authorization header can carry it (visible ASCII): else
+    http.client would refuse the header with an error that quotes it, token and all."""
+    if any(not "!" <= c <= "~" for c in token):
+        raise ClientError(
+            EXIT_INVALID,
+            f"{where}: the token has spaces, line breaks or non-ASCII characters "
+            "(one line of visible ASCII expected)",
+        )
+    return token
+
+
 def locate(api: str | None, config_path: str | None, token_file: str | None) -> tuple[str, str]:
     """The API's base URL and the bearer token."""
     token = None
     if token_file:
         try:
-            token = Path(token_file).read_text().strip()
-        except OSError as exc:
-            raise ClientError(EXIT_INVALID, f"{token_file}: {exc.strerror or exc}") from None
+            token = _header_safe(Path(token_file).read_text().strip(), token_file)
+        except (OSError, UnicodeDecodeError) as exc:
+            why = getattr(exc, "strerror", None) or "not UTF-8 text"
+            raise ClientError(EXIT_INVALID, f"{token_file}: {why}") from None
     elif os.environ.get("TRAFFICD_TOKEN"):
-        token = os.environ["TRAFFICD_TOKEN"].strip()
+        token = _header_safe(os.environ["TRAFFICD_TOKEN"].strip(), "TRAFFICD_TOKEN")
     if api is None or token is None:
         if config_path is None:
             if api is None:
@@ -86,9 +99,10 @@ def locate(api: str | None, config_path: str | None, token_file: str | None) -> 
                 if not path.is_absolute():
                     path = Path(config_path).parent / path
                 try:
-                    token = path.read_text().strip()
-                except OSError as exc:
-                    raise ClientError(EXIT_INVALID, f"{path}: {exc.strerror or exc}") from None
+                    token = _header_safe(path.read_text().strip(), str(path))
+                except (OSError, UnicodeDecodeError) as exc:
+                    why = getattr(exc, "strerror", None) or "not UTF-8 text"
+                    raise ClientError(EXIT_INVALID, f"{path}: {why}") from None
     assert api is not None
     if not api.startswith(("http://", "https://")):
         raise ClientError(EXIT_INVALID, f"--api {api}: an http:// or https:// URL expected")
@@ -121,6 +135,14 @@ def tls_context(
     return context
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """The API never redirects: a redirect followed would take the token elsewhere,
+    to an http:// URL too (TLS dropped without a word). It is answered as an error."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 def call(
     base: str,
     token: str,
@@ -140,9 +162,19 @@ def call(
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=10, context=context) as resp:  # noqa: S310
+        opener = urllib.request.build_opener(
+            _NoRedirect, urllib.request.HTTPSHandler(context=context)
+        )
+        with opener.open(request, timeout=10) as resp:
             return json.loads(resp.read() or b"null")
     except urllib.error.HTTPError as exc:
+        if 300 <= exc.code < 400:
+            exc.close()  # its connection: the redirect's body is not read
+            raise ClientError(
+                EXIT_ERROR,
+                f"HTTP {exc.code}: {base} answers with a redirect, not followed "
+                "(the daemon's API never redirects: is --api the daemon?)",
+            ) from None
         try:
             payload = json.loads(exc.read())
             message = payload.get("error", exc.reason)

@@ -6,10 +6,17 @@ through `trafficd check-config`, as an operator sees it.
 
 from __future__ import annotations
 
+import os
+import pty
+import select
+import signal
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import trustme
+from cryptography.hazmat.primitives import serialization
 
 from trafficd.cli import main
 from trafficd.config import ConfigError, load
@@ -92,3 +99,42 @@ def test_a_subject_needs_mutual_tls(tls_dir: Path, capsys: pytest.CaptureFixture
     path.write_text(BASE + "api_tokens:\n  - {name: ops, role: read}\n")
     code, err = check(path, capsys)
     assert err == [f"{path}:7: api_tokens[0].token: required (or a client certificate subject)"]
+
+
+def test_an_encrypted_key_is_an_error_not_a_prompt(tls_dir: Path) -> None:
+    """OpenSSL asks a terminal for an encrypted key's passphrase: check-config (and the
+    daemon, on SIGHUP, its event loop) would wait on it. Run on a terminal, it must not."""
+    key = serialization.load_pem_private_key((tls_dir / "server.key").read_bytes(), None)
+    (tls_dir / "server.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"passphrase"),
+        )
+    )
+    path = tls_dir / "c.yaml"
+    path.write_text(BASE + "tls_cert_file: server.pem\ntls_key_file: server.key\n")
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child, on the terminal
+        os.execv(  # noqa: S606 - this test's own interpreter
+            sys.executable, [sys.executable, "-m", "trafficd.cli", "check-config", "-c", str(path)]
+        )
+    output, end = b"", time.monotonic() + 20
+    try:
+        while time.monotonic() < end and b"\n" not in output.strip():
+            if select.select([terminal], [], [], 0.2)[0]:
+                try:
+                    chunk = os.read(terminal, 4096)
+                except OSError:  # the child has exited
+                    break
+                output += chunk
+                if not chunk or b"pass phrase" in output:
+                    break
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(terminal)
+    assert b"pass phrase" not in output
+    assert output.decode().strip() == (
+        f"{path}:7: tls_key_file: server.key is encrypted: give it without a passphrase"
+    )

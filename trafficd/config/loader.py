@@ -288,6 +288,11 @@ def _cross_check(config: Config, source: Source, has_quay: _QuayImport | None) -
         names.setdefault(token.name, i)
         if token.token is not None:
             value = token.token.get_secret_value()
+            if not value.strip():  # the client strips what it sends: "Bearer " alone
+                problem(
+                    ("api_tokens", i, "token"),
+                    f'empty (a client sending "Bearer " alone would be {token.name})',
+                )
             if value in tokens:
                 problem(("api_tokens", i, "token"), f"same token as api_tokens[{tokens[value]}]")
             tokens.setdefault(value, i)
@@ -314,6 +319,23 @@ def config_file(config_dir: Path, value: str) -> Path:
     """A file named in the configuration: a relative path is relative to the file."""
     path = Path(value)
     return path if path.is_absolute() else config_dir / path
+
+
+class EncryptedKeyError(ssl.SSLError):
+    """A private key that wants a passphrase."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _no_passphrase() -> bytes:
+    raise EncryptedKeyError("encrypted: give it without a passphrase")
+
+
+def load_key_pair(context: ssl.SSLContext, cert: Path, key: Path) -> None:
+    """`context.load_cert_chain` without OpenSSL's passphrase prompt: on a terminal it
+    would wait for one (check-config, or the daemon's event loop on SIGHUP)."""
+    context.load_cert_chain(cert, key, password=_no_passphrase)
 
 
 def _tls_problems(config: Config, source: Source, base_dir: Path) -> list[Problem]:
@@ -345,7 +367,9 @@ def _tls_problems(config: Config, source: Source, base_dir: Path) -> list[Proble
             continue
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         try:
-            context.load_cert_chain(config_file(base_dir, cert), key_path)
+            load_key_pair(context, config_file(base_dir, cert), key_path)
+        except EncryptedKeyError as exc:
+            problems.append(source.problem((key_key,), f"{key} is {exc}"))
         except (OSError, ssl.SSLError) as exc:
             why = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
             problems.append(source.problem((cert_key,), f"cannot load {cert} with {key}: {why}"))
