@@ -351,10 +351,13 @@ def _check_removal(args: argparse.Namespace) -> int:
     """Exit 0 only if every blob placed at LOCATION has a placement at a location that stays."""
     from trafficd import replication
 
-    async def check(_: Config, settings: Replication) -> replication.Removal | None:
+    async def check(config: Config, settings: Replication) -> replication.Removal | None:
         from trafficd.replication.scan import check_removal_paged
 
-        return await check_removal_paged(settings, args.location)
+        # Only a configured location's copy counts: one in a location of Quay's table
+        # that the config does not name is no copy anyone can pull.
+        configured = replication.configured_locations(config)
+        return await check_removal_paged(settings, args.location, configured=configured)
 
     removal = _replication(args, "check-removal", check)
     if isinstance(removal, int):
@@ -387,6 +390,11 @@ def _check_removal(args: argparse.Namespace) -> int:
     )
     for digest in removal.examples:
         print(f"  {digest}")
+    if removal.uncounted:
+        print(
+            "Placements at locations trafficd's config does not name were not counted as "
+            f"copies ({', '.join(removal.uncounted)}): add one to storage if Quay serves it."
+        )
     return EXIT_ERROR
 
 

@@ -172,3 +172,23 @@ async def test_status_serves_the_daemons_figures_brought_up_to_date(
     assert from_state["locations"]["usstorage"]["backlog_blobs"] == 4  # pushed-after too
     assert from_state["stale"] is False and from_state["partial"] is False
     assert state_file.read_bytes() == before  # the command never writes the daemon's state
+
+
+async def test_check_removal_does_not_count_a_copy_at_an_unconfigured_location(
+    quay_db: QuayDB, tmp_path: Path
+) -> None:
+    """A blob's only other placement is at a location of Quay's table that trafficd's
+    config does not name (boot.py's built-in `s3_us_east_1`, or a location Quay no
+    longer serves): removing usstorage loses it. It used to print "safe to remove"."""
+    for name in ("usstorage", "eustorage"):
+        await quay_db.location(name)
+    builtin = "SELECT id FROM imagestoragelocation WHERE name = 's3_us_east_1'"
+    quay_db.locations["s3_us_east_1"] = await quay_db.conn.fetchval(builtin)
+    await quay_db.blob("kept", 10, ["usstorage", "eustorage"])
+    await quay_db.blob("stranded", 20, ["usstorage", "s3_us_east_1"])
+    config = write_config(tmp_path, quay_db.readonly_dsn)
+    out = trafficd("replication", "check-removal", "usstorage", "-c", str(config))
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "usstorage: NOT safe to remove: 1 of 2 blob(s) placed there (20 bytes)" in out.stdout
+    assert digest_of("stranded") in out.stdout and digest_of("kept") not in out.stdout
+    assert "s3_us_east_1" in out.stdout  # where the uncounted copy is, for the operator

@@ -7,6 +7,8 @@ a restart mid-re-scan loses nothing."""
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -14,11 +16,18 @@ import asyncpg
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.replication.conftest import SUPERUSER_PASSWORD, QuayDB, digest_of
+from tests.replication.conftest import (
+    READONLY_PASSWORD,
+    SCHEMA,
+    SUPERUSER_PASSWORD,
+    QuayDB,
+    digest_of,
+)
 from tests.replication.test_figures import NOW, fill, settings
 from tests.replication.test_monitor import replication_section
 from tests.test_api import write_config
 from trafficd.config import load
+from trafficd.demo.peers import Postgres
 from trafficd.metrics import Metrics
 from trafficd.replication import (
     Figures,
@@ -29,6 +38,8 @@ from trafficd.replication import (
 )
 from trafficd.replication.base import connect
 from trafficd.replication.incremental import read_page
+from trafficd.replication.monitor import STATE_FILE
+from trafficd.replication.scan import read_status_from_state
 
 pytestmark = pytest.mark.peers
 
@@ -384,3 +395,58 @@ async def test_the_daemons_loops_scan_in_the_background_and_confirm(
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await monitor.close()
+
+
+async def fresh_cluster(directory: Path) -> tuple[Postgres, QuayDB]:
+    """A new PostgreSQL cluster with one database of Quay's tables, created the same
+    way every time: two of them share every oid (a staging and a production cluster,
+    a disaster-recovery restore)."""
+    directory.mkdir(mode=0o755)
+    server = Postgres(directory / "cluster", SUPERUSER_PASSWORD)
+    server.start()
+    admin = await asyncpg.connect(server.dsn(), password=SUPERUSER_PASSWORD)
+    try:
+        await admin.execute("CREATE DATABASE quay")
+        await admin.execute(f"CREATE ROLE trafficd_ro LOGIN PASSWORD '{READONLY_PASSWORD}'")
+    finally:
+        await admin.close()
+    conn = await asyncpg.connect(server.dsn("quay"), password=SUPERUSER_PASSWORD)
+    await conn.execute(SCHEMA)
+    await conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO trafficd_ro")
+    await conn.execute("INSERT INTO mediatype (name) VALUES ('m')")
+    await conn.execute("INSERT INTO repository (name) VALUES ('org/repo')")
+    return server, QuayDB(server, "quay", conn)
+
+
+async def test_another_cluster_with_the_same_oids_is_another_database(tmp_path: Path) -> None:
+    """The state saved for one cluster is not served for another whose database and
+    table oids are the same (every cluster created the same way has them): the
+    fingerprint names the cluster too. It used to bring cluster a's figures "up to
+    date" from cluster b's rows and print them as exact."""
+    base = Path(tempfile.mkdtemp(prefix="trafficd-pg.", dir="/tmp"))
+    base.chmod(0o755)
+    clusters = [await fresh_cluster(base / name) for name in ("a", "b")]
+    try:
+        (_, a), (_, b) = clusters
+        for db in (a, b):
+            for name in ("usstorage", "eustorage"):
+                await db.location(name)
+        await a.blob("only-at-us", 100, ["usstorage"])
+        await b.blob("everywhere", 100, ["usstorage", "eustorage"])
+        monitor = monitor_for(a, tmp_path)
+        try:
+            await monitor.round()
+            await monitor.scan()
+        finally:
+            await monitor.close()
+        tracker = incremental.Tracker.load(tmp_path / STATE_FILE)
+        assert tracker is not None and tracker.live
+        served = await read_status_from_state(
+            settings(b), tracker, monitor.defaults, monitor.configured, NOW
+        )
+        assert served is None  # not a's figures: b is read in full
+    finally:
+        for server, db in clusters:
+            await db.conn.close()
+            server.stop()
+        shutil.rmtree(base, ignore_errors=True)

@@ -237,6 +237,9 @@ class Removal:
     examples: list[str] = field(default_factory=list)
     # The location holds placements (of counted blobs or not).
     holds: bool = False
+    # Locations of Quay's table whose placements were not counted as copies (not in
+    # trafficd's config): named when blobs would be lost, in case one holds them.
+    uncounted: list[str] = field(default_factory=list)
 
     @property
     def refused(self) -> bool:

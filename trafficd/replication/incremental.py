@@ -112,9 +112,13 @@ CHANGES_SQL = """
     WHERE relname IN ('imagestorage', 'imagestorageplacement', 'manifestblob')
       AND schemaname = current_schema()
 """
-# Which database this is: a state saved for another one is not resumed.
+# Which database this is: a state saved for another one is not resumed. The oids
+# alone do not tell: every cluster created the same way (initdb, CREATE DATABASE,
+# Quay's migrations) has the same ones. The cluster's system identifier (initdb's,
+# kept by its physical replicas, readable by any role) names the cluster.
 FINGERPRINT_SQL = """
-    SELECT current_database() || '/' || (SELECT oid FROM pg_database
+    SELECT (SELECT system_identifier FROM pg_control_system())::text
+           || '/' || current_database() || '/' || (SELECT oid FROM pg_database
                                           WHERE datname = current_database())::text
            || '/' || 'imagestorage'::regclass::oid::text
 """

@@ -237,11 +237,18 @@ async def read_status(
 
 
 async def check_removal_paged(
-    settings: Replication, location: str, *, page: int = SCAN_PAGE
+    settings: Replication,
+    location: str,
+    *,
+    page: int = SCAN_PAGE,
+    configured: Sequence[str] | None = None,
 ) -> Removal | None:
     """What removing `location` would lose, exactly: every page must be read (each within
     the statement timeout) or ReplicationError says why the answer cannot be given.
-    None when Quay has no such location."""
+    A copy counts only at a `configured` location (None: any row of Quay's table): a
+    placement at a location trafficd's config does not name (boot.py's built-in rows,
+    one Quay no longer serves) is no copy anyone can pull. None when Quay has no such
+    location."""
     conn = await connect(settings)
     try:
         async with _snapshot(conn):
@@ -255,11 +262,21 @@ async def check_removal_paged(
                     ids[location],
                 )
             )
+            holding = {r["name"] for r in await conn.fetch(HOLDING_SQL)}
             top = await conn.fetchval(TOP_SQL)
     finally:
         conn.terminate()
     here = ids[location]
-    staying = sorted(i for name, i in ids.items() if name != location)
+    staying = sorted(
+        i
+        for name, i in ids.items()
+        if name != location and (configured is None or name in configured)
+    )
+    uncounted = sorted(
+        name
+        for name in holding
+        if name != location and configured is not None and name not in configured
+    )
 
     async def one(c: asyncpg.Connection, r: tuple[int, int]) -> asyncpg.Record:
         async with c.transaction(readonly=True, isolation="repeatable_read"):
@@ -267,6 +284,8 @@ async def check_removal_paged(
 
     ranges = pages(top, page)
     done = await _run_pages(settings, one, ranges, None)
+    if len(done) != len(ranges):  # never expected: an answer without every page is a guess
+        raise ReplicationError(f"only {len(done)} of {len(ranges)} pages of blob ids were read")
     placed = lost = lost_bytes = 0
     examples: list[str] = []
     for r in sorted(done):
@@ -275,4 +294,6 @@ async def check_removal_paged(
         lost += row["lost_blobs"]
         lost_bytes += row["lost_bytes"]
         examples += [e for e in row["examples"] if e]
-    return Removal(location, placed, lost, lost_bytes, examples[:EXAMPLES], holds)
+    return Removal(
+        location, placed, lost, lost_bytes, examples[:EXAMPLES], holds, uncounted=uncounted
+    )
