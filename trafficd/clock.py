@@ -8,6 +8,18 @@ epoch seconds for display. A step of the wall clock (NTP, an operator, a VM
 resumed) shows as wall and monotonic time advancing by different amounts
 between two readings; the difference is absorbed into `skew`. Wall time is
 still used, unchanged, for the absolute expiries operators give.
+
+Why not `time.monotonic()` itself: the engine's times are saved (state_dir) and
+shared (coordination), and a monotonic clock's origin is per boot and per host,
+so its values mean nothing to another process. Wall time minus the steps seen
+keeps one process's durations monotonic while staying comparable with saved
+state and with peers. Its limits, by design: a step while the daemon is down is
+not seen (a backward one is caught by `resume_at`; a forward one counts as time
+that passed), and with coordination each instance absorbs only the steps it saw
+itself, so after a step on one host its engine times differ from the others' by
+that step (observations it publishes, and shared state it writes as leader, are
+on its own engine clock). Instances are expected to run NTP-synchronised
+clocks; a step on one of them lasts only until that host's NTP corrects it.
 """
 
 from __future__ import annotations
