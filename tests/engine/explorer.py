@@ -397,17 +397,20 @@ def _blurred(truth: Truth, site: str, engine: Engine) -> bool:
         return True
     kind = truth.own_failure(site, 0)
     if kind in ("instance", "database"):
-        # The other sites that answer this check: not stopped, instances up, not cut.
+        # The other sites that answer this check: not stopped, not cut, and for the
+        # database (read from endtoend bodies) with their instances up. For the instance
+        # check a site whose instances are down answers it too (failing): it is one of
+        # the sites that fail alike, so it must not be left out of the count.
         stopped = set(engine.stopped())
+        fault = "instances_down" if kind == "instance" else "database_cut"
         others = [
             s
             for s in truth.sites
             if s != site
             and s not in stopped
-            and not truth.has("instances_down", s)
+            and (kind == "instance" or not truth.has("instances_down", s))
             and not any(f.kind == "cut_site" and f.target == s for f in truth.faults)
         ]
-        fault = "instances_down" if kind == "instance" else "database_cut"
         alike = sum(1 for s in others if truth.has(fault, s))
         if not others or alike * 2 >= len(others):
             return True
