@@ -415,6 +415,10 @@ class Daemon(Controller):
                     holders = self.holders(desired[name])
             if draining and not holders:
                 self.traffic_off.setdefault(name, now)
+            elif draining:
+                # A target that sends traffic again, or one a reload added and nobody has
+                # read yet, withdraws the confirmation: the grace counts from the next one.
+                self.traffic_off.pop(name, None)
             elif memory.state is State.DRAINED:
                 # Drained before a restart: it was confirmed then, at the latest.
                 self.traffic_off.setdefault(name, memory.since)
