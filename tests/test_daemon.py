@@ -155,3 +155,117 @@ async def test_a_failed_read_is_never_a_confirmation(daemon: Daemon) -> None:
     read_back(d, SOCKETS[0], {"us": True, "eu": False})
     d.tick(t0 + 2)
     assert d.traffic_off == {"eu": t0 + 2}
+
+
+async def test_a_confirmation_is_withdrawn_when_a_socket_sends_traffic_again(
+    daemon: Daemon,
+) -> None:
+    # Both sockets confirm, then one reads eu back as serving (an operator's `set
+    # server ready`, HAProxy restarted from its file) before the grace is over: the old
+    # confirmation must not let the instances stop while that socket sends clients there.
+    d = daemon
+    t0 = await drain(d, stop_instances=True)
+    for socket in SOCKETS:
+        read_back(d, socket, {"us": True, "eu": False})
+    d.tick(t0 + 1)
+    assert d.traffic_off == {"eu": t0 + 1}
+    read_back(d, SOCKETS[1], {"us": True, "eu": True})
+    for t in (2, 6, 10):
+        decision = d.tick(t0 + t)
+        assert decision.sites["eu"].state.value == "draining", t
+        assert decision.sites["eu"].instances == "running", t
+    assert d.traffic_off == {}
+    # Confirmed again: the grace counts from this confirmation, not the first one.
+    read_back(d, SOCKETS[1], {"us": True, "eu": False})
+    d.tick(t0 + 11)
+    assert d.traffic_off == {"eu": t0 + 11}
+    assert d.tick(t0 + 15.9).sites["eu"].state.value == "draining"
+    assert d.tick(t0 + 16).sites["eu"].instances == "stopped"
+
+
+async def test_a_socket_added_by_a_reload_holds_the_stop_until_it_is_read(
+    daemon: Daemon,
+) -> None:
+    # The reload keeps the confirmation taken from the old sockets; a socket it adds was
+    # never read, so it cannot have confirmed anything.
+    d = daemon
+    t0 = await drain(d, stop_instances=True)
+    for socket in SOCKETS:
+        read_back(d, socket, {"us": True, "eu": False})
+    d.tick(t0 + 1)
+    assert d.traffic_off == {"eu": t0 + 1}
+    added = "/run/lb-c.sock"
+    section = d.config.actuators[0]
+    actuator = build(
+        section.model_copy(update={"sockets": [*SOCKETS, added]}),
+        BuildContext(sites=d.config.sites, metrics=d.metrics),
+    )
+    d._targets = [Reconciler(actuator, d.metrics, target=s) for s in (*SOCKETS, added)]
+    for socket in SOCKETS:
+        read_back(d, socket, {"us": True, "eu": False})
+    for t in (6, 9):
+        decision = d.tick(t0 + t)
+        assert decision.sites["eu"].instances == "running", t
+    read_back(d, added, {"us": True, "eu": False})
+    d.tick(t0 + 10)
+    assert d.traffic_off == {"eu": t0 + 10}
+    assert d.tick(t0 + 15).sites["eu"].instances == "stopped"
+
+
+async def test_a_drained_site_stops_later_only_on_a_fresh_confirmation(daemon: Daemon) -> None:
+    # Drained for maintenance with its instances up; then the operator asks for the stop
+    # (`drain --stop-instances` again) while a socket sends eu traffic again (or a reload
+    # added one, an admin socket that never answers): the drain's old confirmation must
+    # not stop the instances; the stop follows shutdown_grace after both confirm anew.
+    d = daemon
+    t0 = await drain(d, stop_instances=False)
+    for socket in SOCKETS:
+        read_back(d, socket, {"us": True, "eu": False})
+    d.tick(t0 + 1)
+    decision = d.tick(t0 + 6)
+    assert decision.sites["eu"].state.value == "drained"
+    assert decision.sites["eu"].instances == "running"
+    read_back(d, SOCKETS[1], None)  # no answer any more
+    d.tick(t0 + 7)
+    body = {"reason": "upgrade", "stop_instances": True}
+    answer = await d.command("drain", "eu", "admin", body)
+    assert answer["state"] == "drained"
+    for t in (8, 12, 20):
+        decision = d.tick(t0 + t)
+        assert decision.sites["eu"].instances == "running", t
+    # Past the deadline counted from the drain: reported, naming the socket.
+    assert value(d, "trafficd_site_shutdown_blocked", site="eu") == 1
+    holder = {"site": "eu", "actuator": "lb", "target": SOCKETS[1]}
+    assert value(d, "trafficd_site_shutdown_holder", **holder) == 1
+    read_back(d, SOCKETS[1], {"us": True, "eu": False})
+    d.tick(t0 + 21)
+    assert d.traffic_off == {"eu": t0 + 21}
+    assert value(d, "trafficd_site_shutdown_blocked", site="eu") == 0
+    assert d.tick(t0 + 25.9).sites["eu"].instances == "running"
+    assert d.tick(t0 + 26).sites["eu"].instances == "stopped"
+    # Once stopped, a socket that loses its answer does not start them again.
+    read_back(d, SOCKETS[1], None)
+    assert d.tick(t0 + 27).sites["eu"].instances == "stopped"
+
+
+async def test_a_restart_keeps_a_stopped_drained_site_stopped(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    d = Daemon(path, load(path))
+    section = d.config.actuators[0]
+    actuator = build(section, BuildContext(sites=d.config.sites, metrics=d.metrics))
+    d._targets = [Reconciler(actuator, d.metrics, target=s) for s in SOCKETS]
+    t0 = await drain(d, stop_instances=True)
+    for socket in SOCKETS:
+        read_back(d, socket, {"us": True, "eu": False})
+    d.tick(t0 + 1)
+    assert d.tick(t0 + 6).sites["eu"].instances == "stopped"
+    d.save()
+    d.store.close()
+    again = Daemon(path, load(path))  # nothing read back yet
+    again._targets = [Reconciler(actuator, again.metrics, target=s) for s in SOCKETS]
+    try:
+        healthy(again, t0 + 7)
+        assert again.tick(t0 + 7).sites["eu"].instances == "stopped"
+        assert again.tick(t0 + 8).sites["eu"].instances == "stopped"
+    finally:
+        again.store.close()

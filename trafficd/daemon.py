@@ -406,24 +406,39 @@ class Daemon(Controller):
                     self._export_blocked(name, [], now)
                 continue  # the common case, cheaply
             draining = memory.state is State.DRAINING
+            decided = self.decision is not None and name in self.decision.sites
+            # A drained site whose instances should stop but do not yet (a cause stacked
+            # on a maintenance drain, --stop-instances on a drained site) waits, as a
+            # draining one does, for every target to confirm its traffic off now.
+            waiting = (
+                memory.state is State.DRAINED
+                and decided
+                and stops_instances(memory)
+                and self.decision is not None
+                and self.decision.sites[name].instances == "running"
+            )
             holders: list[tuple[str, str, str]] = []
-            if draining:
-                if self.decision is None or name not in self.decision.sites:
+            if draining or waiting:
+                if not decided:
                     holders = [("trafficd", "engine", "no decision yet")]
                 else:
                     desired = desired or self.desired()
                     holders = self.holders(desired[name])
-            if draining and not holders:
+            if (draining or waiting) and not holders:
                 self.traffic_off.setdefault(name, now)
+            elif draining or waiting:
+                # A target that sends traffic again, or one a reload added and nobody has
+                # read yet, withdraws the confirmation: the grace counts from the next one.
+                self.traffic_off.pop(name, None)
             elif memory.state is State.DRAINED:
-                # Drained before a restart: it was confirmed then, at the latest.
-                self.traffic_off.setdefault(name, memory.since)
-            elif not draining:
+                # Drained before a restart: it was confirmed a grace before, at the latest.
+                self.traffic_off.setdefault(name, memory.since - self.config.policy.shutdown_grace)
+            else:
                 self.traffic_off.pop(name, None)
             off = self.traffic_off.get(name)
             m.site_traffic_off_seconds.labels(site=name).set(0 if off is None else now - off)
             blocked = (
-                draining
+                (draining or waiting)
                 and bool(holders)
                 and stops_instances(memory)
                 and now - memory.since >= self.config.policy.shutdown_deadline

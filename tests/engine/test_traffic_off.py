@@ -78,3 +78,24 @@ def test_a_confirmation_older_than_the_drain_counts_from_the_drain() -> None:
     s.round(**FAIL)
     assert s.states()["eu"] == "drained"
     assert s.transitions()[-1] == (drained_at + 2.0, "eu", "draining", "drained")
+
+
+def test_a_stop_asked_for_after_the_drain_waits_for_a_fresh_confirmation() -> None:
+    # A maintenance drain keeps the instances up; a storage failure stacked on it later
+    # stops them, but only shutdown_grace after the traffic is confirmed off again (the
+    # runtime withdrew the drain's confirmation: a target no longer confirms it).
+    s = sim(grace=5.0)
+    s.round()
+    s.drain("eu")
+    s.traffic_off = {"eu": s.now}
+    s.rounds(6)
+    assert s.states()["eu"] == "drained"
+    assert s.history[-1].sites["eu"].instances == "running"
+    s.traffic_off = {}
+    for d in s.rounds(8, **FAIL):
+        assert d.sites["eu"].state.value == "drained"
+        assert d.sites["eu"].instances == "running"
+    s.traffic_off = {"eu": s.now}
+    for d in s.rounds(5, **FAIL):
+        assert d.sites["eu"].instances == "running"
+    assert s.round(**FAIL).sites["eu"].instances == "stopped"

@@ -434,6 +434,16 @@ class _Round:
             start = max(confirmed, memory.since)
         return self.now - start >= self.policy.shutdown_grace
 
+    def stop_confirmed(self, spec: SiteSpec) -> bool:
+        """Whether a drained site's instances may stop: its traffic confirmed off at least
+        `shutdown_grace` ago. A drain that stops them only later (a cause stacked on a
+        maintenance drain, `--stop-instances` on a drained site) needs a confirmation as
+        fresh as the drain's; without the input, always."""
+        if self.traffic_off is None:
+            return True
+        confirmed = self.traffic_off.get(spec.name)
+        return confirmed is not None and self.now - confirmed >= self.policy.shutdown_grace
+
     # --- transitions ----------------------------------------------------------
 
     def move(
@@ -641,8 +651,10 @@ stops_instances = _instances_stopped  # the runtime's name for it (shutdown_bloc
 _STOPPED_CHECKS = frozenset({"instance", "registry"})
 
 
-def _site_decision(spec: SiteSpec, memory: SiteMemory, notes: list[str]) -> SiteDecision:
-    stopped = memory.state is State.DRAINED and _instances_stopped(memory)
+def _site_decision(
+    spec: SiteSpec, memory: SiteMemory, notes: list[str], *, confirmed: bool = True
+) -> SiteDecision:
+    stopped = memory.state is State.DRAINED and _instances_stopped(memory) and confirmed
     if memory.manual and memory.cause is not Cause.MANUAL and memory.state is not State.ACTIVE:
         notes = [*notes, f"manual drain stacked on the automatic cause {memory.cause}"]
     return SiteDecision(
@@ -706,16 +718,18 @@ def decide(
         memory, notes = rnd.sites[spec.name], rnd.notes[spec.name]
         cached = previous.decisions.get(spec.name)
         unchanged = memory is previous.sites.get(spec.name) and not notes
+        confirmed = memory.state is not State.DRAINED or rnd.stop_confirmed(spec)
         if (
             unchanged
             and cached is not None
             and not cached.reasons
             and cached.actuate is not spec.observe  # a reload may change the spec
             and cached.weight == (spec.weight if memory.state is State.ACTIVE else 0)
+            and confirmed  # else the confirmation may have changed the instances
         ):
             sites[spec.name] = cached
         else:
-            sites[spec.name] = _site_decision(spec, memory, notes)
+            sites[spec.name] = _site_decision(spec, memory, notes, confirmed=confirmed)
     state = EngineState(
         sites=dict(rnd.sites),
         locations=rnd.locations,
