@@ -191,7 +191,10 @@ class Truth:
 def make_policy(truth: Truth, **kw: Any) -> EnginePolicy:
     vantages = truth.vantages
     return EnginePolicy(
-        sites=tuple(SiteSpec(n, locs) for n, locs in sorted(truth.sites.items())),
+        sites=tuple(
+            SiteSpec(n, locs, storage_check="all" if truth.v318 else "first")
+            for n, locs in sorted(truth.sites.items())
+        ),
         locations=truth.locations,
         vantages=vantages,
         quorum=len(vantages) // 2 + 1,

@@ -82,6 +82,15 @@ class Site(_Model):
         description="the site's preferred storage locations, first one first "
         "(default: DISTRIBUTED_STORAGE_PREFERENCE from quay_config)",
     )
+    storage_check: Literal["first", "all"] = Field(
+        "first",
+        description="what this site's endtoend `storage: true` proves: all (Quay v3.18 "
+        "and later check every preferred location) proves every location of `storage` "
+        "healthy; first (v3.17 and older) only the first. Default first: it claims only "
+        "what every Quay version checks, so a wrong setting can never hide a dead "
+        "location (v3.18 sites set to first only lose evidence against a cut from a "
+        "vantage)",
+    )
     addresses: list[IPAddress] = Field(
         default_factory=list, description="what DNS hands out for this site (A and AAAA)"
     )

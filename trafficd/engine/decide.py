@@ -199,12 +199,12 @@ class _Round:
     # --- evidence per location ------------------------------------------------------
 
     def quay_ok(self, loc: str) -> str | None:
-        """The site whose Quay says storage: true with `loc` first (a quorum of vantages):
-        Quay itself reaches `loc`. None when no such site (v3.17 checks only the first
-        location, so only a first location is proven healthy this way)."""
+        """The site whose Quay says storage: true (a quorum of vantages) and checks `loc`:
+        Quay itself reaches `loc`. None when no such site. A site with storage_check
+        first (v3.17) checks only its first location; with all (v3.18) every one."""
         if loc not in self._quay_ok:
             found = None
-            for name in self.policy.firsts.get(loc, ()):
+            for name in self.policy.proven_by.get(loc, ()):
                 if name in self.stopped:
                     continue
                 if self.ev.corroboration[name].ok >= self.ev.corroboration[name].quorum:

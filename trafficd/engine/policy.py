@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Literal
 
 from trafficd.config.model import Config
 
@@ -20,6 +21,14 @@ class SiteSpec:
     storage: tuple[str, ...]  # preferred locations, first one first
     weight: int = 100
     observe: bool = False
+    # What the site's endtoend storage: true proves healthy: "first" (Quay v3.17 and
+    # older check only the first preferred location) or "all" (v3.18 checks every one).
+    storage_check: Literal["first", "all"] = "first"
+
+    @property
+    def checked(self) -> tuple[str, ...]:
+        """The locations the site's storage: true proves healthy."""
+        return self.storage if self.storage_check == "all" else self.storage[:1]
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,16 @@ class EnginePolicy:
                 out.setdefault(s.storage[0], []).append(s.name)
         return {loc: tuple(names) for loc, names in out.items()}
 
+    @cached_property
+    def proven_by(self) -> Mapping[str, tuple[str, ...]]:
+        """Per location, the sites whose storage: true proves it healthy: those whose
+        first location it is, then those that check every location and list it."""
+        out: dict[str, list[str]] = {loc: list(names) for loc, names in self.firsts.items()}
+        for s in self.sites:
+            for loc in s.checked[1:]:
+                out.setdefault(loc, []).append(s.name)
+        return {loc: tuple(names) for loc, names in out.items()}
+
     def site(self, name: str) -> SiteSpec:
         return next(s for s in self.sites if s.name == name)
 
@@ -72,6 +91,7 @@ class EnginePolicy:
                 storage=tuple(site.storage or ()),
                 weight=site.weight,
                 observe=site.mode == "observe",
+                storage_check=site.storage_check,
             )
             for name, site in sorted(config.sites.items())
         )
