@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -210,18 +210,15 @@ async def read_status(
     for sets in done.values():
         for mask, (blobs, bytes_) in sets.items():
             add_sets(total, mask, blobs, bytes_)
-    if len(done) == len(ranges):
-        return build_figures(
-            total,
-            names,
-            defaults,
-            configured,
-            holding,
-            queue,
-            source="Quay's database, read in pages",
-        )
-    covered = sum(min(high, top + 1) - low for low, high in done)
-    coverage = covered / (top + 1) if top else 0.0
+    partial: dict[str, Any] = {}
+    if len(done) < len(ranges):
+        covered = sum(min(high, top + 1) - low for low, high in done)
+        partial = {
+            "partial": True,
+            "coverage": covered / (top + 1) if top else 0.0,
+            "note": f"{len(done)} of {len(ranges)} pages of blob ids read within "
+            f"{deadline - started:g}s",
+        }
     return build_figures(
         total,
         names,
@@ -229,10 +226,8 @@ async def read_status(
         configured,
         holding,
         queue,
-        partial=True,
-        coverage=coverage,
-        note=f"{len(done)} of {len(ranges)} pages of blob ids read within {deadline - started:g}s",
         source="Quay's database, read in pages",
+        **partial,
     )
 
 
