@@ -21,11 +21,12 @@ instances only once every traffic target confirms that site's traffic off.
 from __future__ import annotations
 
 import asyncio
+import copy
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
@@ -172,6 +173,21 @@ class TrafficActuator(Actuator, Protocol):
     def serves(self, target: SiteTarget) -> bool: ...
 
     def sends_traffic(self, current: Any, target: SiteTarget) -> bool: ...
+
+
+_View = TypeVar("_View")
+
+
+def views(actuator: _View, attribute: str, parts: Mapping[str, object]) -> dict[str, _View]:
+    """One shallow copy of `actuator` per part, with `attribute` set to that part alone:
+    the views share the actuator's clients and memory (baselines, remembered replicas),
+    and each is reconciled as a target of its own (`split()`)."""
+    out = {}
+    for name, part in parts.items():
+        view = copy.copy(actuator)
+        setattr(view, attribute, part)
+        out[name] = view
+    return out
 
 
 def split(actuator: Actuator) -> dict[str, Actuator]:

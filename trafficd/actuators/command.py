@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import logging
 import os
 import shutil
@@ -35,6 +34,7 @@ from trafficd.actuators.base import (
     Desired,
     Plan,
     Role,
+    views,
 )
 from trafficd.config.model import CommandActuator, SiteCommand
 
@@ -88,12 +88,7 @@ class Command:
 
     def split(self) -> dict[str, Command]:
         """One view per site: a slow stop or start of one site never delays another's."""
-        out = {}
-        for site, cfg in self.sites.items():
-            view = copy.copy(self)
-            view.sites = {site: cfg}
-            out[site] = view
-        return out
+        return views(self, "sites", {site: {site: cfg} for site, cfg in self.sites.items()})
 
     # --- the reconciler's interface -------------------------------------------------------
 

@@ -17,11 +17,18 @@ cached the old DNS answer, sent there by a load balancer in front of it.
 from __future__ import annotations
 
 import asyncio
-import copy
 import csv
 from dataclasses import dataclass
 
-from trafficd.actuators.base import ActuatorError, BuildContext, Desired, Plan, Role, SiteTarget
+from trafficd.actuators.base import (
+    ActuatorError,
+    BuildContext,
+    Desired,
+    Plan,
+    Role,
+    SiteTarget,
+    views,
+)
 from trafficd.config.model import HAProxyActuator
 from trafficd.config.types import split_host_port
 from trafficd.model import Cause
@@ -75,12 +82,7 @@ class HAProxy:
 
     def split(self) -> dict[str, HAProxy]:
         """One view per socket, sharing the session baselines."""
-        out = {}
-        for socket in self.sockets:
-            view = copy.copy(self)
-            view.sockets = [socket]
-            out[socket] = view
-        return out
+        return views(self, "sockets", {socket: [socket] for socket in self.sockets})
 
     def serves(self, target: SiteTarget) -> bool:
         return target.haproxy is not None and target.managed

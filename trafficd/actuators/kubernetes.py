@@ -39,7 +39,6 @@ site's real `QUAY_DISTRIBUTED_STORAGE_PREFERENCE` with its `storage` list.
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import logging
 from collections.abc import Mapping
@@ -60,6 +59,7 @@ from trafficd.actuators.base import (
     Desired,
     Plan,
     Role,
+    views,
 )
 from trafficd.config.model import KubernetesActuator, SiteKubernetes
 from trafficd.metrics import Metrics
@@ -147,12 +147,7 @@ class Kubernetes:
 
     def split(self) -> dict[str, Kubernetes]:
         """One view per site, sharing the API clients and what the drains changed."""
-        out = {}
-        for site, cfg in self.sites.items():
-            view = copy.copy(self)
-            view.sites = {site: cfg}
-            out[site] = view
-        return out
+        return views(self, "sites", {site: {site: cfg} for site, cfg in self.sites.items()})
 
     # --- API plumbing ----------------------------------------------------------------------
 

@@ -21,7 +21,6 @@ one accepts it (a secondary that refuses updates hands them to the next).
 
 from __future__ import annotations
 
-import copy
 import secrets
 
 import dns.asyncquery
@@ -49,6 +48,7 @@ from trafficd.actuators.base import (
     dns_sends_traffic,
     dns_serves,
     plan_address_sets,
+    views,
 )
 from trafficd.config.model import RFC2136Actuator
 from trafficd.config.types import split_host_port
@@ -91,12 +91,7 @@ class RFC2136:
                 raise ActuatorError(f"{self.ident}: the TSIG secret is not valid base64") from None
 
     def split(self) -> dict[str, RFC2136]:
-        out = {}
-        for server in self.servers:
-            view = copy.copy(self)
-            view.server = server
-            out[server] = view
-        return out
+        return views(self, "server", {server: server for server in self.servers})
 
     def serves(self, target: SiteTarget) -> bool:
         return dns_serves(target)
