@@ -55,6 +55,8 @@ class Sim:
         self.overrides: dict[str, Override] = {}
         self.pause: Pause | None = None
         self.restore_blocks: dict[str, str] = {}  # the daemon's restore gate, by hand
+        # The daemon's traffic-off confirmations, by hand (None: the engine without them).
+        self.traffic_off: dict[str, float] | None = None
         self.history: list[Decision] = []
         # Staggered: one engine call per observation, as the daemon does with one vantage
         # (rounds run as probes complete); otherwise one call per interval.
@@ -131,6 +133,7 @@ class Sim:
             self.pause,
             self.now,
             restore_blocks=self.restore_blocks,
+            traffic_off=self.traffic_off,
         )
         self.state = decision.state
         self.history.append(decision)

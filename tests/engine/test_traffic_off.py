@@ -11,36 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from tests.engine.helpers import STORAGE_FALSE, Sim, make_policy
-from trafficd.engine import Decision, decide
 
 FAIL: dict[str, Any] = {"storage": {"eustorage": False}, "endtoend": {"eu": STORAGE_FALSE}}
 
 
-class ConfirmingSim(Sim):
-    """Sim with the daemon's confirmations, set by hand."""
-
-    traffic_off: dict[str, float]
-
-    def _decide(self) -> Decision:
-        decision = decide(
-            self.state,
-            self.latest,
-            self.policy,
-            self.overrides,
-            self.pause,
-            self.now,
-            restore_blocks=self.restore_blocks,
-            traffic_off=self.traffic_off,
-        )
-        self.state = decision.state
-        self.history.append(decision)
-        self.times.append(self.now)
-        self.round_of.append(self._round - 1)
-        return decision
-
-
-def sim(grace: float = 5.0) -> ConfirmingSim:
-    s = ConfirmingSim(make_policy(fall=3, shutdown_grace=grace))
+def sim(grace: float = 5.0) -> Sim:
+    """A Sim fed the daemon's confirmations, set by hand in `traffic_off`."""
+    s = Sim(make_policy(fall=3, shutdown_grace=grace))
     s.traffic_off = {}
     return s
 
