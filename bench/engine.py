@@ -12,8 +12,8 @@ import statistics
 import time
 from collections.abc import Callable
 
-from trafficd.engine import EnginePolicy, EngineState, SiteSpec, decide
-from trafficd.model import Observation, Probe
+from trafficd.engine import EnginePolicy, SiteSpec, decide
+from trafficd.model import EngineState, Observation, Probe
 
 VANTAGES = ("us-east", "eu-west", "ap-south")
 SERVICES = {"auth": True, "database": True, "redis": True, "storage": True}

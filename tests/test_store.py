@@ -9,9 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from trafficd.engine import EngineState
-from trafficd.engine.decide import LocationMemory, SiteMemory
-from trafficd.model import Cause, Override, Pause, State
+from trafficd.model import Cause, EngineState, LocationMemory, Override, Pause, SiteMemory, State
 from trafficd.store import Store, StoreError, read_events
 
 

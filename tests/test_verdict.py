@@ -19,9 +19,7 @@ from pathlib import Path
 
 from tests.peers import free_port, stop
 from tests.test_api import write_config
-from trafficd.engine import EngineState
-from trafficd.engine.decide import SiteMemory
-from trafficd.model import Cause, Override, State
+from trafficd.model import Cause, EngineState, Override, SiteMemory, State
 from trafficd.store import Store
 
 REPO = Path(__file__).resolve().parents[1]

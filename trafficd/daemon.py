@@ -83,11 +83,22 @@ from trafficd.config.model import Config
 from trafficd.config.source import ConfigError
 from trafficd.config.types import parse_duration
 from trafficd.coordination import BACKENDS, Coordinator, StoreError
-from trafficd.engine import Decision, EnginePolicy, EngineState, Refusal, SiteDecision, decide
+from trafficd.engine import EnginePolicy, decide
 from trafficd.engine.decide import SAFETY_RULES, stops_instances, trial_drain
 from trafficd.engine.evidence import gather
 from trafficd.metrics import Metrics
-from trafficd.model import Cause, Observation, Override, Pause, Probe, State
+from trafficd.model import (
+    Cause,
+    Decision,
+    EngineState,
+    Observation,
+    Override,
+    Pause,
+    Probe,
+    Refusal,
+    SiteDecision,
+    State,
+)
 from trafficd.probers.quay import QuayProber, make_session
 from trafficd.probers.schedule import ProberKey, probe_tasks, run_probe_loop
 from trafficd.store import (

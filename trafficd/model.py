@@ -1,17 +1,19 @@
 """The data that flows between trafficd's parts: observations in, decisions out.
 
 Probers produce `Observation`s; the engine reads them and produces a
-`Decision`; actuators, the API and the audit log read that. Everything here
-is a frozen dataclass with no behaviour beyond (de)serialising the timeline
-format of docs/design.md.
+`Decision` (with the round's `Evidence` and the next `EngineState`, the
+engine's memory); actuators, the API, the store and the audit log read that.
+The bottom layer (docs/design.md, "Layers"): it imports nothing of trafficd.
+Everything here is frozen data with no behaviour beyond (de)serialising the
+timeline format and a few derived properties.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any
+from enum import Enum, StrEnum
+from typing import Any, NamedTuple
 
 
 class Probe(StrEnum):
@@ -151,3 +153,175 @@ class Pause:
     who: str
     at: float
     hands_off: bool = False
+
+
+# "Never happened": the time of a transition or drain that has not been.
+NEVER = float("-inf")
+
+
+# --- the engine's evidence: what one round of observations says -------------------
+
+
+class Verdict(Enum):
+    FAIL = "fail"
+    OK = "ok"
+    UNKNOWN = "unknown"
+
+
+class Tally(NamedTuple):
+    """Votes of the vantages that count this round (a NamedTuple: thousands per round)."""
+
+    fail: int
+    ok: int
+    quorum: int
+
+    @property
+    def verdict(self) -> Verdict:
+        if self.fail >= self.quorum:
+            return Verdict.FAIL
+        if self.ok >= self.quorum:
+            return Verdict.OK
+        return Verdict.UNKNOWN
+
+    def __str__(self) -> str:
+        return f"{self.fail} failing, {self.ok} ok, quorum {self.quorum}"
+
+    @property
+    def empty(self) -> bool:
+        """No vantage voted this round (no new observation): not evidence of anything."""
+        return not self.fail and not self.ok
+
+
+class Tallies(Mapping[str, Tally]):
+    """Tallies made on access: most of a thousand sites are never looked at closely."""
+
+    __slots__ = ("_fail", "_keys", "_ok", "_quorum")
+
+    def __init__(
+        self, fail: Mapping[str, int], ok: Mapping[str, int], keys: tuple[str, ...], quorum: int
+    ) -> None:
+        self._fail, self._ok, self._keys, self._quorum = fail, ok, keys, quorum
+
+    def __getitem__(self, key: str) -> Tally:
+        return Tally(self._fail.get(key, 0), self._ok.get(key, 0), self._quorum)
+
+    @property
+    def quorum(self) -> int:
+        return self._quorum
+
+    def counts(self, key: str) -> tuple[int, int]:
+        """(failing, ok) votes without building a Tally: the engine's per-site fast path."""
+        return self._fail.get(key, 0), self._ok.get(key, 0)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Verdicts for one round."""
+
+    abstaining: frozenset[str]
+    locations: Tallies  # only observations new since the previous round
+    global_storage: bool  # every location failing, on the latest fresh observations
+    corroboration: Mapping[str, Tally]  # per site: FAIL = site says storage false (or hangs)
+    checks: Mapping[str, Tallies]  # check -> site -> tally, new observations only
+    global_checks: frozenset[str]  # checks failing on every reachable site
+    endtoend: Mapping[str, Tally]  # per site: is /health/endtoend healthy
+    # Per site whose storage fails: one entry per failing vote, the locations Quay's
+    # debug text names ("Preferred storage 'LOC' check failed"), empty without text.
+    named: Mapping[str, tuple[frozenset[str], ...]] = field(default_factory=dict)
+    # Per site: the vantages' endtoend answers had every service but storage healthy
+    # (the site answers; only storage fails), counted like `endtoend`.
+    storage_only: Mapping[str, int] = field(default_factory=dict)
+
+
+# --- the engine's memory and its decisions ----------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SiteMemory:
+    state: State = State.ACTIVE
+    cause: Cause | None = None
+    since: float = NEVER  # last transition
+    active_since: float = NEVER
+    drained_at: float = NEVER
+    stop_instances: bool = False
+    fails: Mapping[str, int] = field(default_factory=dict)  # consecutive failing rounds per check
+    oks: Mapping[str, int] = field(default_factory=dict)  # consecutive healthy rounds per check
+    drains: tuple[float, ...] = ()  # automatic drain times, for damping
+    refused: str | None = None  # the rule refusing this site's wish, reported once
+    # A manual drain stacked on the site. `cause` is then the automatic cause when there
+    # is one (effects follow the strongest cause), else Cause.MANUAL.
+    manual: bool = False
+    # The last failing votes seen per check: a reason quotes them when a round brings
+    # no new observation (staggered rounds, a drained site's stopped probes).
+    seen: Mapping[str, str] = field(default_factory=dict)
+
+
+_FRESH_SITE = SiteMemory()
+
+
+@dataclass(frozen=True, slots=True)
+class LocationMemory:
+    down: int = 0
+    up: int = 0
+    # Direct probes fail while a site whose first location this is says storage: true:
+    # this vantage cannot reach it (kept until the direct probes pass again).
+    unreachable: bool = False
+    seen: str = ""  # the last votes of a failing round, for reasons
+
+
+@dataclass(frozen=True)
+class EngineState:
+    sites: Mapping[str, SiteMemory] = field(default_factory=dict)
+    locations: Mapping[str, LocationMemory] = field(default_factory=dict)
+    drains: tuple[float, ...] = ()  # automatic drain times, for max_drains
+    last_round: float = NEVER
+    # The previous round's decisions, reused for sites whose memory did not change
+    # (a cache of derived data: it keeps 1,000-site rounds fast).
+    decisions: Mapping[str, SiteDecision] = field(default_factory=dict)
+
+    def site(self, name: str) -> SiteMemory:
+        return self.sites.get(name, _FRESH_SITE)
+
+
+@dataclass(frozen=True)
+class Transition:
+    site: str
+    from_state: State
+    to_state: State
+    cause: Cause | None
+    reasons: tuple[str, ...]
+    automatic: bool
+
+
+@dataclass(frozen=True)
+class Refusal:
+    site: str
+    rule: str
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SiteDecision:
+    site: str
+    state: State
+    cause: Cause | None
+    weight: int
+    instances: str  # "running" | "stopped"
+    actuate: bool  # False for sites in observe mode
+    would_drain: bool
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Decision:
+    state: EngineState
+    sites: Mapping[str, SiteDecision]
+    transitions: tuple[Transition, ...]
+    refusals: tuple[Refusal, ...]
+    evidence: Evidence

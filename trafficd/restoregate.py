@@ -21,9 +21,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from trafficd.config.model import Config
-from trafficd.engine import EngineState
 from trafficd.metrics import Metrics
-from trafficd.model import Cause, State
+from trafficd.model import Cause, EngineState, State
 from trafficd.probers.base import StepError, StorageBackend
 from trafficd.replication import PlacedBlob, ReplicationError, ReplicationMonitor
 

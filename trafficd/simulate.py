@@ -26,9 +26,9 @@ from typing import Any
 
 from trafficd.clock import EngineClock
 from trafficd.config.types import parse_duration
-from trafficd.engine import EnginePolicy, EngineState, decide
+from trafficd.engine import EnginePolicy, decide
 from trafficd.engine.decide import trial_drain
-from trafficd.model import Observation, Override, Pause, Probe
+from trafficd.model import EngineState, Observation, Override, Pause, Probe
 from trafficd.store import engine_from_json, engine_to_json
 
 EVENT_KINDS = ("manual", "clock", "restart")

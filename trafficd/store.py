@@ -31,9 +31,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from trafficd.engine import EngineState, SiteDecision
-from trafficd.engine.decide import LocationMemory, SiteMemory
-from trafficd.model import Cause, Override, Pause, State
+from trafficd.model import (
+    Cause,
+    EngineState,
+    LocationMemory,
+    Override,
+    Pause,
+    SiteDecision,
+    SiteMemory,
+    State,
+)
 
 STATE_FILE = "state.json"
 EVENTS_FILE = "events.jsonl"

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trafficd.clock import EngineClock
-from trafficd.engine import Decision, EnginePolicy, EngineState, SiteSpec, decide
+from trafficd.engine import EnginePolicy, SiteSpec, decide
 from trafficd.engine.decide import SAFETY_RULES, trial_drain
-from trafficd.model import Cause, Observation, Override, Pause, Probe, State
+from trafficd.model import Cause, Decision, EngineState, Observation, Override, Pause, Probe, State
 from trafficd.store import engine_from_json, engine_to_json
 
 FAULTS = (

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from trafficd.engine import Decision, EnginePolicy, EngineState, SiteSpec, decide
-from trafficd.model import Observation, Override, Pause, Probe
+from trafficd.engine import EnginePolicy, SiteSpec, decide
+from trafficd.model import Decision, EngineState, Observation, Override, Pause, Probe
 
 HEALTHY = {"auth": True, "database": True, "redis": True, "storage": True}
 

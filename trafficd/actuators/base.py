@@ -31,9 +31,8 @@ from typing import Any, Literal, Protocol, TypeVar
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from trafficd.config.model import Config, Site, SiteCommand, SiteKubernetes
-from trafficd.engine import SiteDecision
 from trafficd.metrics import Metrics
-from trafficd.model import Cause, State
+from trafficd.model import Cause, SiteDecision, State
 
 log = logging.getLogger(__name__)
 

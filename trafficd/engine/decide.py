@@ -10,13 +10,27 @@ deterministic: no clock, no I/O; sites are processed in name order.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
-from trafficd.engine.evidence import Evidence, Latest, Tally, Verdict, gather
+from trafficd.engine.evidence import Latest, gather
 from trafficd.engine.policy import EnginePolicy, SiteSpec
-from trafficd.model import Cause, Override, Pause, State
+from trafficd.model import (
+    Cause,
+    Decision,
+    EngineState,
+    Evidence,
+    LocationMemory,
+    Override,
+    Pause,
+    Refusal,
+    SiteDecision,
+    SiteMemory,
+    State,
+    Tally,
+    Transition,
+    Verdict,
+)
 
-NEVER = float("-inf")
 # Every rule that may refuse a change (the `rule` of Refusal, trafficd_safety_blocks_total).
 SAFETY_RULES = ("min_active_sites", "max_drains", "hold_down", "hold", "paused")
 
@@ -35,91 +49,6 @@ _CHECKS = tuple(check for check, _ in _CHECK_CAUSES)
 _CAUSE_CHECKS = {
     cause: tuple(c for c, k in _CHECK_CAUSES if k is cause) for _, cause in _CHECK_CAUSES
 }
-
-
-@dataclass(frozen=True, slots=True)
-class SiteMemory:
-    state: State = State.ACTIVE
-    cause: Cause | None = None
-    since: float = NEVER  # last transition
-    active_since: float = NEVER
-    drained_at: float = NEVER
-    stop_instances: bool = False
-    fails: Mapping[str, int] = field(default_factory=dict)  # consecutive failing rounds per check
-    oks: Mapping[str, int] = field(default_factory=dict)  # consecutive healthy rounds per check
-    drains: tuple[float, ...] = ()  # automatic drain times, for damping
-    refused: str | None = None  # the rule refusing this site's wish, reported once
-    # A manual drain stacked on the site. `cause` is then the automatic cause when there
-    # is one (effects follow the strongest cause), else Cause.MANUAL.
-    manual: bool = False
-    # The last failing votes seen per check: a reason quotes them when a round brings
-    # no new observation (staggered rounds, a drained site's stopped probes).
-    seen: Mapping[str, str] = field(default_factory=dict)
-
-
-_FRESH_SITE = SiteMemory()
-
-
-@dataclass(frozen=True, slots=True)
-class LocationMemory:
-    down: int = 0
-    up: int = 0
-    # Direct probes fail while a site whose first location this is says storage: true:
-    # this vantage cannot reach it (kept until the direct probes pass again).
-    unreachable: bool = False
-    seen: str = ""  # the last votes of a failing round, for reasons
-
-
-@dataclass(frozen=True)
-class EngineState:
-    sites: Mapping[str, SiteMemory] = field(default_factory=dict)
-    locations: Mapping[str, LocationMemory] = field(default_factory=dict)
-    drains: tuple[float, ...] = ()  # automatic drain times, for max_drains
-    last_round: float = NEVER
-    # The previous round's decisions, reused for sites whose memory did not change
-    # (a cache of derived data: it keeps 1,000-site rounds fast).
-    decisions: Mapping[str, SiteDecision] = field(default_factory=dict)
-
-    def site(self, name: str) -> SiteMemory:
-        return self.sites.get(name, _FRESH_SITE)
-
-
-@dataclass(frozen=True)
-class Transition:
-    site: str
-    from_state: State
-    to_state: State
-    cause: Cause | None
-    reasons: tuple[str, ...]
-    automatic: bool
-
-
-@dataclass(frozen=True)
-class Refusal:
-    site: str
-    rule: str
-    reasons: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class SiteDecision:
-    site: str
-    state: State
-    cause: Cause | None
-    weight: int
-    instances: str  # "running" | "stopped"
-    actuate: bool  # False for sites in observe mode
-    would_drain: bool
-    reasons: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Decision:
-    state: EngineState
-    sites: Mapping[str, SiteDecision]
-    transitions: tuple[Transition, ...]
-    refusals: tuple[Refusal, ...]
-    evidence: Evidence
 
 
 def effective_hold_down(memory: SiteMemory, policy: EnginePolicy, now: float) -> float:

@@ -9,63 +9,10 @@ transitions. Pure: `now` is an argument and nothing is read or written.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from enum import Enum
-from typing import NamedTuple
+from collections.abc import Mapping
 
 from trafficd.engine.policy import EnginePolicy
-from trafficd.model import UNREACHABLE, Observation, Probe
-
-
-class Verdict(Enum):
-    FAIL = "fail"
-    OK = "ok"
-    UNKNOWN = "unknown"
-
-
-class Tally(NamedTuple):
-    """Votes of the vantages that count this round (a NamedTuple: thousands per round)."""
-
-    fail: int
-    ok: int
-    quorum: int
-
-    @property
-    def verdict(self) -> Verdict:
-        if self.fail >= self.quorum:
-            return Verdict.FAIL
-        if self.ok >= self.quorum:
-            return Verdict.OK
-        return Verdict.UNKNOWN
-
-    def __str__(self) -> str:
-        return f"{self.fail} failing, {self.ok} ok, quorum {self.quorum}"
-
-    @property
-    def empty(self) -> bool:
-        """No vantage voted this round (no new observation): not evidence of anything."""
-        return not self.fail and not self.ok
-
-
-@dataclass(frozen=True)
-class Evidence:
-    """Verdicts for one round."""
-
-    abstaining: frozenset[str]
-    locations: Tallies  # only observations new since the previous round
-    global_storage: bool  # every location failing, on the latest fresh observations
-    corroboration: Mapping[str, Tally]  # per site: FAIL = site says storage false (or hangs)
-    checks: Mapping[str, Tallies]  # check -> site -> tally, new observations only
-    global_checks: frozenset[str]  # checks failing on every reachable site
-    endtoend: Mapping[str, Tally]  # per site: is /health/endtoend healthy
-    # Per site whose storage fails: one entry per failing vote, the locations Quay's
-    # debug text names ("Preferred storage 'LOC' check failed"), empty without text.
-    named: Mapping[str, tuple[frozenset[str], ...]] = field(default_factory=dict)
-    # Per site: the vantages' endtoend answers had every service but storage healthy
-    # (the site answers; only storage fails), counted like `endtoend`.
-    storage_only: Mapping[str, int] = field(default_factory=dict)
-
+from trafficd.model import UNREACHABLE, Evidence, Observation, Probe, Tallies, Verdict
 
 # Quay's debug failure text names the location (quay.md, "Observed on real Quay").
 _PREFERRED_FAILED = re.compile(r"Preferred storage '([^']+)' check failed")
@@ -126,36 +73,6 @@ class _Votes:
         self.fail: dict[str, int] = {}
         self.ok: dict[str, int] = {}
         self.suspect: dict[str, list[str]] = {}
-
-    def tally(self, key: str, quorum: int) -> Tally:
-        return Tally(self.fail.get(key, 0), self.ok.get(key, 0), quorum)
-
-
-class Tallies(Mapping[str, Tally]):
-    """Tallies made on access: most of a thousand sites are never looked at closely."""
-
-    __slots__ = ("_keys", "_quorum", "_votes")
-
-    def __init__(self, votes: _Votes, keys: tuple[str, ...], quorum: int) -> None:
-        self._votes, self._keys, self._quorum = votes, keys, quorum
-
-    def __getitem__(self, key: str) -> Tally:
-        return self._votes.tally(key, self._quorum)
-
-    @property
-    def quorum(self) -> int:
-        return self._quorum
-
-    def counts(self, key: str) -> tuple[int, int]:
-        """(failing, ok) votes without building a Tally: the engine's per-site fast path."""
-        votes = self._votes
-        return votes.fail.get(key, 0), votes.ok.get(key, 0)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._keys)
-
-    def __len__(self) -> int:
-        return len(self._keys)
 
 
 def gather(
@@ -268,7 +185,7 @@ def gather(
     names = tuple(s.name for s in policy.sites)
 
     def tallies(votes: _Votes, keys: tuple[str, ...]) -> Tallies:
-        return Tallies(votes, keys, q)
+        return Tallies(votes.fail, votes.ok, keys, q)
 
     location_tallies = tallies(locations, policy.locations)
     global_storage = bool(policy.locations) and all(
