@@ -21,7 +21,7 @@ from trafficd import __version__, client
 from trafficd.config import ConfigError, load, summary
 from trafficd.config.model import Config, Replication
 from trafficd.config.secrets import Redactor
-from trafficd.engine import EnginePolicy
+from trafficd.policy import engine_policy
 from trafficd.simulate import TimelineError, audit_records, read_timeline, render_text, simulate
 from trafficd.store import EVENTS_FILE
 
@@ -63,7 +63,7 @@ def _simulate(args: argparse.Namespace) -> int:
     except TimelineError as exc:
         print(exc, file=sys.stderr)
         return EXIT_INVALID
-    policy = EnginePolicy.from_config(config)
+    policy = engine_policy(config)
     replay = list(
         simulate(
             observations,

@@ -83,7 +83,7 @@ from trafficd.config.model import Config
 from trafficd.config.source import ConfigError
 from trafficd.config.types import parse_duration
 from trafficd.coordination import BACKENDS, Coordinator, StoreError
-from trafficd.engine import EnginePolicy, decide
+from trafficd.engine import decide
 from trafficd.engine.decide import SAFETY_RULES, stops_instances, trial_drain
 from trafficd.engine.evidence import gather
 from trafficd.metrics import Metrics
@@ -99,6 +99,7 @@ from trafficd.model import (
     SiteDecision,
     State,
 )
+from trafficd.policy import engine_policy
 from trafficd.probers.quay import QuayProber, make_session
 from trafficd.probers.schedule import ProberKey, probe_tasks, run_probe_loop
 from trafficd.store import (
@@ -213,7 +214,7 @@ class Daemon(Controller):
         # sites reported blocked (shutdown_deadline passed without confirmation).
         self.traffic_off: dict[str, float] = {}
         self.blocked: dict[str, list[tuple[str, str, str]]] = {}
-        self.policy = EnginePolicy.from_config(config)
+        self.policy = engine_policy(config)
         self._runners: list[web.AppRunner] = []
         self._tls: dict[str, ServerTLS] = {}  # listener ("listen", "metrics_listen") -> TLS
         # One reload at a time (two at once orphan a set of tasks); a SIGHUP during
@@ -1037,7 +1038,7 @@ class Daemon(Controller):
         await self.stop_config_tasks(reloading=True)
         self.config = new
         self._init_series(new)
-        self.policy = EnginePolicy.from_config(new)
+        self.policy = engine_policy(new)
         self.tokens = load_tokens(new, self.config_path)
         self.latest = {
             k: v for k, v in self.latest.items() if k[2] in new.sites or k[2] in new.storage

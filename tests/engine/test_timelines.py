@@ -17,14 +17,14 @@ from typing import Any
 import pytest
 
 from trafficd.config.loader import load
-from trafficd.engine import EnginePolicy
+from trafficd.policy import engine_policy
 from trafficd.simulate import read_timeline, simulate
 
 TIMELINES = sorted(p for p in (Path(__file__).parent / "timelines").iterdir() if p.is_dir())
 
 
 def replay(path: Path) -> list[dict[str, Any]]:
-    policy = EnginePolicy.from_config(load(path / "config.yaml", environ={}))
+    policy = engine_policy(load(path / "config.yaml", environ={}))
     with open(path / "timeline.jsonl", encoding="utf-8") as f:
         timeline = read_timeline(f, str(path / "timeline.jsonl"))
     return list(

@@ -1,8 +1,8 @@
 """What the engine needs to know of the configuration, as plain frozen data.
 
-Built once per (re)load from `Config` by `EnginePolicy.from_config`; the
-engine reads nothing else of the configuration, which keeps it testable with
-hand-made policies.
+Built once per (re)load from the configuration by `trafficd.policy.engine_policy`,
+outside the engine: the engine reads nothing else of the configuration and
+imports none of it, which keeps it testable with hand-made policies.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal
-
-from trafficd.config.model import Config
 
 
 @dataclass(frozen=True)
@@ -81,35 +79,3 @@ class EnginePolicy:
 
     def site(self, name: str) -> SiteSpec:
         return next(s for s in self.sites if s.name == name)
-
-    @classmethod
-    def from_config(cls, config: Config) -> EnginePolicy:
-        p = config.policy
-        sites = tuple(
-            SiteSpec(
-                name=name,
-                storage=tuple(site.storage or ()),
-                weight=site.weight,
-                observe=site.mode == "observe",
-                storage_check=site.storage_check,
-            )
-            for name, site in sorted(config.sites.items())
-        )
-        return cls(
-            sites=sites,
-            locations=tuple(sorted(config.storage)),
-            vantages=tuple(config.all_vantages),
-            quorum=config.quorum_size,
-            interval=config.probes.interval,
-            storage_interval=config.probes.effective_storage_interval,
-            fall=p.fall,
-            rise=p.rise,
-            min_active_sites=p.min_active_sites,
-            hold_down=p.hold_down,
-            max_drains=p.max_drains,
-            drain_window=p.drain_window,
-            shutdown_grace=p.shutdown_grace,
-            restore_timeout=p.restore_timeout,
-            damping_window=p.damping_window,
-            max_hold_down=p.max_hold_down,
-        )
