@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from trafficd.model import Cause, EngineState, LocationMemory, Override, Pause, SiteMemory, State
-from trafficd.store import Store, StoreError, read_events
+from trafficd.store import SavedState, Store, StoreError, read_events
 
 
 def test_state_round_trip(tmp_path: Path) -> None:
@@ -43,12 +43,13 @@ def test_state_round_trip(tmp_path: Path) -> None:
     raw = json.loads((tmp_path / "state.json").read_text())  # strict JSON: no Infinity
     assert raw["engine"]["sites"]["us"]["since"] is None
     loaded = Store(tmp_path).load()
-    assert loaded["engine"].sites == engine.sites
-    assert loaded["engine"].locations == engine.locations
-    assert loaded["engine"].last_round == 12.0
-    assert loaded["overrides"] == overrides
-    assert loaded["pause"] == pause
-    assert loaded["actuators"] == {"command": {"believed": {"eu": "stopped"}}}
+    assert isinstance(loaded, SavedState)
+    assert loaded.engine.sites == engine.sites
+    assert loaded.engine.locations == engine.locations
+    assert loaded.engine.last_round == 12.0
+    assert loaded.overrides == overrides
+    assert loaded.pause == pause
+    assert loaded.actuator_memory == {"command": {"believed": {"eu": "stopped"}}}
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".state.")] == []
     store.close()
 
@@ -59,6 +60,56 @@ def test_unreadable_state_is_an_error_naming_the_file(tmp_path: Path) -> None:
         StoreError, match=r"state\.json: unreadable state: 'gone' is not a valid State"
     ):
         Store(tmp_path).load()
+
+
+def test_no_state_file_is_the_fresh_state(tmp_path: Path) -> None:
+    assert Store(tmp_path).load() == SavedState()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"engine": {"sites": {"eu": {', "Expecting"),  # cut short by a full disk
+        ("[1, 2]", "expected an object, not list"),
+        ('{"overrides": {"eu": {"kind": "drain"}}}', "override: missing key 'reason'"),
+        ('{"overrides": {"eu": [1]}}', "expected an object, not list"),
+        ('{"pause": {"reason": "r", "who": "w", "at": "soon"}}', "could not convert"),
+        ('{"actuators": {"command": ["stopped"]}}', "every actuator's memory must be an object"),
+        ('{"version": 2, "engine": {}}', "format 2 is newer than this trafficd reads"),
+    ],
+)
+def test_a_corrupt_state_file_is_an_error_naming_the_file(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    (tmp_path / "state.json").write_text(text)
+    with pytest.raises(StoreError, match=r"state\.json: unreadable state: ") as info:
+        Store(tmp_path).load()
+    assert message in str(info.value)
+
+
+def test_an_older_state_file_loads_with_fresh_values_for_what_it_lacks(tmp_path: Path) -> None:
+    """An older trafficd wrote no version, no pause and no actuators, and site memories
+    without the later counters; keys a newer trafficd adds are ignored."""
+    (tmp_path / "state.json").write_text(
+        json.dumps(
+            {
+                "engine": {
+                    "sites": {"eu": {"state": "drained", "cause": "storage", "since": 10.0}},
+                    "last_round": 12.0,
+                },
+                "overrides": {
+                    "us": {"kind": "hold", "reason": "r", "who": "ops", "at": 5.0, "later": 1}
+                },
+            }
+        )
+    )
+    loaded = Store(tmp_path).load()
+    assert loaded.engine.sites == {
+        "eu": SiteMemory(state=State.DRAINED, cause=Cause.STORAGE, since=10.0)
+    }
+    assert loaded.engine.locations == {} and loaded.engine.last_round == 12.0
+    assert loaded.overrides == {"us": Override("hold", "r", "ops", 5.0)}
+    assert loaded.pause is None and loaded.actuator_memory == {}
 
 
 def test_a_crash_during_save_keeps_the_old_state(
@@ -74,7 +125,7 @@ def test_a_crash_during_save_keeps_the_old_state(
     with pytest.raises(OSError, match="disk full"):
         store.save(EngineState(last_round=2.0), {}, None, {})
     monkeypatch.undo()
-    assert Store(tmp_path).load()["engine"].last_round == 1.0
+    assert Store(tmp_path).load().engine.last_round == 1.0
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".state.")] == []
     store.close()
 

@@ -174,10 +174,10 @@ class Daemon(Controller):
         self.tokens = load_tokens(config, self.config_path)
         self.store = Store(self._state_dir(config))
         saved = self.store.load()
-        self.engine: EngineState = saved["engine"]
-        self.overrides: dict[str, Override] = dict(saved["overrides"])
-        self.pause: Pause | None = saved["pause"]
-        self.saved_actuators: dict[str, Any] = dict(saved["actuators"])
+        self.engine: EngineState = saved.engine
+        self.overrides: dict[str, Override] = dict(saved.overrides)
+        self.pause: Pause | None = saved.pause
+        self.saved_actuators: dict[str, Any] = dict(saved.actuator_memory)
         # Durations run on a monotonic clock; wall time only for display and expiries.
         last = self.engine.last_round
         self.clock = EngineClock(resume_at=None if math.isinf(last) else last)

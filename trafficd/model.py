@@ -11,7 +11,7 @@ timeline format and a few derived properties.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import Enum, StrEnum
 from typing import Any, NamedTuple
 
@@ -146,6 +146,31 @@ class Override:
     def live(self, now: float) -> bool:
         return self.expires is None or now < self.expires
 
+    def to_json(self) -> dict[str, Any]:
+        """As state.json and the shared store keep it: every field, by name."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: object) -> Override:
+        """Read back what `to_json` wrote; keys it does not know (a newer trafficd's) are
+        ignored. Raises ValueError when malformed."""
+        o = _json_object(obj)
+        try:
+            expires = o.get("expires")
+            return cls(
+                kind=str(o["kind"]),
+                reason=str(o["reason"]),
+                who=str(o["who"]),
+                at=float(o["at"]),
+                expires=None if expires is None else float(expires),
+                force=bool(o.get("force", False)),
+                stop_instances=bool(o.get("stop_instances", False)),
+            )
+        except KeyError as exc:
+            raise ValueError(f"override: missing key {exc.args[0]!r}") from None
+        except TypeError as exc:
+            raise ValueError(f"override: {exc}") from None
+
 
 @dataclass(frozen=True)
 class Pause:
@@ -153,6 +178,32 @@ class Pause:
     who: str
     at: float
     hands_off: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """As state.json and the shared store keep it: every field, by name."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: object) -> Pause:
+        """Read back what `to_json` wrote, ignoring unknown keys; ValueError when malformed."""
+        o = _json_object(obj)
+        try:
+            return cls(
+                reason=str(o["reason"]),
+                who=str(o["who"]),
+                at=float(o["at"]),
+                hands_off=bool(o.get("hands_off", False)),
+            )
+        except KeyError as exc:
+            raise ValueError(f"pause: missing key {exc.args[0]!r}") from None
+        except TypeError as exc:
+            raise ValueError(f"pause: {exc}") from None
+
+
+def _json_object(obj: object) -> Mapping[str, Any]:
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"expected an object, not {type(obj).__name__}")
+    return obj
 
 
 # "Never happened": the time of a transition or drain that has not been.

@@ -26,7 +26,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, fields
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -151,14 +151,46 @@ def decisions_from_json(obj: Mapping[str, Any]) -> dict[str, SiteDecision]:
     }
 
 
-def from_fields(cls: Any, obj: Mapping[str, Any]) -> Any:
-    """A dataclass from a JSON object, ignoring keys it does not know (older or newer files)."""
-    names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in obj.items() if k in names})
-
-
 class StoreError(Exception):
     """The state file cannot be read: named, with the reason; the daemon refuses to start."""
+
+
+# What one actuator remembers across restarts (replica counts, believed instance
+# states): its own JSON object, kept under its `id`.
+ActuatorMemory = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class SavedState:
+    """What state.json holds, read back; a missing file is the fresh state."""
+
+    engine: EngineState = field(default_factory=EngineState)
+    overrides: Mapping[str, Override] = field(default_factory=dict)
+    pause: Pause | None = None
+    actuator_memory: Mapping[str, ActuatorMemory] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, raw: object) -> SavedState:
+        """The state.json document. Keys an older trafficd did not write take their
+        fresh value; keys a newer one wrote are ignored. Raises ValueError, KeyError or
+        TypeError when malformed."""
+        if not isinstance(raw, dict):
+            raise ValueError(f"expected an object, not {type(raw).__name__}")
+        version = raw.get("version", FORMAT_VERSION)
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise ValueError(f"format {version!r} is newer than this trafficd reads")
+        memory = dict(raw.get("actuators", {}))
+        if not all(isinstance(m, dict) for m in memory.values()):
+            raise ValueError("actuators: every actuator's memory must be an object")
+        return cls(
+            engine=engine_from_json(raw.get("engine", {})),
+            overrides={
+                str(site): Override.from_json(o)
+                for site, o in dict(raw.get("overrides", {})).items()
+            },
+            pause=Pause.from_json(raw["pause"]) if raw.get("pause") else None,
+            actuator_memory={str(ident): m for ident, m in memory.items()},
+        )
 
 
 class Store:
@@ -184,21 +216,11 @@ class Store:
 
     # --- state.json ----------------------------------------------------------------------
 
-    def load(self) -> dict[str, Any]:
-        """{"engine": EngineState, "overrides": {...}, "pause": Pause|None, "actuators": {...}}."""
+    def load(self) -> SavedState:
         if not self.state_path.exists():
-            return {"engine": EngineState(), "overrides": {}, "pause": None, "actuators": {}}
+            return SavedState()
         try:
-            raw = json.loads(self.state_path.read_text())
-            return {
-                "engine": engine_from_json(raw.get("engine", {})),
-                "overrides": {
-                    site: from_fields(Override, o)
-                    for site, o in dict(raw.get("overrides", {})).items()
-                },
-                "pause": from_fields(Pause, raw["pause"]) if raw.get("pause") else None,
-                "actuators": dict(raw.get("actuators", {})),
-            }
+            return SavedState.from_json(json.loads(self.state_path.read_text()))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise StoreError(f"{self.state_path}: unreadable state: {exc}") from None
 
@@ -207,15 +229,15 @@ class Store:
         engine: EngineState,
         overrides: Mapping[str, Override],
         pause: Pause | None,
-        actuators: Mapping[str, Any],
+        actuator_memory: Mapping[str, ActuatorMemory],
     ) -> None:
         doc = {
             "version": FORMAT_VERSION,
             "saved_at": time.time(),
             "engine": engine_to_json(engine),
-            "overrides": {site: asdict(o) for site, o in sorted(overrides.items())},
-            "pause": asdict(pause) if pause else None,
-            "actuators": dict(actuators),
+            "overrides": {site: o.to_json() for site, o in sorted(overrides.items())},
+            "pause": pause.to_json() if pause else None,
+            "actuators": dict(actuator_memory),
         }
         data = json.dumps(doc, indent=1, sort_keys=True).encode()
         fd, tmp = tempfile.mkstemp(prefix=".state.", dir=self.dir)

@@ -58,8 +58,8 @@ async def test_the_leader_republishes_overrides_and_pause_into_an_empty_store(
             assert daemon.overrides["us"].kind == "hold"
             assert daemon.pause is not None and daemon.pause.hands_off
             saved = Store(daemon.store.dir).load()  # durably, in every state_dir
-            assert set(saved["overrides"]) == {"eu", "us"}
-            assert saved["pause"] is not None and saved["pause"].hands_off
+            assert set(saved.overrides) == {"eu", "us"}
+            assert saved.pause is not None and saved.pause.hands_off
         assert leader.decision.sites["eu"].state is State.DRAINING  # not restoring
         assert leader.registry.get_sample_value("trafficd_paused") == 1
 

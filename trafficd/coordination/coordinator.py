@@ -28,13 +28,11 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict
 from typing import Any
 
 from trafficd.config.model import Config
 from trafficd.coordination.base import Backend, StoreError
 from trafficd.model import Observation, Override, Pause
-from trafficd.store import from_fields
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +183,7 @@ class Coordinator:
         if override is None:
             await self.backend.delete(key)
         else:
-            await self.backend.put(key, json.dumps(asdict(override)))
+            await self.backend.put(key, json.dumps(override.to_json()))
 
     async def overrides(self) -> dict[str, Override]:
         out = {}
@@ -193,8 +191,8 @@ class Coordinator:
         for key, raw in (await self.backend.scan(self.keys["override"])).items():
             site = key.removeprefix(self.keys["override"])
             try:
-                out[site] = from_fields(Override, json.loads(raw))
-            except (ValueError, TypeError):
+                out[site] = Override.from_json(json.loads(raw))
+            except ValueError:
                 log.warning("coordination: unreadable override %s", key)
                 continue
             self._override_raw[site] = raw
@@ -235,16 +233,15 @@ class Coordinator:
         if pause is None:
             await self.backend.delete(self.keys["pause"])
         else:
-            await self.backend.put(self.keys["pause"], json.dumps(asdict(pause)))
+            await self.backend.put(self.keys["pause"], json.dumps(pause.to_json()))
 
     async def pause(self) -> Pause | None:
         raw = await self.backend.get(self.keys["pause"])
         if raw is None:
             return None
         try:
-            pause: Pause = from_fields(Pause, json.loads(raw))
-            return pause
-        except (ValueError, TypeError):
+            return Pause.from_json(json.loads(raw))
+        except ValueError:
             log.warning("coordination: unreadable pause; ignoring it")
             return None
 
