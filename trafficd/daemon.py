@@ -62,7 +62,10 @@ from trafficd.actuators import build
 from trafficd.actuators.base import (
     Actuator,
     BuildContext,
+    Notifying,
     Reconciler,
+    Remembering,
+    Serving,
     SiteTarget,
     desired_state,
 )
@@ -177,7 +180,7 @@ class Daemon(Controller):
         self.engine: EngineState = saved.engine
         self.overrides: dict[str, Override] = dict(saved.overrides)
         self.pause: Pause | None = saved.pause
-        self.saved_actuators: dict[str, Any] = dict(saved.actuator_memory)
+        self.actuator_memory: dict[str, Any] = dict(saved.actuator_memory)
         # Durations run on a monotonic clock; wall time only for display and expiries.
         last = self.engine.last_round
         self.clock = EngineClock(resume_at=None if math.isinf(last) else last)
@@ -393,8 +396,7 @@ class Daemon(Controller):
         out = []
         for rec in self._targets:
             part = next(iter(rec.parts.values()))
-            serves = getattr(part, "serves", None)
-            if part.role != "traffic" or serves is None or not serves(target):
+            if part.role != "traffic" or not isinstance(part, Serving) or not part.serves(target):
                 continue
             name = rec.target or rec.actuator.ident
             traffic = rec.traffic.get(name)
@@ -586,24 +588,22 @@ class Daemon(Controller):
         with contextlib.suppress(asyncio.QueueFull):
             self.notices.put_nowait(event)
 
-    def _actuator_memory(self) -> dict[str, Any]:
+    def _export_memory(self) -> dict[str, Any]:
         """What the actuators remember (replica counts, believed instance states), now."""
-        actuators = dict(self.saved_actuators)
+        actuators = dict(self.actuator_memory)
         for rec in self._reconcilers:
-            export = getattr(rec.actuator, "export_state", None)
-            if export is not None:
-                actuators[rec.actuator.ident] = export()
-        self.saved_actuators = actuators
+            if isinstance(rec.actuator, Remembering):
+                actuators[rec.actuator.ident] = rec.actuator.export_memory()
+        self.actuator_memory = actuators
         return actuators
 
-    def _import_state(self, actuator: Actuator) -> None:
-        state = self.saved_actuators.get(actuator.ident)
-        importer = getattr(actuator, "import_state", None)
-        if state is not None and importer is not None:
-            importer(state)
+    def _import_memory(self, actuator: Actuator) -> None:
+        memory = self.actuator_memory.get(actuator.ident)
+        if memory is not None and isinstance(actuator, Remembering):
+            actuator.import_memory(memory)
 
     def save(self) -> None:
-        actuators = self._actuator_memory()
+        actuators = self._export_memory()
         self.store.save(self.engine, self.overrides, self.pause, actuators)
 
     async def engine_loop(self) -> None:
@@ -680,7 +680,7 @@ class Daemon(Controller):
         return {
             "engine": engine_to_json(self.engine),
             "decisions": decisions_to_json(decision.sites),
-            "actuators": self._actuator_memory(),
+            "actuators": self._export_memory(),
             "leader": self.config.vantage,
             "t": time.time(),
         }
@@ -765,9 +765,9 @@ class Daemon(Controller):
         assert self.coord is not None
         if shared is not None:
             self.engine = engine_from_json(shared.get("engine", {}))
-            self.saved_actuators = dict(shared.get("actuators", {}))
+            self.actuator_memory = dict(shared.get("actuators", {}))
             for rec in self._reconcilers:
-                self._import_state(rec.actuator)
+                self._import_memory(rec.actuator)
         event = self.store.event(
             "leader",
             vantage=self.config.vantage,
@@ -782,7 +782,7 @@ class Daemon(Controller):
     def _follow(self, shared: Mapping[str, Any], now: float) -> None:
         """A follower shows the leader's decisions and keeps its memory current."""
         self.engine = engine_from_json(shared.get("engine", {}))
-        self.saved_actuators = dict(shared.get("actuators", {}))
+        self.actuator_memory = dict(shared.get("actuators", {}))
         sites = decisions_from_json(shared.get("decisions", {}))
         if set(sites) != set(self.config.sites):
             return  # the leader runs another configuration: keep the last view
@@ -867,7 +867,7 @@ class Daemon(Controller):
                 self.check_traffic(self.clock.now())
                 if self.traffic_off.keys() - confirmed:
                     self._observed.set()
-            if outcome.applied and hasattr(rec.actuator, "export_state"):
+            if outcome.applied and isinstance(rec.actuator, Remembering):
                 self.save()
             if outcome.error:
                 # Retry sooner than the resync: the backend may be back in seconds.
@@ -886,9 +886,8 @@ class Daemon(Controller):
         while True:
             event = await self.notices.get()
             for rec in self._reconcilers:
-                notify = getattr(rec.actuator, "notify", None)
-                if notify is not None:
-                    await notify(event)
+                if isinstance(rec.actuator, Notifying):
+                    await rec.actuator.notify(event)
 
     # --- the configuration's tasks -------------------------------------------------------
 
@@ -926,7 +925,7 @@ class Daemon(Controller):
         self._wakeups = {}
         for section in config.actuators:
             actuator: Actuator = build(section, context)
-            self._import_state(actuator)
+            self._import_memory(actuator)
             coord = self.coord
             rec = Reconciler(
                 actuator,
@@ -1109,7 +1108,6 @@ class Daemon(Controller):
 
     def out_of_sync(self, target: SiteTarget) -> list[str]:
         """The actuator targets that act on the site and do not hold its desired state."""
-        site = target.name
         out = []
         for rec in self._targets:
             name = rec.target or rec.actuator.ident
@@ -1117,9 +1115,7 @@ class Daemon(Controller):
             if outcome is None or outcome.in_sync:
                 continue
             part = rec.parts[name]
-            serves = getattr(part, "serves", None)
-            acts = serves(target) if serves is not None else site in getattr(part, "sites", {})
-            if acts:
+            if isinstance(part, Serving) and part.serves(target):
                 out.append(f"{rec.actuator.ident} {name}: {outcome.error or 'not in sync'}")
         return out
 

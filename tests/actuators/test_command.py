@@ -157,11 +157,11 @@ async def test_without_status_the_last_action_is_believed_and_persisted(workdir:
     assert (await Reconciler(cmd).reconcile(target("running", site))).applied == ["start site eu"]
     assert running(workdir / "eu.pid")
     assert (await Reconciler(cmd).reconcile(target("stopped", site))).in_sync
-    saved = cmd.export_state()
+    saved = cmd.export_memory()
     assert saved == {"believed": {"eu": "stopped"}}
     # A restarted trafficd with the saved state does not run stop again.
     fresh = actuator(site)
-    fresh.import_state(saved)
+    fresh.import_memory(saved)
     log = (workdir / "log").read_text()
     outcome = await Reconciler(fresh).reconcile(target("stopped", site))
     assert outcome.applied == [] and outcome.in_sync

@@ -134,7 +134,7 @@ async def test_deployment_scaled_down_and_back_after_a_restart(world: World) -> 
     assert replicas(world.eu, "quay-app") == 0 and replicas(world.eu, "quay-mirror") == 0
     assert annotations_of(world.eu, "deployments", "quay-app") == {PREVIOUS_REPLICAS: "3"}
     assert annotations_of(world.eu, "deployments", "quay-mirror") == {PREVIOUS_REPLICAS: "2"}
-    assert a.export_state() == {
+    assert a.export_memory() == {
         "remembered": {"eu": {"replicas": {"quay-app": 3, "quay-mirror": 2}}}
     }
     # The scale went through the scale subresource, the annotation through the Deployment.
@@ -151,7 +151,7 @@ async def test_deployment_scaled_down_and_back_after_a_restart(world: World) -> 
     assert replicas(world.eu, "quay-app") == 3 and replicas(world.eu, "quay-mirror") == 2
     assert annotations_of(world.eu, "deployments", "quay-app") == {}
     assert world.eu.objects[("deployments", NS, "quay-app")]["status"]["availableReplicas"] == 3
-    assert fresh.export_state() == {"remembered": {}}
+    assert fresh.export_memory() == {"remembered": {}}
     await fresh.close()
 
 
@@ -160,12 +160,12 @@ async def test_deployment_restored_from_state_when_the_annotation_was_removed(
 ) -> None:
     a = world.actuator()
     await Reconciler(a).reconcile(desired(world, eu=True))
-    saved = a.export_state()
+    saved = a.export_memory()
     await a.close()
     for name in ("quay-app", "quay-mirror"):
         world.eu.edit("deployments", NS, name, lambda d: d["metadata"].pop("annotations"))
     fresh = world.actuator()
-    fresh.import_state(json.loads(json.dumps(saved)))  # as the daemon's state file gives it
+    fresh.import_memory(json.loads(json.dumps(saved)))  # as the daemon's state file gives it
     assert (await Reconciler(fresh).reconcile(desired(world))).in_sync
     assert replicas(world.eu, "quay-app") == 3 and replicas(world.eu, "quay-mirror") == 2
     await fresh.close()

@@ -9,13 +9,17 @@ retries transient errors with bounded backoff (tenacity), reports
 `trafficd_actuations_total` and `trafficd_actuator_in_sync`, and never
 raises: one failing backend never stops the others.
 
-An actuator with several targets (HAProxy sockets, DNS servers, Kubernetes
-sites) says so with `split()`: one view of itself per target, sharing its
-memory. Each target is read, planned, applied and retried on its own, so a
-target that is down is reported (`target` label) and the others still follow.
-Traffic actuators also say, from what they read back, whether each site they
-serve still gets traffic (`sends_traffic`): the daemon stops a site's
-instances only once every traffic target confirms that site's traffic off.
+What an actuator can do beyond that it declares by naming the capability
+Protocols below as its bases (mypy checks them; the reconciler and the daemon
+test them with isinstance). `Splitting`: several targets (HAProxy sockets, DNS
+servers, Kubernetes sites), one view of itself per target, sharing its memory;
+each target is read, planned, applied and retried on its own, so a target that
+is down is reported (`target` label) and the others still follow. `Serving`:
+which sites it acts on. `TrafficReporting`: whether, as read back, each site
+it serves still gets traffic: the daemon stops a site's instances only once
+every traffic target confirms that site's traffic off. `Fencing`: takes a new
+leader's token. `Remembering`: its memory, kept across restarts. `Notifying`:
+sends the daemon's events on.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
@@ -165,13 +169,59 @@ class Actuator(Protocol):
     async def close(self) -> None: ...
 
 
-class TrafficActuator(Actuator, Protocol):
-    """What traffic actuators add: which sites they route, and whether, as read back,
-    a site still gets traffic from them."""
+# --- optional capabilities ---------------------------------------------------------
+# An actuator declares what it can beyond `Actuator` by naming these as its bases,
+# so mypy checks the signatures; the reconciler and the daemon test for them with
+# isinstance.
 
-    def serves(self, target: SiteTarget) -> bool: ...
 
-    def sends_traffic(self, current: Any, target: SiteTarget) -> bool: ...
+@runtime_checkable
+class Splitting(Protocol):
+    """Several targets (HAProxy sockets, DNS servers, one site each): one view of
+    itself per target, sharing its clients and memory (see `views`)."""
+
+    def split(self) -> Mapping[str, Actuator]: ...
+
+
+@runtime_checkable
+class Serving(Protocol):
+    """Says which sites it acts on."""
+
+    def serves(self, site: SiteTarget) -> bool: ...
+
+
+@runtime_checkable
+class TrafficReporting(Serving, Protocol):
+    """A traffic actuator that says, from what it read back, whether a site it serves
+    still gets traffic from it: the daemon stops instances only on that word."""
+
+    def sends_traffic(self, current: Any, site: SiteTarget) -> bool: ...
+
+
+@runtime_checkable
+class Fencing(Protocol):
+    """Can make its backend refuse an older leader's changes: a new leader's fencing
+    token reaches it before that leader's first change."""
+
+    async def take_over(self, token: int) -> None: ...
+
+
+@runtime_checkable
+class Remembering(Protocol):
+    """Remembers facts across restarts (replica counts, believed instance states): its
+    memory, a JSON object the daemon keeps in state.json under the actuator's id."""
+
+    def export_memory(self) -> dict[str, Any]: ...
+
+    def import_memory(self, memory: Mapping[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class Notifying(Protocol):
+    """Sends the daemon's events on (webhook); its plans are empty. Returns the error,
+    or None when the event was delivered."""
+
+    async def notify(self, event: Mapping[str, Any]) -> str | None: ...
 
 
 _View = TypeVar("_View")
@@ -193,11 +243,9 @@ def split(actuator: Actuator) -> dict[str, Actuator]:
     """The actuator's targets, each a view of it reconciled on its own (name -> view).
 
     An actuator without `split()` is one target named like the actuator."""
-    parts = getattr(actuator, "split", None)
-    if parts is None:
+    if not isinstance(actuator, Splitting):
         return {actuator.ident: actuator}
-    out: dict[str, Actuator] = parts()
-    return out
+    return dict(actuator.split())
 
 
 @dataclass
@@ -311,12 +359,10 @@ class Reconciler:
         self.outcomes: dict[str, Outcome] = {}
 
     def _record_traffic(self, name: str, part: Actuator, current: Any, desired: Desired) -> None:
-        serves = getattr(part, "serves", None)
-        sends = getattr(part, "sends_traffic", None)
-        if part.role != "traffic" or serves is None or sends is None:
+        if part.role != "traffic" or not isinstance(part, TrafficReporting):
             return
         self.traffic[name] = {
-            t.name: bool(sends(current, t)) for t in desired.values() if serves(t)
+            t.name: bool(part.sends_traffic(current, t)) for t in desired.values() if part.serves(t)
         }
 
     async def _once(self, name: str, part: Actuator, desired: Desired) -> Outcome:
@@ -358,10 +404,9 @@ class Reconciler:
     async def _take_over(self, name: str, part: Actuator) -> None:
         """A new leader's token reaches the backend before the leader's first change."""
         token = self.fence() if self.fence is not None else None
-        take_over = getattr(part, "take_over", None)
-        if token is None or take_over is None or token == self._fenced.get(name):
+        if token is None or not isinstance(part, Fencing) or token == self._fenced.get(name):
             return
-        await take_over(token)
+        await part.take_over(token)
         self._fenced[name] = token
 
     async def _reconcile_target(self, name: str, part: Actuator, desired: Desired) -> Outcome:

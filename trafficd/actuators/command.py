@@ -29,11 +29,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from trafficd.actuators.base import (
+    Actuator,
     ActuatorError,
     BuildContext,
     Desired,
     Plan,
+    Remembering,
     Role,
+    Serving,
+    SiteTarget,
+    Splitting,
     views,
 )
 from trafficd.config.model import CommandActuator, SiteCommand
@@ -61,7 +66,7 @@ class Run:
         return f"{self.action} {how} after {self.seconds:.1f}s{last}"
 
 
-class Command:
+class Command(Actuator, Splitting, Serving, Remembering):
     role: Role = "instances"
 
     def __init__(self, config: CommandActuator, context: BuildContext | None = None) -> None:
@@ -74,17 +79,20 @@ class Command:
         self.believed: dict[str, str] = {}
         self.runs: dict[str, Run] = {}
 
-    # --- state the daemon persists -------------------------------------------------------
+    # --- memory the daemon persists ------------------------------------------------------
 
-    def export_state(self) -> dict[str, Any]:
+    def export_memory(self) -> dict[str, Any]:
         return {"believed": dict(self.believed)}
 
-    def import_state(self, state: Mapping[str, Any]) -> None:
-        believed = state.get("believed", {})
+    def import_memory(self, memory: Mapping[str, Any]) -> None:
+        believed = memory.get("believed", {})
         self.believed.clear()  # in place: every site's view (split) shares it
         self.believed.update(
             {k: v for k, v in believed.items() if k in self.sites and v in ("running", "stopped")}
         )
+
+    def serves(self, site: SiteTarget) -> bool:
+        return site.name in self.sites
 
     def split(self) -> dict[str, Command]:
         """One view per site: a slow stop or start of one site never delays another's."""

@@ -21,12 +21,15 @@ import csv
 from dataclasses import dataclass
 
 from trafficd.actuators.base import (
+    Actuator,
     ActuatorError,
     BuildContext,
     Desired,
     Plan,
     Role,
     SiteTarget,
+    Splitting,
+    TrafficReporting,
     views,
 )
 from trafficd.config.model import HAProxyActuator
@@ -62,7 +65,7 @@ def wanted_mode(target: SiteTarget) -> str:
     return "drain" if target.cause is Cause.MANUAL else "maint"
 
 
-class HAProxy:
+class HAProxy(Actuator, Splitting, TrafficReporting):
     role: Role = "traffic"
 
     def __init__(self, config: HAProxyActuator, context: BuildContext | None = None) -> None:

@@ -51,6 +51,7 @@ from kubernetes_asyncio import config as kube_config
 from kubernetes_asyncio.client.rest import ApiException
 
 from trafficd.actuators.base import (
+    Actuator,
     ActuatorAuthError,
     ActuatorError,
     ActuatorPermanentError,
@@ -58,7 +59,11 @@ from trafficd.actuators.base import (
     ConcurrentChangeError,
     Desired,
     Plan,
+    Remembering,
     Role,
+    Serving,
+    SiteTarget,
+    Splitting,
     views,
 )
 from trafficd.config.model import KubernetesActuator, SiteKubernetes
@@ -107,7 +112,7 @@ class SiteInstances:
     available: int
 
 
-class Kubernetes:
+class Kubernetes(Actuator, Splitting, Serving, Remembering):
     role: Role = "instances"
 
     def __init__(
@@ -130,20 +135,25 @@ class Kubernetes:
         self._clients: dict[str | None, client.ApiClient] = {}
         self._connecting = asyncio.Lock()  # sites' views share the clients: build each once
         # site -> what the drain changed: {"replicas": {deployment: n}} or {"fields": {...}}
-        self.remembered: dict[str, dict[str, Any]] = {}
+        self.memory: dict[str, dict[str, Any]] = {}
         self.drift: dict[str, bool] = {}
 
-    # --- state the daemon persists -------------------------------------------------------
+    # --- memory the daemon persists ------------------------------------------------------
 
-    def export_state(self) -> dict[str, Any]:
-        return {"remembered": json.loads(json.dumps(self.remembered))}
+    # The memory's key in state.json stays "remembered": files written before the
+    # attribute was renamed `memory` load unchanged.
+    def export_memory(self) -> dict[str, Any]:
+        return {"remembered": json.loads(json.dumps(self.memory))}
 
-    def import_state(self, state: Mapping[str, Any]) -> None:
+    def import_memory(self, memory: Mapping[str, Any]) -> None:
         # In place: every site's view (split) shares this dict.
-        self.remembered.clear()
-        self.remembered.update(
-            {k: v for k, v in dict(state.get("remembered", {})).items() if k in self.sites}
+        self.memory.clear()
+        self.memory.update(
+            {k: v for k, v in dict(memory.get("remembered", {})).items() if k in self.sites}
         )
+
+    def serves(self, site: SiteTarget) -> bool:
+        return site.name in self.sites
 
     def split(self) -> dict[str, Kubernetes]:
         """One view per site, sharing the API clients and what the drains changed."""
@@ -279,7 +289,7 @@ class Kubernetes:
 
     async def _stop_deployments(self, site: str) -> None:
         cfg = self.sites[site]
-        saved = self.remembered.setdefault(site, {}).setdefault("replicas", {})
+        saved = self.memory.setdefault(site, {}).setdefault("replicas", {})
         for name in self._deployments(site):
             dep = await self._get_deployment(site, name)
             owners = [o for o in dep.metadata.owner_references or [] if o.kind == "QuayRegistry"]
@@ -336,7 +346,7 @@ class Kubernetes:
     async def _start_deployments(self, site: str) -> None:
         cfg = self.sites[site]
         apps = client.AppsV1Api(await self.api(site))
-        saved = self.remembered.get(site, {}).get("replicas", {})
+        saved = self.memory.get(site, {}).get("replicas", {})
         for name in self._deployments(site):
             scale = await self._call(
                 site,
@@ -360,7 +370,7 @@ class Kubernetes:
                 dep = await self._get_deployment(site, name)
             if annotation is not None:
                 await self._annotate(site, name, None, dep.metadata.resource_version)
-        self.remembered.pop(site, None)
+        self.memory.pop(site, None)
         await self._wait_available(site)
 
     # --- quayregistry mode ---------------------------------------------------------------
@@ -450,16 +460,16 @@ class Kubernetes:
             fields["horizontalpodautoscaler"] = {"managed": True}
         if not fields:
             return
-        merged = {**self.remembered.get(site, {}).get("fields", {}), **fields}
+        merged = {**self.memory.get(site, {}).get("fields", {}), **fields}
         ops += _annotation_ops(cr, DRAINED_FIELDS, json.dumps(merged, sort_keys=True))
-        self.remembered[site] = {"fields": merged}
+        self.memory[site] = {"fields": merged}
         await self._patch_cr(site, ops, rv)
         log.info("%s: site %s: quayregistry scaled to 0 (%s)", self.ident, site, ", ".join(fields))
 
     async def _start_cr(self, site: str) -> None:
         cr = await self._get_cr(site)
         rv = cr["metadata"]["resourceVersion"]
-        fields = self.remembered.get(site, {}).get("fields")
+        fields = self.memory.get(site, {}).get("fields")
         annotation = ((cr.get("metadata") or {}).get("annotations") or {}).get(DRAINED_FIELDS)
         if fields is None and annotation:
             try:
@@ -519,7 +529,7 @@ class Kubernetes:
         if ops:
             await self._patch_cr(site, ops, rv)
             log.info("%s: site %s: quayregistry restored (%s)", self.ident, site, ", ".join(fields))
-        self.remembered.pop(site, None)
+        self.memory.pop(site, None)
         await self._wait_available(site)
 
     async def _wait_available(self, site: str) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 
 from trafficd.actuators.base import (
+    Actuator,
     ActuatorAuthError,
     ActuatorError,
     BuildContext,
@@ -20,6 +21,8 @@ from trafficd.actuators.base import (
     Plan,
     Role,
     SiteTarget,
+    Splitting,
+    TrafficReporting,
     dns_sends_traffic,
     dns_serves,
     plan_address_sets,
@@ -29,7 +32,7 @@ from trafficd.config.model import PowerDNSActuator
 Current = dict[str, tuple[int, frozenset[str]]]
 
 
-class PowerDNS:
+class PowerDNS(Actuator, Splitting, TrafficReporting):
     role: Role = "traffic"
 
     def __init__(self, config: PowerDNSActuator, context: BuildContext | None = None) -> None:

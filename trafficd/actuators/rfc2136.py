@@ -36,15 +36,19 @@ import dns.tsigkeyring
 import dns.update
 
 from trafficd.actuators.base import (
+    Actuator,
     ActuatorAuthError,
     ActuatorError,
     ActuatorPermanentError,
     BuildContext,
     ConcurrentChangeError,
     Desired,
+    Fencing,
     Plan,
     Role,
     SiteTarget,
+    Splitting,
+    TrafficReporting,
     dns_sends_traffic,
     dns_serves,
     plan_address_sets,
@@ -56,7 +60,7 @@ from trafficd.config.types import split_host_port
 Current = dict[str, tuple[int, frozenset[str]]]  # rdtype -> (ttl, addresses)
 
 
-class RFC2136:
+class RFC2136(Actuator, Splitting, TrafficReporting, Fencing):
     role: Role = "traffic"
 
     def __init__(self, config: RFC2136Actuator, context: BuildContext | None = None) -> None:

@@ -19,6 +19,7 @@ from aiobotocore.session import get_session
 from botocore.config import Config as BotoConfig
 
 from trafficd.actuators.base import (
+    Actuator,
     ActuatorAuthError,
     ActuatorError,
     BuildContext,
@@ -27,6 +28,8 @@ from trafficd.actuators.base import (
     Plan,
     Role,
     SiteTarget,
+    Splitting,
+    TrafficReporting,
     family,
 )
 from trafficd.config.model import Route53Actuator
@@ -41,7 +44,7 @@ AUTH_CODES = {
 }
 
 
-class Route53:
+class Route53(Actuator, Splitting, TrafficReporting):
     role: Role = "traffic"
 
     def __init__(self, config: Route53Actuator, context: BuildContext | None = None) -> None:

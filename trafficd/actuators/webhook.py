@@ -25,7 +25,15 @@ from typing import Any
 import aiohttp
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from trafficd.actuators.base import ActuatorError, BuildContext, Desired, Plan, Role
+from trafficd.actuators.base import (
+    Actuator,
+    ActuatorError,
+    BuildContext,
+    Desired,
+    Notifying,
+    Plan,
+    Role,
+)
 from trafficd.config.model import WebhookActuator
 from trafficd.metrics import Metrics
 
@@ -91,7 +99,7 @@ def sign(secret: bytes, body: bytes) -> str:
     return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
 
 
-class Webhook:
+class Webhook(Actuator, Notifying):
     role: Role = "notify"
 
     def __init__(
