@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from trafficd.model import Cause, EngineState, LocationMemory, Override, Pause, SiteMemory, State
-from trafficd.store import SavedState, Store, StoreError, read_events
+from trafficd.store import SavedState, StateFileError, Store, read_events
 
 
 def test_state_round_trip(tmp_path: Path) -> None:
@@ -57,7 +57,7 @@ def test_state_round_trip(tmp_path: Path) -> None:
 def test_unreadable_state_is_an_error_naming_the_file(tmp_path: Path) -> None:
     (tmp_path / "state.json").write_text('{"engine": {"sites": {"eu": {"state": "gone"}}}}')
     with pytest.raises(
-        StoreError, match=r"state\.json: unreadable state: 'gone' is not a valid State"
+        StateFileError, match=r"state\.json: unreadable state: 'gone' is not a valid State"
     ):
         Store(tmp_path).load()
 
@@ -82,7 +82,7 @@ def test_a_corrupt_state_file_is_an_error_naming_the_file(
     tmp_path: Path, text: str, message: str
 ) -> None:
     (tmp_path / "state.json").write_text(text)
-    with pytest.raises(StoreError, match=r"state\.json: unreadable state: ") as info:
+    with pytest.raises(StateFileError, match=r"state\.json: unreadable state: ") as info:
         Store(tmp_path).load()
     assert message in str(info.value)
 

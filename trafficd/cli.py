@@ -179,7 +179,7 @@ def _records(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
 
 def _run(args: argparse.Namespace) -> int:
     from trafficd.daemon import Daemon
-    from trafficd.store import StoreError
+    from trafficd.store import StateFileError
 
     redactor = Redactor()
     config = _load(args, redactor)
@@ -194,7 +194,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(main())
-    except StoreError as exc:
+    except StateFileError as exc:
         print(f"trafficd run: {exc}", file=sys.stderr)
         return EXIT_INVALID
     except OSError as exc:

@@ -85,7 +85,7 @@ from trafficd.config.loader import config_file, load
 from trafficd.config.model import Config
 from trafficd.config.source import ConfigError
 from trafficd.config.types import parse_duration
-from trafficd.coordination import BACKENDS, Coordinator, StoreError
+from trafficd.coordination import BACKENDS, Coordinator, SharedStoreError
 from trafficd.engine import decide
 from trafficd.engine.decide import SAFETY_RULES, stops_instances, trial_drain
 from trafficd.engine.evidence import gather
@@ -653,7 +653,7 @@ class Daemon(Controller):
         assert self.coord is not None
         try:
             await self.coord.publish(self.own.values())
-        except StoreError as exc:
+        except SharedStoreError as exc:
             self.coord.lost(exc)
             self._export_coordination()
 
@@ -698,7 +698,7 @@ class Daemon(Controller):
             shared = await coord.load_state()
             overrides, pause = await coord.overrides(), await coord.pause()
             generation = await coord.generation()
-        except StoreError as exc:
+        except SharedStoreError as exc:
             coord.lost(exc)  # nothing is decided or actuated until the store answers
             self._export_coordination()
             return
@@ -723,13 +723,13 @@ class Daemon(Controller):
         if leading:
             decision = self.tick(now, wall=wall)
             for site in set(overrides) - set(self.overrides):  # expired during the round
-                with contextlib.suppress(StoreError):
+                with contextlib.suppress(SharedStoreError):
                     await coord.expire_override(site)  # never one written meanwhile
             try:
                 if generation is None:
                     await self._republish(coord)
                 await coord.save_state(self._shared_doc(decision))
-            except StoreError as exc:
+            except SharedStoreError as exc:
                 coord.lost(exc)
         elif shared is not None:
             self._follow(shared, now)
@@ -1164,7 +1164,7 @@ class Daemon(Controller):
                     await self.coord.put_override(site, override)
                 else:
                     await self.coord.put_pause(pause)
-            except StoreError as exc:
+            except SharedStoreError as exc:
                 raise UnavailableError(f"the shared store cannot take the command: {exc}") from None
         if site is not None:
             if override is None:

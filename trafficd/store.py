@@ -151,8 +151,9 @@ def decisions_from_json(obj: Mapping[str, Any]) -> dict[str, SiteDecision]:
     }
 
 
-class StoreError(Exception):
-    """The state file cannot be read: named, with the reason; the daemon refuses to start."""
+class StateFileError(Exception):
+    """The state file cannot be read: named, with the reason; the daemon refuses to start.
+    (The shared store's error is `trafficd.coordination.SharedStoreError`.)"""
 
 
 # What one actuator remembers across restarts (replica counts, believed instance
@@ -222,7 +223,7 @@ class Store:
         try:
             return SavedState.from_json(json.loads(self.state_path.read_text()))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise StoreError(f"{self.state_path}: unreadable state: {exc}") from None
+            raise StateFileError(f"{self.state_path}: unreadable state: {exc}") from None
 
     def save(
         self,

@@ -3,7 +3,7 @@
 Every backend must give the coordinator the same guarantees: TTL keys vanish,
 one holder at a time holds the lock, a new acquisition gets a larger token,
 a write fenced by a stale token is refused, and an unreachable store raises
-StoreError (never hangs, never answers wrong).
+SharedStoreError (never hangs, never answers wrong).
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import pytest
 from tests.coordination.conftest import backend_name
 from tests.coordination.peers import EtcdPeer, RedisPeer
 from tests.peers import free_port
-from trafficd.coordination import BACKENDS, Backend, StoreError
+from trafficd.coordination import BACKENDS, SharedStore, SharedStoreError
 
 LOCK = "t/leader"
 
 
-def connect(peer: RedisPeer | EtcdPeer) -> Backend:
+def connect(peer: RedisPeer | EtcdPeer) -> SharedStore:
     return BACKENDS[backend_name(peer)]([peer.url], timeout=2.0)
 
 
@@ -106,7 +106,7 @@ async def test_an_unreachable_store_raises_store_error(kind: str, tmp_path: Path
     b = BACKENDS[kind]([url], timeout=1.0)
     try:
         for call in (b.get("k"), b.put("k", "v"), b.campaign(LOCK, "a", 2), b.scan("t/")):
-            with pytest.raises(StoreError):
+            with pytest.raises(SharedStoreError):
                 await call
     finally:
         await b.close()

@@ -17,7 +17,7 @@ import pytest
 from tests.coordination.conftest import backend_name
 from tests.coordination.instances import answered_round, close, instance
 from tests.coordination.peers import EtcdPeer, RedisPeer
-from trafficd.coordination import BACKENDS, Backend, Coordinator
+from trafficd.coordination import BACKENDS, Coordinator, SharedStore
 from trafficd.model import Override
 
 pytestmark = pytest.mark.peers
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.peers
 class WriteBeforeDelete:
     """A backend whose next delete of `key` lets another writer go first, once."""
 
-    def __init__(self, inner: Backend, key: str, write: Callable[[], Awaitable[None]]) -> None:
+    def __init__(self, inner: SharedStore, key: str, write: Callable[[], Awaitable[None]]) -> None:
         self.inner, self.key, self.write, self.fired = inner, key, write, False
 
     async def _interleave(self, key: str) -> None:

@@ -1,4 +1,4 @@
-"""The shared store's small interface, and what every backend raises.
+"""The shared store's small interface (`SharedStore`), and what every one raises.
 
 Beside the pipeline: the coordinator (coordinator.py) keeps the vantages'
 observations, the leader's lease and the shared state in a store that every
@@ -12,11 +12,12 @@ from __future__ import annotations
 from typing import Protocol
 
 
-class StoreError(Exception):
-    """The store could not be reached or refused; the message holds no secret."""
+class SharedStoreError(Exception):
+    """The shared store could not be reached or refused; the message holds no secret.
+    (The state file's own error is `trafficd.store.StateFileError`.)"""
 
 
-class Backend(Protocol):
+class SharedStore(Protocol):
     async def put(self, key: str, value: str, ttl: float | None = None) -> None:
         """Set `key`; with `ttl`, it disappears `ttl` seconds after the last put."""
 

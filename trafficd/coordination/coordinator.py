@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from trafficd.config.model import Config
-from trafficd.coordination.base import Backend, StoreError
+from trafficd.coordination.base import SharedStore, SharedStoreError
 from trafficd.model import Observation, Override, Pause
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class Coordinator:
     def __init__(
         self,
         config: Config,
-        backend: Backend,
+        backend: SharedStore,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -96,7 +96,7 @@ class Coordinator:
             return False
         try:
             holder = await self.backend.holder(self.keys["lock"])
-        except StoreError:
+        except SharedStoreError:
             self.step_down("the store cannot be reached")
             return False
         if holder != (self.vantage, self.token):
@@ -109,7 +109,7 @@ class Coordinator:
             log.warning("coordination: no longer the leader: %s", why)
         self.token = None
 
-    def lost(self, exc: StoreError) -> None:
+    def lost(self, exc: SharedStoreError) -> None:
         """The store failed: stop leading now, say it once."""
         if self.up or self.error is None:
             log.error("coordination: %s; not actuating until it answers", exc)
@@ -124,7 +124,7 @@ class Coordinator:
     async def resign(self) -> None:
         if self.token is not None:
             token, self.token = self.token, None
-            with contextlib.suppress(StoreError):  # else it expires on its own
+            with contextlib.suppress(SharedStoreError):  # else it expires on its own
                 await self.backend.resign(self.keys["lock"], self.vantage, token)
 
     # --- observations --------------------------------------------------------------

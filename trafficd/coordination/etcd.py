@@ -1,6 +1,6 @@
 """The etcd v3 backend, through etcd's JSON gateway over aiohttp.
 
-Implements `base.Backend` for operators who want consensus across three
+Implements `base.SharedStore` for operators who want consensus across three
 regions. The gateway (`/v3/kv/*`, `/v3/lease/*`, base64 keys and values) is
 part of every etcd server, so no gRPC client is needed; each URL of
 `coordination.urls` is tried in turn. The lock is a key created in a
@@ -20,7 +20,7 @@ from typing import Any
 
 import aiohttp
 
-from trafficd.coordination.base import StoreError
+from trafficd.coordination.base import SharedStoreError
 
 
 def _b64(text: str) -> str:
@@ -42,7 +42,7 @@ def _range_end(prefix: str) -> str:
     return base64.b64encode(bytes(raw)).decode()
 
 
-class EtcdBackend:
+class EtcdStore:
     def __init__(self, urls: list[str], *, timeout: float) -> None:
         self.urls = [u.rstrip("/") for u in urls]
         self.timeout = aiohttp.ClientTimeout(total=timeout)
@@ -65,11 +65,11 @@ class EtcdBackend:
                         message = (
                             doc.get("message") or doc.get("error") if isinstance(doc, dict) else ""
                         )
-                        raise StoreError(f"etcd {path}: HTTP {resp.status}: {message}")
+                        raise SharedStoreError(f"etcd {path}: HTTP {resp.status}: {message}")
                     return doc if isinstance(doc, dict) else {}
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 last = f"{url}: {type(exc).__name__}"
-        raise StoreError(f"etcd {path}: {last}")
+        raise SharedStoreError(f"etcd {path}: {last}")
 
     async def _lease(self, ttl: float) -> str:
         seconds = max(2, math.ceil(ttl))  # etcd's leases count whole seconds

@@ -1,6 +1,6 @@
 """The Redis backend (redis-py's asyncio client): the Redis a geo-replicated Quay shares.
 
-Implements `base.Backend`. The lock is `SET NX PX` semantics in one Lua script
+Implements `base.SharedStore`. The lock is `SET NX PX` semantics in one Lua script
 that also takes the next value of a counter (`INCR`) as the fencing token, so
 acquiring and numbering cannot be separated; renewing is a compare-and-PEXPIRE,
 a fenced write a compare-and-SET, an override's expiry a compare-and-DEL, all
@@ -14,7 +14,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from trafficd.coordination.base import StoreError
+from trafficd.coordination.base import SharedStoreError
 
 _CAMPAIGN = """
 local cur = redis.call('GET', KEYS[1])
@@ -51,7 +51,7 @@ return 0
 """
 
 
-class RedisBackend:
+class RedisStore:
     def __init__(self, urls: list[str], *, timeout: float) -> None:
         # One endpoint: Redis replicas do not take writes (Sentinel is left for later).
         self.url = urls[0]
@@ -71,7 +71,7 @@ class RedisBackend:
         try:
             return await coro
         except (RedisError, OSError) as exc:
-            raise StoreError(f"redis {what}: {type(exc).__name__}") from None
+            raise SharedStoreError(f"redis {what}: {type(exc).__name__}") from None
 
     async def put(self, key: str, value: str, ttl: float | None = None) -> None:
         px = int(ttl * 1000) if ttl else None
