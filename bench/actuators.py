@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.peers import HAProxyPeer, Named
 from trafficd.actuators import build
-from trafficd.actuators.base import Actuator, Desired, SiteTarget
+from trafficd.actuators.base import Actuator, Desired, DesiredSite
 from trafficd.config.model import HAProxyActuator, RFC2136Actuator
 from trafficd.model import Cause, State
 
@@ -38,7 +38,7 @@ def targets(eu_active: bool) -> Desired:
     out = {}
     for name, address in ADDRESSES.items():
         active = eu_active or name == "us"
-        out[name] = SiteTarget(
+        out[name] = DesiredSite(
             name=name,
             state=State.ACTIVE if active else State.DRAINED,
             cause=None if active else Cause.STORAGE,

@@ -62,11 +62,11 @@ from trafficd.actuators import build
 from trafficd.actuators.base import (
     Actuator,
     BuildContext,
+    DesiredSite,
     Notifying,
     Reconciler,
     Remembering,
     Serving,
-    SiteTarget,
     desired_state,
 )
 from trafficd.api import (
@@ -387,7 +387,7 @@ class Daemon(Controller):
             self.ready = True
         return decision
 
-    def holders(self, target: SiteTarget) -> list[tuple[str, str, str]]:
+    def holders(self, target: DesiredSite) -> list[tuple[str, str, str]]:
         """The traffic targets that do not confirm, from what they read back, that the
         site gets no traffic from them, as (actuator, target, why); empty: confirmed off."""
         site = target.name
@@ -412,7 +412,7 @@ class Daemon(Controller):
         """Confirmation that each draining site's traffic is off (fed to the engine), and
         the drains it blocks past `shutdown_deadline` (instances kept up, reported)."""
         m = self.metrics
-        desired: dict[str, SiteTarget] | None = None
+        desired: dict[str, DesiredSite] | None = None
         for name in sorted(self.config.sites):
             memory = self.engine.site(name)
             if memory.state is State.ACTIVE and name not in self.traffic_off:
@@ -820,7 +820,7 @@ class Daemon(Controller):
 
     # --- actuators -----------------------------------------------------------------------
 
-    def desired(self) -> dict[str, SiteTarget]:
+    def desired(self) -> dict[str, DesiredSite]:
         """What the actuators make true; a storage-drained site's reasons carry the blobs
         at risk, as its audit event does (the command actuator's TRAFFICD_REASON)."""
         assert self.decision is not None
@@ -1106,7 +1106,7 @@ class Daemon(Controller):
             )
         return out
 
-    def out_of_sync(self, target: SiteTarget) -> list[str]:
+    def out_of_sync(self, target: DesiredSite) -> list[str]:
         """The actuator targets that act on the site and do not hold its desired state."""
         out = []
         for rec in self._targets:

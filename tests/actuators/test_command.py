@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from trafficd.actuators import build
-from trafficd.actuators.base import BuildContext, Reconciler, SiteTarget
+from trafficd.actuators.base import BuildContext, DesiredSite, Reconciler
 from trafficd.actuators.command import Command
 from trafficd.config.model import CommandActuator, Site
 from trafficd.model import Cause, State
@@ -81,10 +81,10 @@ def site_config(workdir: Path, *, status: bool = True, timeout: str = "10s") -> 
     return Site.model_validate(cfg)
 
 
-def target(instances: str, site: Site) -> dict[str, SiteTarget]:
+def target(instances: str, site: Site) -> dict[str, DesiredSite]:
     stopped = instances == "stopped"
     return {
-        "eu": SiteTarget(
+        "eu": DesiredSite(
             name="eu",
             state=State.DRAINED if stopped else State.ACTIVE,
             cause=Cause.STORAGE if stopped else None,

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from tests.peers import NAME, ZONE, FaultProxy, HAProxyPeer, Named, PowerDNSPeer, moto_server
 from trafficd.actuators import build
-from trafficd.actuators.base import Reconciler, SiteTarget
+from trafficd.actuators.base import DesiredSite, Reconciler
 from trafficd.config.model import (
     HAProxyActuator,
     PowerDNSActuator,
@@ -34,11 +34,11 @@ pytestmark = pytest.mark.peers
 ADDRESSES = {"us": "192.0.2.10", "eu": "192.0.2.20"}
 
 
-def targets(**states: tuple[State, Cause | None]) -> dict[str, SiteTarget]:
+def targets(**states: tuple[State, Cause | None]) -> dict[str, DesiredSite]:
     out = {}
     for name in ("eu", "us"):
         state, cause = states.get(name, (State.ACTIVE, None))
-        out[name] = SiteTarget(
+        out[name] = DesiredSite(
             name=name,
             state=state,
             cause=cause,

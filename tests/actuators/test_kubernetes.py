@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from tests.actuators.kube_fake import FakeCluster, deployment, kubeconfig, serve
 from trafficd.actuators import build
-from trafficd.actuators.base import BuildContext, Reconciler, SiteTarget
+from trafficd.actuators.base import BuildContext, DesiredSite, Reconciler
 from trafficd.actuators.kubernetes import (
     DRAINED_FIELDS,
     PERMISSIONS,
@@ -98,11 +98,11 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         yield World(us, eu, kubeconfig(tmp_path / "kubeconfig", {"us": us, "eu": eu}), sites)
 
 
-def desired(world: World, **stopped: bool) -> dict[str, SiteTarget]:
+def desired(world: World, **stopped: bool) -> dict[str, DesiredSite]:
     out = {}
     for name, site in world.sites.items():
         down = stopped.get(name, False)
-        out[name] = SiteTarget(
+        out[name] = DesiredSite(
             name=name,
             state=State.DRAINED if down else State.ACTIVE,
             cause=Cause.STORAGE if down else None,

@@ -58,8 +58,8 @@ class ConcurrentChangeError(ActuatorError):
 
 
 @dataclass(frozen=True)
-class SiteTarget:
-    """What one site should look like to the traffic backends."""
+class DesiredSite:
+    """What one site should look like to the actuators: its traffic and its instances."""
 
     name: str
     state: State
@@ -81,10 +81,10 @@ class SiteTarget:
         return self.weight > 0
 
 
-Desired = Mapping[str, SiteTarget]
+Desired = Mapping[str, DesiredSite]
 
 
-def desired_state(config: Config, decisions: Mapping[str, SiteDecision]) -> dict[str, SiteTarget]:
+def desired_state(config: Config, decisions: Mapping[str, SiteDecision]) -> dict[str, DesiredSite]:
     """The engine's decisions joined with each site's backend settings.
 
     A site the decisions do not cover yet (a reload just added it) is left as it
@@ -102,7 +102,7 @@ def desired_state(config: Config, decisions: Mapping[str, SiteDecision]) -> dict
             would_drain=False,
             reasons=("no decision yet",),
         )
-        out[name] = SiteTarget(
+        out[name] = DesiredSite(
             name=name,
             state=d.state,
             cause=d.cause,
@@ -187,7 +187,7 @@ class Splitting(Protocol):
 class Serving(Protocol):
     """Says which sites it acts on."""
 
-    def serves(self, site: SiteTarget) -> bool: ...
+    def serves(self, site: DesiredSite) -> bool: ...
 
 
 @runtime_checkable
@@ -195,7 +195,7 @@ class TrafficReporting(Serving, Protocol):
     """A traffic actuator that says, from what it read back, whether a site it serves
     still gets traffic from it: the daemon stops instances only on that word."""
 
-    def sends_traffic(self, current: Any, site: SiteTarget) -> bool: ...
+    def sends_traffic(self, current: Any, site: DesiredSite) -> bool: ...
 
 
 @runtime_checkable
@@ -307,12 +307,12 @@ def plan_address_sets(
     return targets, notes
 
 
-def dns_serves(target: SiteTarget) -> bool:
+def dns_serves(target: DesiredSite) -> bool:
     """DNS actuators route the sites with addresses (observe-mode ones are left alone)."""
     return bool(target.addresses) and target.managed
 
 
-def dns_sends_traffic(current: Mapping[str, frozenset[str]], target: SiteTarget) -> bool:
+def dns_sends_traffic(current: Mapping[str, frozenset[str]], target: DesiredSite) -> bool:
     """Whether the name, as read back, still answers with one of the site's addresses."""
     served = set().union(*current.values()) if current else set()
     return any(a in served for a in target.addresses)

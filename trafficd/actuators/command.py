@@ -33,11 +33,11 @@ from trafficd.actuators.base import (
     ActuatorError,
     BuildContext,
     Desired,
+    DesiredSite,
     Plan,
     Remembering,
     Role,
     Serving,
-    SiteTarget,
     Splitting,
     views,
 )
@@ -91,7 +91,7 @@ class Command(Actuator, Splitting, Serving, Remembering):
             {k: v for k, v in believed.items() if k in self.sites and v in ("running", "stopped")}
         )
 
-    def serves(self, site: SiteTarget) -> bool:
+    def serves(self, site: DesiredSite) -> bool:
         return site.name in self.sites
 
     def split(self) -> dict[str, Command]:

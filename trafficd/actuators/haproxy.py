@@ -25,9 +25,9 @@ from trafficd.actuators.base import (
     ActuatorError,
     BuildContext,
     Desired,
+    DesiredSite,
     Plan,
     Role,
-    SiteTarget,
     Splitting,
     TrafficReporting,
     views,
@@ -59,7 +59,7 @@ class ServerState:
 Current = dict[str, dict[tuple[str, str], ServerState]]  # socket -> (backend, server) -> state
 
 
-def wanted_mode(target: SiteTarget) -> str:
+def wanted_mode(target: DesiredSite) -> str:
     if target.active:
         return "ready"
     return "drain" if target.cause is Cause.MANUAL else "maint"
@@ -87,10 +87,10 @@ class HAProxy(Actuator, Splitting, TrafficReporting):
         """One view per socket, sharing the session baselines."""
         return views(self, "sockets", {socket: [socket] for socket in self.sockets})
 
-    def serves(self, target: SiteTarget) -> bool:
+    def serves(self, target: DesiredSite) -> bool:
         return target.haproxy is not None and target.managed
 
-    def sends_traffic(self, current: Current, target: SiteTarget) -> bool:
+    def sends_traffic(self, current: Current, target: DesiredSite) -> bool:
         """True unless every socket read back holds the site's server out (drain or maint).
 
         A socket without the server sends it nothing."""

@@ -58,11 +58,11 @@ from trafficd.actuators.base import (
     BuildContext,
     ConcurrentChangeError,
     Desired,
+    DesiredSite,
     Plan,
     Remembering,
     Role,
     Serving,
-    SiteTarget,
     Splitting,
     views,
 )
@@ -152,7 +152,7 @@ class Kubernetes(Actuator, Splitting, Serving, Remembering):
             {k: v for k, v in dict(memory.get("remembered", {})).items() if k in self.sites}
         )
 
-    def serves(self, site: SiteTarget) -> bool:
+    def serves(self, site: DesiredSite) -> bool:
         return site.name in self.sites
 
     def split(self) -> dict[str, Kubernetes]:

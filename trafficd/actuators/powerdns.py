@@ -18,9 +18,9 @@ from trafficd.actuators.base import (
     ActuatorError,
     BuildContext,
     Desired,
+    DesiredSite,
     Plan,
     Role,
-    SiteTarget,
     Splitting,
     TrafficReporting,
     dns_sends_traffic,
@@ -50,10 +50,10 @@ class PowerDNS(Actuator, Splitting, TrafficReporting):
     def split(self) -> dict[str, PowerDNS]:
         return {self.config.zone: self}
 
-    def serves(self, target: SiteTarget) -> bool:
+    def serves(self, target: DesiredSite) -> bool:
         return dns_serves(target)
 
-    def sends_traffic(self, current: Current, target: SiteTarget) -> bool:
+    def sends_traffic(self, current: Current, target: DesiredSite) -> bool:
         return dns_sends_traffic({k: v[1] for k, v in current.items()}, target)
 
     def session(self) -> aiohttp.ClientSession:

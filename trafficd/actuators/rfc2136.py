@@ -43,10 +43,10 @@ from trafficd.actuators.base import (
     BuildContext,
     ConcurrentChangeError,
     Desired,
+    DesiredSite,
     Fencing,
     Plan,
     Role,
-    SiteTarget,
     Splitting,
     TrafficReporting,
     dns_sends_traffic,
@@ -97,10 +97,10 @@ class RFC2136(Actuator, Splitting, TrafficReporting, Fencing):
     def split(self) -> dict[str, RFC2136]:
         return views(self, "server", {server: server for server in self.servers})
 
-    def serves(self, target: SiteTarget) -> bool:
+    def serves(self, target: DesiredSite) -> bool:
         return dns_serves(target)
 
-    def sends_traffic(self, current: Current, target: SiteTarget) -> bool:
+    def sends_traffic(self, current: Current, target: DesiredSite) -> bool:
         return dns_sends_traffic({k: v[1] for k, v in current.items()}, target)
 
     def _update(self) -> dns.update.UpdateMessage:

@@ -25,9 +25,9 @@ from trafficd.actuators.base import (
     BuildContext,
     ConcurrentChangeError,
     Desired,
+    DesiredSite,
     Plan,
     Role,
-    SiteTarget,
     Splitting,
     TrafficReporting,
     family,
@@ -60,10 +60,10 @@ class Route53(Actuator, Splitting, TrafficReporting):
         """One target: the hosted zone."""
         return {self.config.hosted_zone_id: self}
 
-    def serves(self, target: SiteTarget) -> bool:
+    def serves(self, target: DesiredSite) -> bool:
         return target.managed
 
-    def sends_traffic(self, current: Current, target: SiteTarget) -> bool:
+    def sends_traffic(self, current: Current, target: DesiredSite) -> bool:
         """A record with weight above 0, or any record when every weight is 0 (Route 53
         then answers with all of them)."""
         have = current.get(target.set_identifier or target.name)
@@ -146,7 +146,7 @@ class Route53(Actuator, Splitting, TrafficReporting):
         except Exception as exc:
             raise self._error(exc, "list records") from None
 
-    def _record(self, target: SiteTarget, weight: int) -> dict[str, Any]:
+    def _record(self, target: DesiredSite, weight: int) -> dict[str, Any]:
         c = self.config
         record: dict[str, Any] = {
             "Name": c.name,
