@@ -43,7 +43,7 @@ import aiohttp
 
 from trafficd.config.model import Probes, RegistryProbe, Site
 from trafficd.model import Observation, Probe
-from trafficd.probers.quay import QuayProber, Target, make_session
+from trafficd.probers.quay import QuayProber, SiteEndpoint, make_session
 from trafficd.probers.registry import RegistryProber
 from trafficd.probers.schedule import ProbeTask, run_probe_loop
 
@@ -117,7 +117,7 @@ async def run_loops(
                 t=time.time(),
                 vantage="bench",
                 probe=Probe.ENDTOEND,
-                target=f"s{i}",
+                subject=f"s{i}",
                 ok=latency is not None,
             )
 
@@ -139,7 +139,7 @@ async def bench_trafficd(ports: list[int], duration: float, interval: float) -> 
     async with make_session(limit=len(ports) + 10) as session:
         probers = [
             QuayProber(
-                Target.from_site(
+                SiteEndpoint.from_site(
                     f"s{i}", Site(url="http://quay.example.com", connect=f"127.0.0.1:{p}")
                 ),
                 probes,
@@ -231,7 +231,11 @@ async def bench_registry(n: int, duration: float, interval: float) -> dict[str, 
             async with make_session(limit=n + 10) as session:
                 probers = [
                     RegistryProber(
-                        Target.from_site(f"s{i}", site), probes, settings, session, vantage="b"
+                        SiteEndpoint.from_site(f"s{i}", site),
+                        probes,
+                        settings,
+                        session,
+                        vantage="b",
                     )
                     for i in range(n)
                 ]

@@ -281,7 +281,7 @@ class Daemon(Controller):
             self._service_series(obs, service).set(1 if healthy else 0)
         for step, seconds in obs.steps.items():
             self.metrics.registry_probe_step.labels(
-                site=obs.target, step=step, vantage=obs.vantage
+                site=obs.subject, step=step, vantage=obs.vantage
             ).observe(seconds)
         self._observed.set()
         if before is None or (before.ok, before.reason, dict(before.services)) != (
@@ -298,23 +298,23 @@ class Daemon(Controller):
         if series is None:
             m = self.metrics
             if obs.probe is Probe.STORAGE:
-                labels = {"location": obs.target, "vantage": obs.vantage}
+                labels = {"location": obs.subject, "vantage": obs.vantage}
                 series = (
                     m.storage_up.labels(**labels),
                     m.storage_probe_duration.labels(**labels),
                 )
             else:
-                labels = {"site": obs.target, "probe": obs.probe.value, "vantage": obs.vantage}
+                labels = {"site": obs.subject, "probe": obs.probe.value, "vantage": obs.vantage}
                 series = (m.probe_success.labels(**labels), m.probe_duration.labels(**labels))
             self._probe_series[obs.key] = series
         return series
 
     def _service_series(self, obs: Observation, service: str) -> Gauge:
-        key = (obs.target, service, obs.vantage)
+        key = (obs.subject, service, obs.vantage)
         gauge = self._quay_series.get(key)
         if gauge is None:
             gauge = self.metrics.quay_service_up.labels(
-                site=obs.target, service=service, vantage=obs.vantage
+                site=obs.subject, service=service, vantage=obs.vantage
             )
             self._quay_series[key] = gauge
         return gauge

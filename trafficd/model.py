@@ -51,7 +51,7 @@ class Observation:
     t: float
     vantage: str
     probe: Probe
-    target: str  # the site, or the location for storage probes
+    subject: str  # what was observed: the site, or the location for storage probes
     ok: bool | None  # None: the prober could not tell
     status: int | None = None
     reason: str | None = None
@@ -69,14 +69,14 @@ class Observation:
 
     @property
     def key(self) -> tuple[str, Probe, str]:
-        return (self.vantage, self.probe, self.target)
+        return (self.vantage, self.probe, self.subject)
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Observation:
         """One line of the timeline format (docs/design.md); raises ValueError when malformed."""
         try:
             probe = Probe(obj["probe"])
-            target = obj["location"] if probe is Probe.STORAGE else obj["site"]
+            subject = obj["location"] if probe is Probe.STORAGE else obj["site"]
             ok = obj["ok"]
             if ok is not None and not isinstance(ok, bool):
                 raise ValueError("ok must be true, false or null")
@@ -87,7 +87,7 @@ class Observation:
                 t=float(obj["t"]),
                 vantage=str(obj["vantage"]),
                 probe=probe,
-                target=str(target),
+                subject=str(subject),
                 ok=ok,
                 status=obj.get("status"),
                 reason=obj.get("reason"),
@@ -108,9 +108,9 @@ class Observation:
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"t": self.t, "vantage": self.vantage}
         if self.probe is Probe.STORAGE:
-            out.update(probe=self.probe.value, location=self.target)
+            out.update(probe=self.probe.value, location=self.subject)
         else:
-            out.update(site=self.target, probe=self.probe.value)
+            out.update(site=self.subject, probe=self.probe.value)
         out["ok"] = self.ok
         if self.status is not None:
             out["status"] = self.status

@@ -67,7 +67,7 @@ class Sim:
         self._round = 0
 
     def observe(self, vantage: str, probe: Probe, target: str, ok: bool | None, **kw: Any) -> None:
-        o = Observation(t=self.now, vantage=vantage, probe=probe, target=target, ok=ok, **kw)
+        o = Observation(t=self.now, vantage=vantage, probe=probe, subject=target, ok=ok, **kw)
         if self.staggered:
             self._pending.append(o)
         else:

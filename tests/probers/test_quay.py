@@ -20,7 +20,7 @@ from tests.probers.quay_app import DEBUG_SECRET, HEALTHY, QuayApp, quay_body
 from trafficd.config.model import Probes, Site
 from trafficd.demo.quay import endpoint_unreachable, non_preferred_unavailable, preferred_failed
 from trafficd.model import Observation, Probe
-from trafficd.probers.quay import QuayProber, Target, _Cookies, make_session, storage_faults
+from trafficd.probers.quay import QuayProber, SiteEndpoint, _Cookies, make_session, storage_faults
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,9 @@ async def run_probe(
     site = Site(url=url, connect=f"127.0.0.1:{port}", storage=["x"])
     settings = Probes(interval=f"{timeout * 2}s", timeout=f"{timeout}s", **probes)
     async with make_session() as session:
-        prober = QuayProber(Target.from_site("eu", site), settings, session, vantage="us-east")
+        prober = QuayProber(
+            SiteEndpoint.from_site("eu", site), settings, session, vantage="us-east"
+        )
         start = time.monotonic()
         obs = await prober.probe(kind)
         return obs, time.monotonic() - start
@@ -82,7 +84,7 @@ async def test_healthy_site(servers: list[Server]) -> None:
         assert obs.ok is True
         assert obs.status == 200
         assert obs.services == {"auth": True, "database": True, "redis": True, "storage": True}
-        assert obs.probe is kind and obs.target == "eu" and obs.vantage == "us-east"
+        assert obs.probe is kind and obs.subject == "eu" and obs.vantage == "us-east"
         assert obs.latency is not None and obs.latency > 0
     assert server.quay.hosts == ["quay.example.com", "quay.example.com"]
 
@@ -212,7 +214,9 @@ def debug_prober(
 ) -> QuayProber:
     site = Site(url="http://quay.example.com", connect=f"127.0.0.1:{port}", storage=["x"])
     settings = Probes(interval=f"{timeout * 2}s", timeout=f"{timeout}s", debug_secret=secret)
-    return QuayProber(Target.from_site("eu", site), settings, session, vantage="v", clock=clock)
+    return QuayProber(
+        SiteEndpoint.from_site("eu", site), settings, session, vantage="v", clock=clock
+    )
 
 
 PREFERRED_EU = preferred_failed("eu", endpoint_unreachable("http://127.0.0.1:1/eu/_verify"))

@@ -24,7 +24,7 @@ from trafficd.config import load
 from trafficd.config.model import Probes, RegistryProbe, Site
 from trafficd.daemon import Daemon
 from trafficd.model import Observation, Probe
-from trafficd.probers.quay import Target, make_session
+from trafficd.probers.quay import SiteEndpoint, make_session
 from trafficd.probers.registry import RegistryProber, parse_challenge
 from trafficd.probers.schedule import probe_tasks
 
@@ -57,7 +57,7 @@ class World:
         probes = Probes.model_validate({"interval": "2s", "timeout": "1s"})
         async with make_session() as session:
             prober = RegistryProber(
-                Target.from_site("eu", site), probes, probe_settings, session, vantage="v"
+                SiteEndpoint.from_site("eu", site), probes, probe_settings, session, vantage="v"
             )
             return await prober.probe()
 
@@ -200,7 +200,7 @@ async def test_a_site_that_cannot_be_reached_fails_at_ping() -> None:
     probes = Probes.model_validate({"interval": "2s", "timeout": "1s"})
     async with make_session() as session:
         obs = await RegistryProber(
-            Target.from_site("eu", site), probes, settings, session, vantage="v"
+            SiteEndpoint.from_site("eu", site), probes, settings, session, vantage="v"
         ).probe()
     assert (obs.ok, obs.reason) == (False, "ping")
     assert obs.detail is not None and obs.detail.startswith("connect")
@@ -246,7 +246,7 @@ async def test_the_token_is_cached_until_it_expires(tmp_path: Path, moto: str) -
         before = len(w.issuer.requests)
         async with make_session() as session:
             prober = RegistryProber(
-                Target.from_site("eu", site), probes, settings, session, vantage="v"
+                SiteEndpoint.from_site("eu", site), probes, settings, session, vantage="v"
             )
             first, second = await prober.probe(), await prober.probe()
         assert first.ok and second.ok, (first, second)
@@ -279,7 +279,7 @@ async def test_a_token_without_expires_in_lasts_the_specs_60_seconds(
         fetched = []
         async with make_session() as session:
             prober = RegistryProber(
-                Target.from_site("eu", site),
+                SiteEndpoint.from_site("eu", site),
                 probes,
                 settings,
                 session,

@@ -50,7 +50,7 @@ class FakeClock:
 
 
 def obs(target: str = "eu") -> Observation:
-    return Observation(t=0.0, vantage="v", probe=Probe.ENDTOEND, target=target, ok=True)
+    return Observation(t=0.0, vantage="v", probe=Probe.ENDTOEND, subject=target, ok=True)
 
 
 async def test_jittered_start_then_one_probe_per_interval() -> None:
@@ -130,7 +130,7 @@ async def test_a_task_that_raises_becomes_an_unknown_observation() -> None:
 
     task = ProbeTask("storage/x", Probe.STORAGE, "x", 1.0, run)
     await fake.run(task, seen.append, seed=1, grid=0)
-    assert {(o.ok, o.reason, o.detail, o.target) for o in seen} == {
+    assert {(o.ok, o.reason, o.detail, o.subject) for o in seen} == {
         (None, "error", "RuntimeError", "x")
     }
 
@@ -156,7 +156,7 @@ async def test_probe_tasks_cover_every_site_probe_and_location(tmp_path: Path) -
         ]
         assert len(backends) == 2
         result = await tasks[0].run()  # nothing listens on port 1
-        assert (result.ok, result.reason, result.target) == (False, "connect", "one")
+        assert (result.ok, result.reason, result.subject) == (False, "connect", "one")
 
 
 async def test_a_reload_keeps_the_quay_probers_it_still_wants(tmp_path: Path) -> None:

@@ -48,18 +48,18 @@ def _abstaining(
     failing: dict[str, int] = {}
     for o in fresh:
         if o.ok is False and o.probe is not Probe.INSTANCE and o.probe is not Probe.REGISTRY:
-            if o.probe is Probe.ENDTOEND and o.target in stopped:
+            if o.probe is Probe.ENDTOEND and o.subject in stopped:
                 continue
             failing[o.vantage] = failing.get(o.vantage, 0) + 1
     candidates = [v for v, n in failing.items() if n >= everything]
     if not candidates:  # the common case: no exact check needed
         return frozenset()
-    targets = {(Probe.ENDTOEND, name) for name in sites}
-    targets |= {(Probe.STORAGE, loc) for loc in policy.locations}
+    subjects = {(Probe.ENDTOEND, name) for name in sites}
+    subjects |= {(Probe.STORAGE, loc) for loc in policy.locations}
     out = set()
     for v in candidates:
-        seen = {(o.probe, o.target) for o in fresh if o.vantage == v and o.ok is False}
-        if targets <= seen:
+        seen = {(o.probe, o.subject) for o in fresh if o.vantage == v and o.ok is False}
+        if subjects <= seen:
             out.add(v)
     return frozenset(out)
 
@@ -120,24 +120,24 @@ def gather(
         if v in abstaining:
             continue
         ok = o.ok
-        target = o.target
+        subject = o.subject
         probe = o.probe
         if probe is endtoend_probe:
             services = o.services
             if ok is not None:
                 votes = endtoend.ok if ok else endtoend.fail
-                votes[target] = votes.get(target, 0) + 1
+                votes[subject] = votes.get(subject, 0) + 1
                 storage = services.get("storage")
                 if storage is False or (not ok and o.reason in UNREACHABLE):
-                    corroboration.fail[target] = corroboration.fail.get(target, 0) + 1
-                    named.setdefault(target, []).append(named_locations(o))
+                    corroboration.fail[subject] = corroboration.fail.get(subject, 0) + 1
+                    named.setdefault(subject, []).append(named_locations(o))
                     if storage is False and all(
                         healthy for name, healthy in services.items() if name != "storage"
                     ):
-                        storage_only[target] = storage_only.get(target, 0) + 1
+                        storage_only[subject] = storage_only.get(subject, 0) + 1
                 elif storage is True:
-                    corroboration.ok[target] = corroboration.ok.get(target, 0) + 1
-            if target in stopped:
+                    corroboration.ok[subject] = corroboration.ok.get(subject, 0) + 1
+            if subject in stopped:
                 continue
             # database and redis, each judged local or global on its own (inlined: the
             # hot loop); a global outage names the service that failed.
@@ -152,21 +152,21 @@ def gather(
                 if o.t <= since:  # counted in an earlier round
                     continue
                 if not healthy:
-                    checks[check].suspect.setdefault(target, []).append(v)
+                    checks[check].suspect.setdefault(subject, []).append(v)
                 else:
                     votes = checks[check].ok
-                    votes[target] = votes.get(target, 0) + 1
+                    votes[subject] = votes.get(subject, 0) + 1
             continue
         elif ok is None:
             continue
         elif probe is storage_probe:
             votes = current.ok if ok else current.fail
-            votes[target] = votes.get(target, 0) + 1
+            votes[subject] = votes.get(subject, 0) + 1
             if o.t > since:
                 votes = locations.ok if ok else locations.fail
-                votes[target] = votes.get(target, 0) + 1
+                votes[subject] = votes.get(subject, 0) + 1
             continue
-        elif target in stopped:
+        elif subject in stopped:
             continue  # failing by trafficd's own doing: no evidence either way
         else:
             check, failing = _CHECK_PROBES[probe], not ok
@@ -177,10 +177,10 @@ def gather(
         if o.t <= since:  # counted in an earlier round
             continue
         if failing:
-            checks[check].suspect.setdefault(target, []).append(v)
+            checks[check].suspect.setdefault(subject, []).append(v)
         else:
             votes = checks[check].ok
-            votes[target] = votes.get(target, 0) + 1
+            votes[subject] = votes.get(subject, 0) + 1
 
     names = tuple(s.name for s in policy.sites)
 

@@ -106,7 +106,7 @@ async def probe_storage(
             t=clock(),  # when known (see QuayProber.probe)
             vantage=settings.vantage,
             probe=Probe.STORAGE,
-            target=location,
+            subject=location,
             ok=ok,
             reason=reason,
             latency=time.perf_counter() - started,

@@ -41,7 +41,7 @@ PATHS = {Probe.ENDTOEND: "/health/endtoend", Probe.INSTANCE: "/health/instance"}
 
 
 @dataclass(frozen=True)
-class Target:
+class SiteEndpoint:
     """Where and how to reach one site directly."""
 
     site: str
@@ -51,7 +51,7 @@ class Target:
     base: str  # scheme://connect-address
 
     @classmethod
-    def from_site(cls, name: str, site: Site) -> Target:
+    def from_site(cls, name: str, site: Site) -> SiteEndpoint:
         url = urlsplit(site.url or "")
         host, port = split_host_port(site.connect)
         address = f"[{host}]" if ":" in host else host
@@ -237,19 +237,21 @@ class QuayProber:
 
     def __init__(
         self,
-        target: Target,
+        endpoint: SiteEndpoint,
         probes: Probes,
         session: aiohttp.ClientSession,
         *,
         vantage: str,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.target = target
+        self.endpoint = endpoint
         self.session = session
         self.vantage = vantage
         self.timeout = probes.timeout
         self.clock = clock
-        self.ssl: ssl.SSLContext | bool = ssl_context(probes) if target.scheme == "https" else False
+        self.ssl: ssl.SSLContext | bool = (
+            ssl_context(probes) if endpoint.scheme == "https" else False
+        )
         self._debug_secret = probes.debug_secret
         self._cookies = _Cookies()
         self._debug_on = False  # as far as the last answer showed
@@ -257,24 +259,24 @@ class QuayProber:
         self._enable_lock = asyncio.Lock()  # endtoend and instance share the session
         self.enables = 0  # enable requests sent
         self._flights: dict[Probe, _Flight] = {}
-        base = URL(self.target.base)
+        base = URL(self.endpoint.base)
         context = self.ssl if isinstance(self.ssl, ssl.SSLContext) else None
-        if target.scheme == "https" and context is None:
+        if endpoint.scheme == "https" and context is None:
             context = _unverified()  # tls_insecure: encrypted, not verified
         self._endpoint = http1.Endpoint(
             (base.raw_host or "").strip("[]"),
-            base.port or (443 if target.scheme == "https" else 80),
+            base.port or (443 if endpoint.scheme == "https" else 80),
             ssl_context=context,
-            server_hostname=self.target.hostname or None,
+            server_hostname=self.endpoint.hostname or None,
             limit=MAX_BODY,
         )
-        # Built once per cookie value: a target's probes never change but for Quay's session.
+        # Built once per cookie value: a site endpoint's probes never change but for Quay's session.
         self._requests: dict[Probe, tuple[str | None, bytes]] = {}
 
     def _request_bytes(self, path: str) -> bytes:
         lines = [
             f"GET {path} HTTP/1.1",
-            f"Host: {self.target.host_header}",
+            f"Host: {self.endpoint.host_header}",
             "Accept: application/json",
             f"User-Agent: trafficd/{__version__}",
         ]
@@ -335,7 +337,7 @@ class QuayProber:
             t=self.clock(),
             vantage=self.vantage,
             probe=kind,
-            target=self.target.site,
+            subject=self.endpoint.site,
             ok=ok,
             reason=reason,
             latency=time.perf_counter() - started,

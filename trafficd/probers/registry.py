@@ -1,6 +1,6 @@
 """The registry prober: a synthetic pull through one site, as docker and podman clients do it.
 
-First stage of the pipeline, beside `quay.py` (whose `Target` it shares: the
+First stage of the pipeline, beside `quay.py` (whose `SiteEndpoint` it shares: the
 site's `connect` address, the global hostname as Host header and TLS SNI).
 `/health/endtoend` says what Quay thinks of itself; this says whether a pull
 works, crossing what the health check does not: the token endpoint, the
@@ -44,7 +44,7 @@ from yarl import URL
 
 from trafficd.config.model import Probes, RegistryProbe
 from trafficd.model import Observation, Probe
-from trafficd.probers.quay import Target, ssl_context
+from trafficd.probers.quay import SiteEndpoint, ssl_context
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -109,7 +109,7 @@ class RegistryProber:
 
     def __init__(
         self,
-        target: Target,
+        endpoint: SiteEndpoint,
         probes: Probes,
         settings: RegistryProbe,
         session: aiohttp.ClientSession,
@@ -118,17 +118,19 @@ class RegistryProber:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.target = target
+        self.endpoint = endpoint
         self.settings = settings
         self.monotonic = monotonic  # token expiry
         self.session = session
         self.vantage = vantage
         self.clock = clock
         self.timeout = settings.timeout or probes.timeout
-        self.ssl: ssl.SSLContext | bool = ssl_context(probes) if target.scheme == "https" else False
+        self.ssl: ssl.SSLContext | bool = (
+            ssl_context(probes) if endpoint.scheme == "https" else False
+        )
         # Storage endpoints are other hosts: verified the same way, never on the site's SNI.
         self.storage_ssl: ssl.SSLContext | bool = ssl_context(probes)
-        self.base = URL(target.base)
+        self.base = URL(endpoint.base)
         self._tokens: dict[str, tuple[str, float]] = {}  # scope -> (Authorization, expiry)
         self._basic: str | None = None
         if settings.username is not None and settings.password is not None:
@@ -139,9 +141,9 @@ class RegistryProber:
     # --- HTTP to the site (connect address, global Host and SNI) ----------------------
 
     def _on_site(self, url: URL) -> bool:
-        default = 443 if self.target.scheme == "https" else 80
-        return url.host == self.target.hostname and (url.port or default) == (
-            URL(f"{self.target.scheme}://{self.target.host_header}").port or default
+        default = 443 if self.endpoint.scheme == "https" else 80
+        return url.host == self.endpoint.hostname and (url.port or default) == (
+            URL(f"{self.endpoint.scheme}://{self.endpoint.host_header}").port or default
         )
 
     def _request(
@@ -163,15 +165,15 @@ class RegistryProber:
         return self.session.request(
             method,
             direct,
-            headers={"Host": self.target.host_header, **headers},
+            headers={"Host": self.endpoint.host_header, **headers},
             ssl=self.ssl,
-            server_hostname=self.target.hostname if self.ssl else None,
+            server_hostname=self.endpoint.hostname if self.ssl else None,
             allow_redirects=False,
             **kw,
         )
 
     def _site_url(self, path: str) -> URL:
-        return URL(f"{self.target.scheme}://{self.target.host_header}{path}")
+        return URL(f"{self.endpoint.scheme}://{self.endpoint.host_header}{path}")
 
     # --- auth -----------------------------------------------------------------------
 
@@ -417,7 +419,7 @@ class RegistryProber:
                 t=self.clock(),
                 vantage=self.vantage,
                 probe=Probe.REGISTRY,
-                target=self.target.site,
+                subject=self.endpoint.site,
                 ok=ok,
                 status=status,
                 reason=reason,

@@ -1,4 +1,5 @@
-"""Probe scheduling: one loop per target, jittered, at `interval` or `storage_interval`.
+"""Probe scheduling: one jittered loop per site probe (every `interval`) and per storage
+location (every `storage_interval`).
 
 Between the probers and the engine: `probe_tasks(config, ...)` turns the
 configuration into one task per site probe and per storage location, and
@@ -15,7 +16,7 @@ an idle process costs more than a health probe's own work: 200 health
 endpoints at 1 s took 0.30 ms of CPU per probe on scattered wake-ups and
 0.21 ms on the grid (bench/probes.py); the daemon watching 200 sites went
 from 28% to 18% of a core (bench/failover.py, cost part). Probes of many
-targets still spread over the whole interval, on `interval / GRID` points.
+sites still spread over the whole interval, on `interval / GRID` points.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from trafficd.config.model import Config, Probes
 from trafficd.model import Observation, Probe
 from trafficd.probers import backend_for
 from trafficd.probers.base import StorageBackend, StorageProbeSettings, probe_storage
-from trafficd.probers.quay import QuayProber, Target
+from trafficd.probers.quay import QuayProber, SiteEndpoint
 from trafficd.probers.registry import RegistryProber
 
 Sink = Callable[[Observation], None]
@@ -46,7 +47,7 @@ GRID = 0.05  # seconds between the points at which probes start (see above)
 class ProbeTask:
     name: str  # e.g. "endtoend/eu", "storage/eustorage"
     probe: Probe
-    target: str
+    subject: str  # the site or the storage location probed, as `Observation.subject`
     interval: float
     run: Callable[[], Awaitable[Observation]]
     close: Callable[[], None] | None = None  # its kept-alive connections, at shutdown
@@ -62,14 +63,14 @@ async def run_probe_loop(
     rng: random.Random | None = None,
     grid: float | None = None,
 ) -> None:
-    """Probe `task.target` every `task.interval`, starting at a random offset (jitter), each
+    """Probe `task.subject` every `task.interval`, starting at a random offset (jitter), each
     probe at the first point of the `grid` (default `GRID`, at most a twentieth of the
     interval; 0: none) at or after it is due."""
     r = rng or random.Random()  # noqa: S311 - jitter, not cryptography
     # The loop's own clock: sleeps to one grid point then end at the same timer deadline.
     clock = clock or asyncio.get_running_loop().time
     step = min(GRID, task.interval / 20) if grid is None else grid
-    # So that probes of many targets do not align; the grid keeps them apart at 1/step.
+    # So that probes of many sites and locations do not align; the grid keeps them apart at 1/step.
     due = clock() + r.uniform(0, task.interval)
     while True:
         await sleep(max(0.0, _on_grid(due, step) - clock()))
@@ -82,7 +83,7 @@ async def run_probe_loop(
                 t=time.time(),
                 vantage=vantage,
                 probe=task.probe,
-                target=task.target,
+                subject=task.subject,
                 ok=None,
                 reason="error",
                 detail=type(exc).__name__,
@@ -119,11 +120,11 @@ def probe_tasks(
     kept: dict[ProberKey, QuayProber] = {}
     tasks: list[ProbeTask] = []
     for name, site in sorted(config.sites.items()):
-        target = Target.from_site(name, site)
+        endpoint = SiteEndpoint.from_site(name, site)
         # SecretStr compares by value and shows none in a repr.
-        key: ProberKey = (vantage, target, probes.timeout, probes.tls_insecure)
+        key: ProberKey = (vantage, endpoint, probes.timeout, probes.tls_insecure)
         key += (_ca_version(probes), probes.debug_secret)
-        prober = old.pop(key, None) or QuayProber(target, probes, session, vantage=vantage)
+        prober = old.pop(key, None) or QuayProber(endpoint, probes, session, vantage=vantage)
         kept[key] = prober
         for kind in (Probe.ENDTOEND, Probe.INSTANCE):
             tasks.append(
@@ -137,7 +138,9 @@ def probe_tasks(
                 )
             )
         if config.registry_probe is not None:
-            puller = RegistryProber(target, probes, config.registry_probe, session, vantage=vantage)
+            puller = RegistryProber(
+                endpoint, probes, config.registry_probe, session, vantage=vantage
+            )
             tasks.append(
                 ProbeTask(f"registry/{name}", Probe.REGISTRY, name, probes.interval, puller.probe)
             )
