@@ -4,7 +4,6 @@ does not import them (the memory part of bench/failover.py's cost figure)."""
 
 from __future__ import annotations
 
-import pkgutil
 import subprocess
 import sys
 import textwrap
@@ -14,6 +13,7 @@ import pytest
 
 from trafficd.actuators import ACTUATORS
 from trafficd.coordination import BACKENDS
+from trafficd.lazy import Lazy
 from trafficd.probers import STORAGE_BACKENDS
 
 HEAVY = ["aiobotocore", "asyncpg", "azure", "botocore", "kubernetes_asyncio", "redis"]
@@ -22,13 +22,13 @@ HEAVY = ["aiobotocore", "asyncpg", "azure", "botocore", "kubernetes_asyncio", "r
 @pytest.mark.parametrize(
     "entry",
     [*STORAGE_BACKENDS.values(), *ACTUATORS.values(), *BACKENDS.values()],
-    ids=lambda e: e.target,
+    ids=lambda e: e.import_path,
 )
 def test_every_registered_name_resolves_to_its_class(entry: object) -> None:
-    target: str = entry.target  # type: ignore[attr-defined]
-    cls = pkgutil.resolve_name(target)
+    assert isinstance(entry, Lazy)
+    cls = entry.resolve()
     assert isinstance(cls, type)
-    assert f"{cls.__module__}:{cls.__name__}" == target
+    assert f"{cls.__module__}:{cls.__name__}" == entry.import_path
 
 
 def test_a_daemon_imports_only_the_sdks_its_configuration_names(tmp_path: Path) -> None:
@@ -81,7 +81,7 @@ def test_a_daemon_imports_only_the_sdks_its_configuration_names(tmp_path: Path) 
             sys.executable,
             "-c",
             "import sys; from trafficd.probers import STORAGE_BACKENDS as B; "
-            "import pkgutil; pkgutil.resolve_name(B['S3Storage'].target); "
+            "import pkgutil; pkgutil.resolve_name(B['S3Storage'].import_path); "
             "print('aiobotocore' in sys.modules)",
         ],
         capture_output=True,

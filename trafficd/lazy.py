@@ -14,12 +14,23 @@ import pkgutil
 from typing import Any
 
 
-def lazy(target: str) -> Any:
-    """A callable standing for `module:attr`: each call resolves it (the first imports
-    the module) and calls it. `.target` names it, for the tests that resolve every entry."""
+class Lazy:
+    """A callable standing for `module:attr` (its `import_path`): each call resolves it
+    (the first imports the module) and calls it."""
 
-    def call(*args: Any, **kwargs: Any) -> Any:
-        return pkgutil.resolve_name(target)(*args, **kwargs)
+    __slots__ = ("import_path",)
 
-    call.target = target  # type: ignore[attr-defined]
-    return call
+    def __init__(self, import_path: str) -> None:
+        self.import_path = import_path
+
+    def resolve(self) -> Any:
+        return pkgutil.resolve_name(self.import_path)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.resolve()(*args, **kwargs)
+
+
+def lazy(import_path: str) -> Any:
+    """A `Lazy` for `module:attr`, typed as whatever the map it enters holds (a factory
+    Protocol, a class): the map's own type is what mypy checks callers against."""
+    return Lazy(import_path)

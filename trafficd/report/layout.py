@@ -14,7 +14,6 @@ another machine than the daemon's, without its S3 keys or TSIG secret.
 
 from __future__ import annotations
 
-import pkgutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 from trafficd.actuators import ACTUATORS
 from trafficd.config.model import Config
 from trafficd.config.source import ConfigError, Problem, read
+from trafficd.lazy import Lazy
 
 
 @dataclass(frozen=True)
@@ -44,10 +44,9 @@ class ActuatorLayout:
 def role_of(actuator_type: str) -> str:
     """The `role` its implementation declares (imports that one module only)."""
     factory = ACTUATORS.get(actuator_type)
-    target = getattr(factory, "target", None)
-    if target is None:
+    if not isinstance(factory, Lazy):
         return "notify"
-    return str(getattr(pkgutil.resolve_name(target), "role", "notify"))
+    return str(factory.resolve().role)
 
 
 @dataclass(frozen=True)
