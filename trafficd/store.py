@@ -3,8 +3,9 @@
 Beside the pipeline (docs/design.md's data flow: the engine's state and the
 operators' commands go in, the daemon reloads them at start). `state.json`
 in `state_dir` holds overrides, the pause, every site's engine memory
-(state, cause, timestamps, counters) and the actuators' remembered facts
-(replica counts, believed instance states). It is written atomically: a
+(state, cause, timestamps, counters) and each actuator's memory (replica
+counts, believed instance states); `Store.load` reads it back as a typed
+`SavedState`. It is written atomically: a
 temporary file, fsync, rename, fsync of the directory, so a crash leaves
 the old file or the new one, never half of one.
 
