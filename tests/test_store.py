@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from pathlib import Path
@@ -141,31 +140,3 @@ def test_audit_log_rotates_and_reads_back_in_order(tmp_path: Path) -> None:
     assert ts == sorted(ts) and ts[-1] == 1079.0
     assert len(events) < 80  # the oldest rotated away: bounded by max_bytes x backups
     assert [e["t"] for e in read_events(tmp_path, since=1075.0)] == [1075.0 + i for i in range(5)]
-
-
-async def test_a_dying_task_is_restarted_and_counted(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from tests.test_api import write_config
-    from trafficd import daemon as daemon_module
-    from trafficd.config import load
-
-    path = write_config(tmp_path)
-    d = daemon_module.Daemon(path, load(path))
-    runs = 0
-    done = asyncio.Event()
-
-    async def flaky() -> None:
-        nonlocal runs
-        runs += 1
-        if runs < 3:
-            raise RuntimeError("a bug")
-        done.set()
-
-    monkeypatch.setattr(daemon_module, "RESTART_DELAY", 0.01)
-    d.spawn("flaky", flaky)
-    await asyncio.wait_for(done.wait(), 5)
-    assert runs == 3
-    assert d.registry.get_sample_value("trafficd_task_restarts_total", {"task": "flaky"}) == 2
-    await d.cancel(["flaky"])
-    d.store.close()

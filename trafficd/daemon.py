@@ -105,6 +105,7 @@ from trafficd.model import (
 from trafficd.policy import engine_policy
 from trafficd.probers.quay import QuayProber, make_session
 from trafficd.probers.schedule import ProberKey, probe_tasks, run_probe_loop
+from trafficd.runtime.supervisor import Supervisor
 from trafficd.store import (
     Store,
     decisions_from_json,
@@ -122,9 +123,7 @@ log = logging.getLogger(__name__)
 
 PREFLIGHT_EVERY = 300.0
 RESYNC_EVERY = 30.0
-RESTART_DELAY = 1.0
 ROUND_GAP = 0.1  # shortest time between two engine rounds
-CANCEL_AGAIN = 0.2  # a task still running this long after its cancel is cancelled again
 
 
 def load_tokens(config: Config, config_path: Path) -> list[Token]:
@@ -201,7 +200,8 @@ class Daemon(Controller):
         self._exported: dict[str, tuple[Any, ...]] = {}
         self._started = time.time()
         self.notices: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.supervisor = Supervisor(self.metrics)
+        self._tasks = self.supervisor.tasks  # the same dict: every task by name
         self._config_tasks: list[str] = []
         self.replication: ReplicationMonitor | None = None
         self.gate: RestoreGate | None = None
@@ -241,30 +241,10 @@ class Daemon(Controller):
     # --- supervision ---------------------------------------------------------------------
 
     def spawn(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
-        async def guarded() -> None:
-            while True:
-                try:
-                    await factory()
-                    return
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("task %s died; restarting in %gs", name, RESTART_DELAY)
-                    self.metrics.task_restarts.labels(task=name).inc()
-                    await asyncio.sleep(RESTART_DELAY)
-
-        self._tasks[name] = asyncio.create_task(guarded(), name=name)
+        self.supervisor.spawn(name, factory)
 
     async def cancel(self, names: list[str]) -> None:
-        """Cancels the tasks and waits for them. A cancellation that lands as an inner
-        timeout expires can be lost (Python 3.11's asyncio.timeout and wait_for, as in
-        dnspython's queries): such a task runs on to its next long sleep, so it is
-        cancelled again until it ends (a stop after a reload took the whole 4 s)."""
-        pending = {self._tasks.pop(n) for n in names if n in self._tasks}
-        while pending:
-            for task in pending:
-                task.cancel()
-            _, pending = await asyncio.wait(pending, timeout=CANCEL_AGAIN)
+        await self.supervisor.cancel(names)
 
     # --- observations --------------------------------------------------------------------
 
@@ -1310,11 +1290,10 @@ class Daemon(Controller):
 
     def request_reload(self) -> None:
         """SIGHUP: a reload, or, while one runs, one more after it (at most one pending)."""
-        running = self._tasks.get("reload")
-        if running is not None and not running.done():
+        if self.supervisor.running("reload"):
             self._reload_pending = True
             return
-        self.spawn("reload", self._reload_task)
+        self.supervisor.spawn("reload", self._reload_task, once=True)
 
     async def _reload_task(self) -> None:
         await self.reload()
