@@ -105,6 +105,7 @@ from trafficd.model import (
 from trafficd.policy import engine_policy
 from trafficd.probers.quay import QuayProber, make_session
 from trafficd.probers.schedule import ProberKey, probe_tasks, run_probe_loop
+from trafficd.runtime.observations import Observations
 from trafficd.runtime.supervisor import Supervisor
 from trafficd.store import (
     Store,
@@ -183,12 +184,8 @@ class Daemon(Controller):
         # Durations run on a monotonic clock; wall time only for display and expiries.
         last = self.engine.last_round
         self.clock = EngineClock(resume_at=None if math.isinf(last) else last)
-        self.latest: dict[tuple[str, Probe, str], Observation] = {}
-        # With coordination: this vantage's own observations (published), and when each
-        # key's current observation first arrived here (see coordinated_round).
+        self.observations = Observations(self.clock)
         self.coord: Coordinator | None = None
-        self.own: dict[tuple[str, Probe, str], Observation] = {}
-        self._seen: dict[tuple[str, Probe, str], float] = {}
         self._followed = ""
         self._probe_series: dict[tuple[str, Probe, str], tuple[Gauge, Histogram]] = {}
         self._quay_series: dict[tuple[str, str, str], Gauge] = {}
@@ -249,10 +246,7 @@ class Daemon(Controller):
     # --- observations --------------------------------------------------------------------
 
     def observe(self, obs: Observation) -> None:
-        mine = self.own if self.coord is not None else self.latest
-        before = mine.get(obs.key)
-        t = self.clock.stamp(obs.t)  # probers stamp wall time; the engine's clock is steady
-        mine[obs.key] = obs if t == obs.t else dataclasses.replace(obs, t=t)
+        changed = self.observations.put(obs)
         up, duration = self._series(obs)
         up.set(1 if obs.ok else 0)
         if obs.latency is not None:
@@ -264,11 +258,7 @@ class Daemon(Controller):
                 site=obs.subject, step=step, vantage=obs.vantage
             ).observe(seconds)
         self._observed.set()
-        if before is None or (before.ok, before.reason, dict(before.services)) != (
-            obs.ok,
-            obs.reason,
-            dict(obs.services),
-        ):
+        if changed:
             self.store.event("observation", **obs.to_json())
 
     def _series(self, obs: Observation) -> tuple[Gauge, Histogram]:
@@ -316,7 +306,7 @@ class Daemon(Controller):
         self.check_traffic(now)
         decision = decide(
             self.engine,
-            self.latest,
+            self.observations.latest,
             self.policy,
             self.live_overrides(wall),
             self.pause,
@@ -632,29 +622,10 @@ class Daemon(Controller):
     async def publish(self) -> None:
         assert self.coord is not None
         try:
-            await self.coord.publish(self.own.values())
+            await self.coord.publish(self.observations.own.values())
         except SharedStoreError as exc:
             self.coord.lost(exc)
             self._export_coordination()
-
-    def _merge(self, published: Mapping[str, list[Observation]], now: float) -> None:
-        """Every vantage's observations into `latest`, stamped with when they first
-        arrived here: the engine counts an observation in the first round after its
-        time, and one published late (another instance's clock, the publish grid)
-        must still count once, never zero times and never twice."""
-        merged: dict[tuple[str, Probe, str], Observation] = {}
-        seen: dict[tuple[str, Probe, str], float] = {}
-        expected = set(self.config.all_vantages)  # an unlisted observer has no vote
-        for vantage, observations in published.items():
-            if vantage not in expected:
-                continue
-            for o in observations:
-                previous = self.latest.get(o.key)
-                if previous is not None and self._seen.get(o.key) == o.t:
-                    merged[o.key], seen[o.key] = previous, o.t  # the same one as last round
-                else:
-                    merged[o.key], seen[o.key] = dataclasses.replace(o, t=now), o.t
-        self.latest, self._seen = merged, seen
 
     def _shared_doc(self, decision: Decision) -> dict[str, Any]:
         return {
@@ -683,7 +654,7 @@ class Daemon(Controller):
             self._export_coordination()
             return
         coord.found()
-        self._merge(published, now)
+        self.observations.merge(published, now, self.config.all_vantages)
         if generation is not None:
             self._generation = generation
         elif shared is None:
@@ -766,7 +737,7 @@ class Daemon(Controller):
         sites = decisions_from_json(shared.get("decisions", {}))
         if set(sites) != set(self.config.sites):
             return  # the leader runs another configuration: keep the last view
-        evidence = gather(self.latest, self.policy, now, self.engine.last_round)
+        evidence = gather(self.observations.latest, self.policy, now, self.engine.last_round)
         self.decision = Decision(self.engine, sites, (), (), evidence)
         self._export_decision(self.decision)
         memory = json.dumps([shared.get("engine"), shared.get("actuators")], sort_keys=True)
@@ -879,13 +850,7 @@ class Daemon(Controller):
                 list(config.coordination.urls), timeout=max(1.0, config.probes.timeout)
             )
             self.coord = Coordinator(config, backend)
-            # Only this vantage's own observations are published; the merged view is
-            # rebuilt from the store at the next round.
-            mine = {**self.latest, **self.own}
-            self.own = {k: o for k, o in mine.items() if k[0] == config.vantage}
-            self.latest, self._seen = {}, {}
-        elif self.own:  # coordination turned off by a reload: back to one instance
-            self.latest, self.own = dict(self.own), {}
+        self.observations.coordinate(self.coord is not None, config.vantage)
         self._export_coordination()
         self._session = make_session()
         tasks, self._backends = probe_tasks(config, self._session, self._quay_probers)
@@ -1019,9 +984,7 @@ class Daemon(Controller):
         self._init_series(new)
         self.policy = engine_policy(new)
         self.tokens = load_tokens(new, self.config_path)
-        self.latest = {
-            k: v for k, v in self.latest.items() if k[2] in new.sites or k[2] in new.storage
-        }
+        self.observations.retain({*new.sites, *new.storage})
         self.start_config_tasks()
         if self.coord is None:
             # Decide for the new configuration now: the new loops must not act on the
@@ -1052,7 +1015,7 @@ class Daemon(Controller):
 
     def sites_view(self) -> list[dict[str, Any]]:
         health: dict[str, dict[str, dict[str, Any]]] = {}  # site -> vantage -> probe
-        for (vantage, probe, target), obs in sorted(self.latest.items()):
+        for (vantage, probe, target), obs in sorted(self.observations.latest.items()):
             if probe is not Probe.STORAGE:
                 health.setdefault(target, {}).setdefault(vantage, {})[probe.value] = {
                     "ok": obs.ok,
@@ -1186,7 +1149,7 @@ class Daemon(Controller):
         """The would-be drain through the pure engine first: a refusal stores nothing."""
         refusal = trial_drain(
             self.engine,
-            self.latest,
+            self.observations.latest,
             self.policy,
             self.live_overrides(wall),
             self.pause,

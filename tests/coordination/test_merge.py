@@ -39,20 +39,21 @@ def test_a_late_observation_counts_once_and_an_unlisted_vantage_not_at_all(tmp_p
         late = storage("b", T0 - 0.4, False)
         also = storage("c", T0 + 0.3, False)
         stranger = storage("x", T0 + 0.3, False)  # not in `vantages`
-        daemon._merge({"b": [late], "c": [also], "x": [stranger]}, T0 + 1)
-        assert daemon.latest[late.key].t == T0 + 1  # stamped on arrival
-        assert stranger.key not in daemon.latest
+        vantages = daemon.config.all_vantages
+        seen = daemon.observations
+        seen.merge({"b": [late], "c": [also], "x": [stranger]}, T0 + 1, vantages)
+        assert seen.latest[late.key].t == T0 + 1  # stamped on arrival
+        assert stranger.key not in seen.latest
         daemon.tick(T0 + 1)
         assert daemon.engine.locations["eustorage"].down == 1  # 2 of 3 vantages: quorum
         # The same observations read again next round: not new, not counted again.
-        daemon._merge({"b": [late], "c": [also]}, T0 + 2)
-        assert daemon.latest[late.key].t == T0 + 1
+        seen.merge({"b": [late], "c": [also]}, T0 + 2, vantages)
+        assert seen.latest[late.key].t == T0 + 1
         daemon.tick(T0 + 2)
         assert daemon.engine.locations["eustorage"].down == 1
         # New ones from both: the next round counts them.
-        daemon._merge(
-            {"b": [storage("b", T0 + 2.1, False)], "c": [storage("c", T0 + 2.2, False)]}, T0 + 3
-        )
+        again = {"b": [storage("b", T0 + 2.1, False)], "c": [storage("c", T0 + 2.2, False)]}
+        seen.merge(again, T0 + 3, vantages)
         daemon.tick(T0 + 3)
         assert daemon.engine.locations["eustorage"].down == 2
     finally:
