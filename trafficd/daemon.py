@@ -86,9 +86,8 @@ from trafficd.config.model import Config
 from trafficd.config.source import ConfigError
 from trafficd.config.types import parse_duration
 from trafficd.coordination import BACKENDS, Coordinator, SharedStoreError
-from trafficd.engine import decide
-from trafficd.engine.decide import SAFETY_RULES, stops_instances, trial_drain
-from trafficd.engine.evidence import gather
+from trafficd.engine import EnginePolicy
+from trafficd.engine.decide import SAFETY_RULES, stops_instances
 from trafficd.metrics import Metrics
 from trafficd.model import (
     Cause,
@@ -106,6 +105,7 @@ from trafficd.policy import engine_policy
 from trafficd.probers.quay import QuayProber, make_session
 from trafficd.probers.schedule import ProberKey, probe_tasks, run_probe_loop
 from trafficd.runtime.observations import Observations
+from trafficd.runtime.rounds import Rounds
 from trafficd.runtime.supervisor import Supervisor
 from trafficd.store import (
     Store,
@@ -177,9 +177,7 @@ class Daemon(Controller):
         self.tokens = load_tokens(config, self.config_path)
         self.store = Store(self._state_dir(config))
         saved = self.store.load()
-        self.engine: EngineState = saved.engine
-        self.overrides: dict[str, Override] = dict(saved.overrides)
-        self.pause: Pause | None = saved.pause
+        self.rounds = Rounds(engine_policy(config), saved.engine, saved.overrides, saved.pause)
         self.actuator_memory: dict[str, Any] = dict(saved.actuator_memory)
         # Durations run on a monotonic clock; wall time only for display and expiries.
         last = self.engine.last_round
@@ -189,7 +187,6 @@ class Daemon(Controller):
         self._followed = ""
         self._probe_series: dict[tuple[str, Probe, str], tuple[Gauge, Histogram]] = {}
         self._quay_series: dict[tuple[str, str, str], Gauge] = {}
-        self.decision: Decision | None = None
         self.ready = False
         self.alive = False
         self.stopping = asyncio.Event()
@@ -214,7 +211,6 @@ class Daemon(Controller):
         # sites reported blocked (shutdown_deadline passed without confirmation).
         self.traffic_off: dict[str, float] = {}
         self.blocked: dict[str, list[tuple[str, str, str]]] = {}
-        self.policy = engine_policy(config)
         self._runners: list[web.AppRunner] = []
         self._tls: dict[str, ServerTLS] = {}  # listener ("listen", "metrics_listen") -> TLS
         # One reload at a time (two at once orphan a set of tasks); a SIGHUP during
@@ -234,6 +230,32 @@ class Daemon(Controller):
     def _state_dir(self, config: Config) -> Path:
         path = Path(config.state_dir)
         return path if path.is_absolute() else self.config_path.parent / path
+
+    # The round's state, in rounds.Rounds.
+
+    @property
+    def engine(self) -> EngineState:
+        return self.rounds.engine
+
+    @engine.setter
+    def engine(self, engine: EngineState) -> None:
+        self.rounds.engine = engine
+
+    @property
+    def overrides(self) -> dict[str, Override]:
+        return self.rounds.overrides
+
+    @property
+    def pause(self) -> Pause | None:
+        return self.rounds.pause
+
+    @property
+    def decision(self) -> Decision | None:
+        return self.rounds.decision
+
+    @property
+    def policy(self) -> EnginePolicy:
+        return self.rounds.policy
 
     # --- supervision ---------------------------------------------------------------------
 
@@ -291,33 +313,21 @@ class Daemon(Controller):
 
     # --- the engine ----------------------------------------------------------------------
 
-    def live_overrides(self, now: float) -> dict[str, Override]:
-        expired = [s for s, o in self.overrides.items() if not o.live(now)]
-        for site in expired:
-            o = self.overrides.pop(site)
-            self.store.event("manual", site=site, action="expired", who=o.who, reason=o.reason)
-        return dict(self.overrides)
-
     def tick(self, now: float | None = None, *, wall: float | None = None) -> Decision:
         """One engine round at `now` (the engine clock); `wall` for operators' expiries."""
         if now is None:
             now, wall = self.clock.now(), self.clock.wall()
         wall = now if wall is None else wall
         self.check_traffic(now)
-        decision = decide(
-            self.engine,
+        rnd = self.rounds.tick(
             self.observations.latest,
-            self.policy,
-            self.live_overrides(wall),
-            self.pause,
             now,
+            wall,
             restore_blocks=self.restore_blocks(),
-            wall=wall,
             traffic_off=self.traffic_off,
         )
-        self.engine = decision.state
-        previous = self.decision
-        self.decision = decision
+        self._expired(rnd.expired)
+        decision = rnd.decision
         for tr in decision.transitions:
             reasons = list(tr.reasons)
             if tr.to_state is State.DRAINING:  # said once, when the drain starts
@@ -346,9 +356,7 @@ class Daemon(Controller):
         for refusal in decision.refusals:
             self._refused(refusal, t=now)
         self._export_decision(decision)
-        # A reload that added or removed a site changes the sites without a transition.
-        resited = previous is None or previous.sites.keys() != decision.sites.keys()
-        if decision.transitions or resited:
+        if rnd.changed:
             self.save()
             for wake in self._wakeups.values():
                 wake.set()
@@ -356,6 +364,10 @@ class Daemon(Controller):
         if now - self._started >= self.config.probes.interval:
             self.ready = True
         return decision
+
+    def _expired(self, expired: Sequence[tuple[str, Override]]) -> None:
+        for site, o in expired:
+            self.store.event("manual", site=site, action="expired", who=o.who, reason=o.reason)
 
     def holders(self, target: DesiredSite) -> list[tuple[str, str, str]]:
         """The traffic targets that do not confirm, from what they read back, that the
@@ -665,9 +677,7 @@ class Daemon(Controller):
             # store: its overrides are the current ones.)
             overrides = {**self.overrides, **overrides}
             pause = pause or self.pause
-        if (overrides, pause) != (self.overrides, self.pause):
-            # A copy: the round's expiry compares what was read with what is left.
-            self.overrides, self.pause = dict(overrides), pause
+        if self.rounds.take(overrides, pause):
             self.save()  # every instance keeps them durably, for a store that comes back empty
         if leading and not was_leading:
             self._take_over(shared)
@@ -732,13 +742,12 @@ class Daemon(Controller):
 
     def _follow(self, shared: Mapping[str, Any], now: float) -> None:
         """A follower shows the leader's decisions and keeps its memory current."""
-        self.engine = engine_from_json(shared.get("engine", {}))
+        engine = engine_from_json(shared.get("engine", {}))
         self.actuator_memory = dict(shared.get("actuators", {}))
         sites = decisions_from_json(shared.get("decisions", {}))
-        if set(sites) != set(self.config.sites):
+        if not self.rounds.follow(engine, sites, self.observations.latest, now):
             return  # the leader runs another configuration: keep the last view
-        evidence = gather(self.observations.latest, self.policy, now, self.engine.last_round)
-        self.decision = Decision(self.engine, sites, (), (), evidence)
+        assert self.decision is not None
         self._export_decision(self.decision)
         memory = json.dumps([shared.get("engine"), shared.get("actuators")], sort_keys=True)
         if memory != self._followed:  # the local copy, for a store that comes back empty
@@ -982,7 +991,7 @@ class Daemon(Controller):
         await self.stop_config_tasks(reloading=True)
         self.config = new
         self._init_series(new)
-        self.policy = engine_policy(new)
+        self.rounds.policy = engine_policy(new)
         self.tokens = load_tokens(new, self.config_path)
         self.observations.retain({*new.sites, *new.storage})
         self.start_config_tasks()
@@ -1109,12 +1118,7 @@ class Daemon(Controller):
                     await self.coord.put_pause(pause)
             except SharedStoreError as exc:
                 raise UnavailableError(f"the shared store cannot take the command: {exc}") from None
-        if site is not None:
-            if override is None:
-                self.overrides.pop(site, None)
-            else:
-                self.overrides[site] = override
-        self.pause = pause
+        self.rounds.command(site, override, pause)
         event = self.store.event(
             "manual",
             vantage=self.config.vantage,
@@ -1147,17 +1151,14 @@ class Daemon(Controller):
         self, site: str, override: Override, who: str, now: float, wall: float
     ) -> None:
         """The would-be drain through the pure engine first: a refusal stores nothing."""
-        refusal = trial_drain(
-            self.engine,
+        self._expired(self.rounds.expire(wall))
+        refusal = self.rounds.trial(
             self.observations.latest,
-            self.policy,
-            self.live_overrides(wall),
-            self.pause,
-            now,
             site,
             override,
+            now,
+            wall,
             restore_blocks=self.restore_blocks(),
-            wall=wall,
         )
         if refusal is not None:
             self._refused(refusal, t=now, who=who, action="drain")
