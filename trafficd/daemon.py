@@ -50,13 +50,13 @@ import os
 import signal
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 
 from trafficd.actuators import build
 from trafficd.actuators.base import (
@@ -87,24 +87,26 @@ from trafficd.config.source import ConfigError
 from trafficd.config.types import parse_duration
 from trafficd.coordination import BACKENDS, Coordinator, SharedStoreError
 from trafficd.engine import EnginePolicy
-from trafficd.engine.decide import SAFETY_RULES, stops_instances
+from trafficd.engine.decide import stops_instances
 from trafficd.metrics import Metrics
 from trafficd.model import (
-    Cause,
     Decision,
     EngineState,
     Observation,
     Override,
     Pause,
     Probe,
-    Refusal,
     SiteDecision,
     State,
 )
 from trafficd.policy import engine_policy
 from trafficd.probers.quay import QuayProber, make_session
 from trafficd.probers.schedule import ProberKey, probe_tasks, run_probe_loop
+from trafficd.runtime.effects import Effects
+from trafficd.runtime.live import Live
+from trafficd.runtime.memory import Memory
 from trafficd.runtime.observations import Observations
+from trafficd.runtime.replication import Replication
 from trafficd.runtime.rounds import Rounds
 from trafficd.runtime.supervisor import Supervisor
 from trafficd.store import (
@@ -117,8 +119,7 @@ from trafficd.store import (
 )
 
 if TYPE_CHECKING:
-    from trafficd.replication import ReplicationMonitor
-    from trafficd.restoregate import GateResult, RestoreGate
+    from trafficd.restoregate import GateResult
 
 log = logging.getLogger(__name__)
 
@@ -168,38 +169,39 @@ def listener_tls(config: Config, config_dir: Path) -> dict[str, TLSFiles | None]
 class Daemon(Controller):
     def __init__(self, config_path: str | Path, config: Config, *, dry_run: bool = False) -> None:
         self.config_path = Path(config_path)
-        self.config = config
+        self.live = Live(config)
         self.dry_run = dry_run
         self.registry = CollectorRegistry()
         self.metrics = Metrics(self.registry)
         self.metrics.config_last_reload_successful.set(1)
-        self._init_series(config)
         self.tokens = load_tokens(config, self.config_path)
         self.store = Store(self._state_dir(config))
         saved = self.store.load()
         self.rounds = Rounds(engine_policy(config), saved.engine, saved.overrides, saved.pause)
-        self.actuator_memory: dict[str, Any] = dict(saved.actuator_memory)
+        self.memory = Memory(saved.actuator_memory)
         # Durations run on a monotonic clock; wall time only for display and expiries.
         last = self.engine.last_round
         self.clock = EngineClock(resume_at=None if math.isinf(last) else last)
         self.observations = Observations(self.clock)
+        self.replication = Replication(self.live, self.rounds)
+        self.effects = Effects(
+            self.live,
+            self.store,
+            self.metrics,
+            self.clock,
+            self.rounds,
+            self.memory,
+            self.replication,
+        )
         self.coord: Coordinator | None = None
         self._followed = ""
-        self._probe_series: dict[tuple[str, Probe, str], tuple[Gauge, Histogram]] = {}
-        self._quay_series: dict[tuple[str, str, str], Gauge] = {}
         self.ready = False
         self.alive = False
         self.stopping = asyncio.Event()
-        self._observed = asyncio.Event()
-        self._exported: dict[str, tuple[Any, ...]] = {}
         self._started = time.time()
-        self.notices: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
         self.supervisor = Supervisor(self.metrics)
         self._tasks = self.supervisor.tasks  # the same dict: every task by name
         self._config_tasks: list[str] = []
-        self.replication: ReplicationMonitor | None = None
-        self.gate: RestoreGate | None = None
-        self._wakeups: dict[str, asyncio.Event] = {}
         self._session: aiohttp.ClientSession | None = None
         self._backends: dict[str, Any] = {}
         self._closers: list[Callable[[], None]] = []
@@ -220,16 +222,13 @@ class Daemon(Controller):
         # The shared store's generation last seen (coordination): None until read.
         self._generation: str | None = None
 
-    def _init_series(self, config: Config) -> None:
-        """Counters start at 0 for every site: Prometheus' increase() misses the first
-        event of a series that appears already at 1."""
-        for site in config.sites:
-            for rule in SAFETY_RULES:
-                self.metrics.safety_blocks.labels(site=site, rule=rule)
-
     def _state_dir(self, config: Config) -> Path:
         path = Path(config.state_dir)
         return path if path.is_absolute() else self.config_path.parent / path
+
+    @property
+    def config(self) -> Config:
+        return self.live.config
 
     # The round's state, in rounds.Rounds.
 
@@ -268,48 +267,7 @@ class Daemon(Controller):
     # --- observations --------------------------------------------------------------------
 
     def observe(self, obs: Observation) -> None:
-        changed = self.observations.put(obs)
-        up, duration = self._series(obs)
-        up.set(1 if obs.ok else 0)
-        if obs.latency is not None:
-            duration.observe(obs.latency)
-        for service, healthy in obs.services.items():
-            self._service_series(obs, service).set(1 if healthy else 0)
-        for step, seconds in obs.steps.items():
-            self.metrics.registry_probe_step.labels(
-                site=obs.subject, step=step, vantage=obs.vantage
-            ).observe(seconds)
-        self._observed.set()
-        if changed:
-            self.store.event("observation", **obs.to_json())
-
-    def _series(self, obs: Observation) -> tuple[Gauge, Histogram]:
-        """The (up, duration) series of one probe target; looked up once, not per probe
-        (prometheus_client's labels() is a measurable share of watching 200 sites)."""
-        series = self._probe_series.get(obs.key)
-        if series is None:
-            m = self.metrics
-            if obs.probe is Probe.STORAGE:
-                labels = {"location": obs.subject, "vantage": obs.vantage}
-                series = (
-                    m.storage_up.labels(**labels),
-                    m.storage_probe_duration.labels(**labels),
-                )
-            else:
-                labels = {"site": obs.subject, "probe": obs.probe.value, "vantage": obs.vantage}
-                series = (m.probe_success.labels(**labels), m.probe_duration.labels(**labels))
-            self._probe_series[obs.key] = series
-        return series
-
-    def _service_series(self, obs: Observation, service: str) -> Gauge:
-        key = (obs.subject, service, obs.vantage)
-        gauge = self._quay_series.get(key)
-        if gauge is None:
-            gauge = self.metrics.quay_service_up.labels(
-                site=obs.subject, service=service, vantage=obs.vantage
-            )
-            self._quay_series[key] = gauge
-        return gauge
+        self.effects.observed(obs, self.observations.put(obs))
 
     # --- the engine ----------------------------------------------------------------------
 
@@ -326,48 +284,12 @@ class Daemon(Controller):
             restore_blocks=self.restore_blocks(),
             traffic_off=self.traffic_off,
         )
-        self._expired(rnd.expired)
+        self.effects.round(rnd, now)
         decision = rnd.decision
-        for tr in decision.transitions:
-            reasons = list(tr.reasons)
-            if tr.to_state is State.DRAINING:  # said once, when the drain starts
-                reasons = self._with_risk(tr.site, tr.reasons, tr.cause, tr.to_state)
-            event = self.store.event(
-                "transition",
-                t=now,
-                site=tr.site,
-                **{"from": tr.from_state.value, "to": tr.to_state.value},
-                cause=tr.cause.value if tr.cause else None,
-                reasons=reasons,
-                automatic=tr.automatic,
-                vantage=self.config.vantage,
-            )
-            self.metrics.transitions.labels(
-                site=tr.site, from_state=tr.from_state.value, to_state=tr.to_state.value
-            ).inc()
-            log.warning(
-                "site %s: %s -> %s (%s)",
-                tr.site,
-                tr.from_state.value,
-                tr.to_state.value,
-                "; ".join(reasons),
-            )
-            self._notify(event)
-        for refusal in decision.refusals:
-            self._refused(refusal, t=now)
-        self._export_decision(decision)
-        if rnd.changed:
-            self.save()
-            for wake in self._wakeups.values():
-                wake.set()
         # Ready once every probe had its chance to report (probes start jittered).
         if now - self._started >= self.config.probes.interval:
             self.ready = True
         return decision
-
-    def _expired(self, expired: Sequence[tuple[str, Override]]) -> None:
-        for site, o in expired:
-            self.store.event("manual", site=site, action="expired", who=o.who, reason=o.reason)
 
     def holders(self, target: DesiredSite) -> list[tuple[str, str, str]]:
         """The traffic targets that do not confirm, from what they read back, that the
@@ -393,7 +315,6 @@ class Daemon(Controller):
     def check_traffic(self, now: float) -> None:
         """Confirmation that each draining site's traffic is off (fed to the engine), and
         the drains it blocks past `shutdown_deadline` (instances kept up, reported)."""
-        m = self.metrics
         desired: dict[str, DesiredSite] | None = None
         for name in sorted(self.config.sites):
             memory = self.engine.site(name)
@@ -432,7 +353,7 @@ class Daemon(Controller):
             else:
                 self.traffic_off.pop(name, None)
             off = self.traffic_off.get(name)
-            m.site_traffic_off_seconds.labels(site=name).set(0 if off is None else now - off)
+            self.effects.export.traffic_off(name, 0 if off is None else now - off)
             blocked = (
                 (draining or waiting)
                 and bool(holders)
@@ -442,151 +363,21 @@ class Daemon(Controller):
             self._export_blocked(name, holders if blocked else [], now)
 
     def _export_blocked(self, site: str, holders: list[tuple[str, str, str]], now: float) -> None:
-        """`trafficd_site_shutdown_blocked` and its holders; an event when either changes."""
         before = self.blocked.get(site, [])
-        m = self.metrics
-        m.site_shutdown_blocked.labels(site=site).set(1 if holders else 0)
-        held = {(a, t) for a, t, _ in holders}
-        for actuator, target in {(a, t) for a, t, _ in before} - held:
-            m.site_shutdown_holder.remove(site, actuator, target)
-        for actuator, target in held:
-            m.site_shutdown_holder.labels(site=site, actuator=actuator, target=target).set(1)
         if holders:
             self.blocked[site] = holders
         else:
             self.blocked.pop(site, None)
-        if {(a, t) for a, t, _ in before} == held:
-            return
-        said = [f"{a} {t}: {why}" for a, t, why in holders]
-        if holders:
-            log.error(
-                "site %s: instances kept up: traffic not confirmed off within %gs: %s",
-                site,
-                self.config.policy.shutdown_deadline,
-                "; ".join(said),
-            )
-        else:
-            log.warning("site %s: traffic confirmed off or drain ended; unblocked", site)
-        event = self.store.event(
-            "shutdown_blocked",
-            t=now,
-            site=site,
-            blocked=bool(holders),
-            holders=said,
-            deadline=self.config.policy.shutdown_deadline,
-            vantage=self.config.vantage,
-        )
-        self._notify(event)
-
-    def _with_risk(
-        self, site: str, reasons: Sequence[str], cause: Cause | None, state: State
-    ) -> list[str]:
-        """With `replication`, a site out for storage also says which blobs it leaves
-        unreadable (in its drain event and in `trafficd status`)."""
-        out = list(reasons)
-        if self.replication is not None and cause is Cause.STORAGE and state is not State.ACTIVE:
-            risk = self.replication.at_risk(site, self._failed_locations(site))
-            if risk is not None:
-                out.append(risk)
-        return out
-
-    def _failed_locations(self, site: str) -> list[str]:
-        """The locations of a storage-drained site that failed: its first (whose failure
-        drains it) and any other of its own that fails now. Blobs held only at a location
-        that is up stay readable: they are no risk of this drain."""
-        spec = self.config.sites.get(site)
-        locations = list(spec.storage or []) if spec is not None else []
-        down = {name for name, memory in self.engine.locations.items() if memory.down > 0}
-        return [loc for i, loc in enumerate(locations) if i == 0 or loc in down]
+        self.effects.blocked(site, before, holders, now)
 
     def restore_blocks(self) -> dict[str, str] | None:
-        return self.gate.blocks(self.engine) if self.gate is not None else None
+        return self.replication.restore_blocks()
 
     def gate_result(self, result: GateResult) -> None:
-        """Every restore-gate check is audited; one that keeps a site out is also sent."""
-        sites = (
-            [n for n, loc in self.gate.first.items() if loc == result.location] if self.gate else []
-        )
-        event = self.store.event(
-            "restore_gate",
-            location=result.location,
-            sites=sites,
-            passed=result.passed,
-            sampled=result.sampled,
-            missing=result.missing,
-            examples=list(result.examples),
-            error=result.error,
-            skipped=result.skipped,
-            reason=result.reason(),
-            vantage=self.config.vantage,
-        )
-        if result.passed:
-            log.info("%s", result.reason())
-        else:
-            log.warning("%s", result.reason())
-            self._notify(event)
-        self._observed.set()  # a passed gate may let a site return: decide now
-
-    def _refused(self, refusal: Refusal, **extra: Any) -> None:
-        """A change a safety rule refused, automatic or an operator's: audited, counted, sent."""
-        event = self.store.event(
-            "refused",
-            site=refusal.site,
-            rule=refusal.rule,
-            reasons=list(refusal.reasons),
-            vantage=self.config.vantage,
-            **extra,
-        )
-        self.metrics.safety_blocks.labels(site=refusal.site, rule=refusal.rule).inc()
-        log.warning("site %s: change refused by %s", refusal.site, refusal.rule)
-        self._notify(event)
-
-    def _export_decision(self, decision: Decision) -> None:
-        """Site gauges, written only for sites whose decision or override changed: with
-        a round per arrival, rewriting a thousand label sets each time would cost more
-        than the engine itself."""
-        m = self.metrics
-        for site, d in decision.sites.items():
-            o = self.overrides.get(site)
-            shown = (d.state, d.cause, d.weight, d.would_drain, o.kind if o else None)
-            if self._exported.get(site) == shown:
-                continue
-            self._exported[site] = shown
-            for state in State:
-                m.site_state.labels(site=site, state=state.value).set(1 if d.state is state else 0)
-            for cause in ("storage", "instance", "database", "registry", "manual"):
-                m.site_cause.labels(site=site, cause=cause).set(
-                    1 if d.cause is not None and d.cause.value == cause else 0
-                )
-            m.site_weight.labels(site=site).set(d.weight)
-            m.site_would_drain.labels(site=site).set(1 if d.would_drain else 0)
-            for kind in ("drain", "hold"):
-                m.manual_override.labels(site=site, kind=kind).set(
-                    1 if o is not None and o.kind == kind else 0
-                )
-        m.paused.set(1 if self.pause else 0)
-
-    def _notify(self, event: dict[str, Any]) -> None:
-        with contextlib.suppress(asyncio.QueueFull):
-            self.notices.put_nowait(event)
-
-    def _export_memory(self) -> dict[str, Any]:
-        """What the actuators remember (replica counts, believed instance states), now."""
-        actuators = dict(self.actuator_memory)
-        for rec in self._reconcilers:
-            if isinstance(rec.actuator, Remembering):
-                actuators[rec.actuator.ident] = rec.actuator.export_memory()
-        self.actuator_memory = actuators
-        return actuators
-
-    def _import_memory(self, actuator: Actuator) -> None:
-        memory = self.actuator_memory.get(actuator.ident)
-        if memory is not None and isinstance(actuator, Remembering):
-            actuator.import_memory(memory)
+        self.effects.gate_result(result)
 
     def save(self) -> None:
-        actuators = self._export_memory()
-        self.store.save(self.engine, self.overrides, self.pause, actuators)
+        self.effects.save()
 
     async def engine_loop(self) -> None:
         """With one vantage: a round as soon as new observations arrive (at most one per
@@ -620,8 +411,8 @@ class Daemon(Controller):
                 # cancellation (a reload's) that comes as the event is set.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(interval):
-                        await self._observed.wait()
-                self._observed.clear()
+                        await self.effects.round_due.wait()
+                self.effects.round_due.clear()
                 self.tick()
                 await asyncio.sleep(gap)
             else:
@@ -637,13 +428,13 @@ class Daemon(Controller):
             await self.coord.publish(self.observations.own.values())
         except SharedStoreError as exc:
             self.coord.lost(exc)
-            self._export_coordination()
+            self.effects.coordination(self.coord)
 
     def _shared_doc(self, decision: Decision) -> dict[str, Any]:
         return {
             "engine": engine_to_json(self.engine),
             "decisions": decisions_to_json(decision.sites),
-            "actuators": self._export_memory(),
+            "actuators": self.memory.collect(),
             "leader": self.config.vantage,
             "t": time.time(),
         }
@@ -663,7 +454,7 @@ class Daemon(Controller):
             generation = await coord.generation()
         except SharedStoreError as exc:
             coord.lost(exc)  # nothing is decided or actuated until the store answers
-            self._export_coordination()
+            self.effects.coordination(coord)
             return
         coord.found()
         self.observations.merge(published, now, self.config.all_vantages)
@@ -695,7 +486,7 @@ class Daemon(Controller):
         elif shared is not None:
             self._follow(shared, now)
         self.ready = self.ready or self.decision is not None
-        self._export_coordination()
+        self.effects.coordination(coord)
 
     async def _republish(self, coord: Coordinator) -> None:
         """The shared store holds no generation: the leader writes back the overrides and
@@ -704,7 +495,7 @@ class Daemon(Controller):
         if generation is None:
             return  # the lease moved on: the next leader does it
         seen, self._generation = self._generation, generation
-        event = self.store.event(
+        self.effects.announce(
             "store_republished",
             vantage=self.config.vantage,
             generation=generation,
@@ -718,7 +509,6 @@ class Daemon(Controller):
             len(self.overrides),
             " and the pause" if self.pause else "",
         )
-        self._notify(event)
 
     def _take_over(self, shared: Mapping[str, Any] | None) -> None:
         """A new leader continues exactly where the old one stopped; with nothing in
@@ -726,46 +516,28 @@ class Daemon(Controller):
         assert self.coord is not None
         if shared is not None:
             self.engine = engine_from_json(shared.get("engine", {}))
-            self.actuator_memory = dict(shared.get("actuators", {}))
-            for rec in self._reconcilers:
-                self._import_memory(rec.actuator)
-        event = self.store.event(
+            self.memory.replace(shared.get("actuators", {}), restore=True)
+        self.effects.announce(
             "leader",
             vantage=self.config.vantage,
             token=self.coord.token,
             previous=shared.get("leader") if shared else None,
         )
         log.warning("coordination: this instance (%s) leads now", self.config.vantage)
-        self._notify(event)
-        for wake in self._wakeups.values():
-            wake.set()
+        self.effects.wake_actuators()
 
     def _follow(self, shared: Mapping[str, Any], now: float) -> None:
         """A follower shows the leader's decisions and keeps its memory current."""
         engine = engine_from_json(shared.get("engine", {}))
-        self.actuator_memory = dict(shared.get("actuators", {}))
+        self.memory.replace(shared.get("actuators", {}), restore=False)
         sites = decisions_from_json(shared.get("decisions", {}))
         if not self.rounds.follow(engine, sites, self.observations.latest, now):
             return  # the leader runs another configuration: keep the last view
-        assert self.decision is not None
-        self._export_decision(self.decision)
+        self.effects.decided()
         memory = json.dumps([shared.get("engine"), shared.get("actuators")], sort_keys=True)
         if memory != self._followed:  # the local copy, for a store that comes back empty
             self._followed = memory
             self.save()
-
-    def _export_coordination(self) -> None:
-        m, me = self.metrics, self.config.vantage
-        coord = self.coord
-        if coord is None:  # one instance: it leads, and its own view is the fresh one
-            m.coordination_up.set(1)
-            m.leader.labels(vantage=me).set(1)
-            m.vantage_fresh.labels(vantage=me).set(1)
-            return
-        m.coordination_up.set(1 if coord.up else 0)
-        m.leader.labels(vantage=me).set(1 if coord.leading() else 0)
-        for v in self.config.all_vantages:
-            m.vantage_fresh.labels(vantage=v).set(1 if coord.up and coord.fresh(v) else 0)
 
     def _token(self) -> int | None:
         return self.coord.token if self.coord is not None and self.coord.leading() else None
@@ -785,10 +557,10 @@ class Daemon(Controller):
         at risk, as its audit event does (the command actuator's TRAFFICD_REASON)."""
         assert self.decision is not None
         targets = desired_state(self.config, self.decision.sites)
-        if self.replication is None:
+        if self.replication.monitor is None:
             return targets
         for name, target in targets.items():
-            reasons = self._with_risk(name, target.reasons, target.cause, target.state)
+            reasons = self.replication.with_risk(name, target.reasons, target.cause, target.state)
             if len(reasons) != len(target.reasons):
                 targets[name] = dataclasses.replace(target, reasons=tuple(reasons))
         return targets
@@ -813,7 +585,7 @@ class Daemon(Controller):
                 or outcome.error
                 or (previous is not None and previous.in_sync != outcome.in_sync)
             ):
-                self.store.event(
+                self.effects.audit(
                     "actuation",
                     actuator=outcome.actuator,
                     target=outcome.target,
@@ -826,7 +598,7 @@ class Daemon(Controller):
                 # A confirmation counts from when it was read back, not the next round.
                 self.check_traffic(self.clock.now())
                 if self.traffic_off.keys() - confirmed:
-                    self._observed.set()
+                    self.effects.round_due.set()
             if outcome.applied and isinstance(rec.actuator, Remembering):
                 self.save()
             if outcome.error:
@@ -844,7 +616,7 @@ class Daemon(Controller):
 
     async def notify_loop(self) -> None:
         while True:
-            event = await self.notices.get()
+            event = await self.effects.notices.get()
             for rec in self._reconcilers:
                 if isinstance(rec.actuator, Notifying):
                     await rec.actuator.notify(event)
@@ -860,7 +632,7 @@ class Daemon(Controller):
             )
             self.coord = Coordinator(config, backend)
         self.observations.coordinate(self.coord is not None, config.vantage)
-        self._export_coordination()
+        self.effects.coordination(self.coord)
         self._session = make_session()
         tasks, self._backends = probe_tasks(config, self._session, self._quay_probers)
         self._closers = [t.close for t in tasks if t.close is not None]
@@ -876,10 +648,11 @@ class Daemon(Controller):
         context = BuildContext(sites=config.sites, metrics=self.metrics)
         self._reconcilers = []
         self._targets = []
-        self._wakeups = {}
+        self.memory.actuators = []
+        self.effects.wakeups = {}
         for section in config.actuators:
             actuator: Actuator = build(section, context)
-            self._import_memory(actuator)
+            self.memory.adopt(actuator)
             coord = self.coord
             rec = Reconciler(
                 actuator,
@@ -904,7 +677,7 @@ class Daemon(Controller):
                 self._targets.append(trec)
                 wake = asyncio.Event()
                 wake.set()
-                self._wakeups[f"{actuator.ident}\0{target}"] = wake
+                self.effects.wakeups[f"{actuator.ident}\0{target}"] = wake
                 name = f"reconcile/{actuator.ident}/{target}"
 
                 def rfactory(rec: Reconciler = trec, wake: asyncio.Event = wake) -> Awaitable[None]:
@@ -916,28 +689,12 @@ class Daemon(Controller):
         self.spawn("preflight", self.preflight_loop)
         self.spawn("notify", self.notify_loop)
         self._config_tasks = [*names, "engine", "preflight", "notify"]
-        self.replication = None  # (re)built from the new config
-        self.gate = None
-        if config.replication is not None:
-            # Imported here: asyncpg is for configurations that read Quay's database.
-            from trafficd.replication import ReplicationMonitor
-            from trafficd.restoregate import RestoreGate
-
-            # Its own task: a slow or dead database never delays probing or draining.
-            self.replication = ReplicationMonitor(
-                config, self.metrics, state_dir=self._state_dir(config)
-            )
-            self.spawn("replication", self.replication.run)
-            self._config_tasks.append("replication")
-            if config.replication.restore_sample > 0:
-                gate = RestoreGate(config, self.replication, self._backends, self.metrics)
-                self.gate = gate
-
-                def gfactory() -> Awaitable[None]:
-                    return gate.run(lambda: self.engine, self.gate_result)
-
-                self.spawn("restore-gate", gfactory)
-                self._config_tasks.append("restore-gate")
+        state_dir = self._state_dir(config)
+        for job, start in self.replication.start(
+            self.metrics, state_dir, self._backends, self.gate_result
+        ):
+            self.spawn(job, start)
+            self._config_tasks.append(job)
 
     async def stop_config_tasks(self, *, reloading: bool = False) -> None:
         """`reloading`: the Quay probers stay for the next configuration to keep or close."""
@@ -946,8 +703,7 @@ class Daemon(Controller):
             await self.coord.resign()  # a successor need not wait for the lease to expire
             with contextlib.suppress(Exception):
                 await self.coord.backend.close()
-        if self.replication is not None:
-            await self.replication.close()
+        await self.replication.close()
         for rec in self._reconcilers:
             with contextlib.suppress(Exception):
                 await rec.actuator.close()
@@ -989,8 +745,8 @@ class Daemon(Controller):
             log.warning("reload: api_limits change only at restart")
         self.save()
         await self.stop_config_tasks(reloading=True)
-        self.config = new
-        self._init_series(new)
+        self.live.config = new
+        self.effects.export.configured(new)
         self.rounds.policy = engine_policy(new)
         self.tokens = load_tokens(new, self.config_path)
         self.observations.retain({*new.sites, *new.storage})
@@ -1047,7 +803,9 @@ class Daemon(Controller):
                     "weight": d.weight if d else 0,
                     "instances": d.instances if d else "running",
                     "mode": self.config.sites[name].mode,
-                    "reasons": self._with_risk(name, d.reasons, d.cause, d.state) if d else [],
+                    "reasons": (
+                        self.replication.with_risk(name, d.reasons, d.cause, d.state) if d else []
+                    ),
                     "since": None if memory.since == float("-inf") else memory.since,
                     "health": health.get(name, {}),
                     "override": dataclasses.asdict(o) if o else None,
@@ -1119,7 +877,7 @@ class Daemon(Controller):
             except SharedStoreError as exc:
                 raise UnavailableError(f"the shared store cannot take the command: {exc}") from None
         self.rounds.command(site, override, pause)
-        event = self.store.event(
+        self.effects.announce(
             "manual",
             vantage=self.config.vantage,
             action=action,
@@ -1131,7 +889,6 @@ class Daemon(Controller):
             stop_instances=bool(body.get("stop_instances", False)),
             hands_off=bool(body.get("hands_off", False)),
         )
-        self._notify(event)
         self.save()
         if self.may_actuate():
             decision: Decision | None = self.tick(engine_now, wall=now)
@@ -1151,7 +908,7 @@ class Daemon(Controller):
         self, site: str, override: Override, who: str, now: float, wall: float
     ) -> None:
         """The would-be drain through the pure engine first: a refusal stores nothing."""
-        self._expired(self.rounds.expire(wall))
+        self.effects.expired(self.rounds.expire(wall))
         refusal = self.rounds.trial(
             self.observations.latest,
             site,
@@ -1161,7 +918,7 @@ class Daemon(Controller):
             restore_blocks=self.restore_blocks(),
         )
         if refusal is not None:
-            self._refused(refusal, t=now, who=who, action="drain")
+            self.effects.refused(refusal, t=now, who=who, action="drain")
             raise RefusedError(
                 refusal.rule,
                 f"drain of {site} refused by {refusal.rule}: {'; '.join(refusal.reasons)}",
@@ -1235,7 +992,7 @@ class Daemon(Controller):
             log.info("listening on %s", ", ".join(bound))
             self.start_config_tasks()
             self.alive = True
-            self.store.event("started", vantage=self.config.vantage, pid=os.getpid())
+            self.effects.audit("started", vantage=self.config.vantage, pid=os.getpid())
             await self.stopping.wait()
         finally:
             self.alive = False
@@ -1249,7 +1006,7 @@ class Daemon(Controller):
             except TimeoutError:
                 log.error("some tasks did not stop within 4s; exiting anyway")
             self.save()
-            self.store.event("stopped")
+            self.effects.audit("stopped")
             self.store.close()
 
     def request_reload(self) -> None:

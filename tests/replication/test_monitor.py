@@ -59,7 +59,7 @@ async def test_a_storage_drain_says_which_blobs_it_leaves_unreadable(
     daemon = Daemon(path, load(path))
     try:
         monitor = ReplicationMonitor(daemon.config, daemon.metrics, clock=lambda: NOW)
-        daemon.replication = monitor
+        daemon.replication.monitor = monitor
         await refresh(monitor)
         assert sample(daemon, "trafficd_replication_up") == 1
         assert sample(daemon, "trafficd_replication_at_risk_blobs", location="eustorage") == 2
@@ -114,7 +114,7 @@ async def test_a_multi_location_site_counts_only_the_blobs_of_the_location_that_
     path = multi_location_config(tmp_path, quay_db.readonly_dsn, stop)
     daemon = Daemon(path, load(path))
     monitor = ReplicationMonitor(daemon.config, daemon.metrics, clock=lambda: NOW)
-    daemon.replication = monitor
+    daemon.replication.monitor = monitor
     try:
         await refresh(monitor)
         t = 1_800_000_000.0

@@ -92,8 +92,7 @@ class World:
 
     async def close(self) -> None:
         self.daemon.store.close()
-        if self.daemon.replication is not None:
-            await self.daemon.replication.close()
+        await self.daemon.replication.close()
         for backend in self.gate.backends.values():
             await backend.close()
 
@@ -128,7 +127,7 @@ async def make_world(tmp: Path, moto: str, dsn: str, sample: int = 50) -> World:
     monitor = ReplicationMonitor(daemon.config, daemon.metrics, clock=clock)
     backends = {n: backend_for(loc, timeout=2.0) for n, loc in daemon.config.storage.items()}
     gate = RestoreGate(daemon.config, monitor, backends, daemon.metrics, clock=clock)
-    daemon.replication, daemon.gate = monitor, gate
+    daemon.replication.monitor, daemon.replication.gate = monitor, gate
     world = World(daemon, gate, clock)
     for _ in range(3):
         await world.round(eu_storage=False)
@@ -139,7 +138,7 @@ async def make_world(tmp: Path, moto: str, dsn: str, sample: int = 50) -> World:
 async def test_a_location_that_came_back_empty_keeps_its_site_drained(
     world: World, quay_db: QuayDB, moto: str
 ) -> None:
-    monitor = world.daemon.replication
+    monitor = world.daemon.replication.monitor
     assert monitor is not None
     placed = (await monitor.sample("eustorage", 100)).blobs
     assert len(placed) == 6  # the orphan is no blob
@@ -180,8 +179,9 @@ async def test_a_location_that_came_back_empty_keeps_its_site_drained(
 async def test_a_location_whose_blobs_are_all_there_restores_without_delay(
     world: World, quay_db: QuayDB, moto: str
 ) -> None:
-    assert world.daemon.replication is not None
-    sample = await world.daemon.replication.sample("eustorage", 100)
+    monitor = world.daemon.replication.monitor
+    assert monitor is not None
+    sample = await monitor.sample("eustorage", 100)
     await put_blobs(moto, "gate-eu", sample.blobs)
     await world.round()
     assert world.eu()["state"] == "drained"  # rise is 2
