@@ -56,13 +56,13 @@ async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
     # The reconcile loops' per-target reconcilers, without their loops.
     section = d.config.actuators[0]
     actuator = build(section, BuildContext(sites=d.config.sites, metrics=d.metrics))
-    d._targets = [Reconciler(actuator, d.metrics, target=s) for s in SOCKETS]
+    d.actuation.targets = [Reconciler(actuator, d.metrics, target=s) for s in SOCKETS]
     yield d
     d.store.close()
 
 
 def read_back(d: Daemon, socket: str, traffic: dict[str, bool] | None) -> None:
-    rec = next(r for r in d._targets if r.target == socket)
+    rec = next(r for r in d.actuation.targets if r.target == socket)
     rec.traffic[socket] = traffic
 
 
@@ -122,7 +122,7 @@ async def test_the_stop_waits_for_every_socket_and_the_grace_counts_from_then(
     # Both confirm: unblocked, and drained shutdown_grace (5 s) later.
     read_back(d, SOCKETS[1], {"us": True, "eu": False})
     d.tick(t0 + 14)
-    assert d.traffic_off == {"eu": t0 + 14}
+    assert d.actuation.confirmation.traffic_off == {"eu": t0 + 14}
     assert value(d, "trafficd_site_shutdown_blocked", site="eu") == 0
     assert value(d, "trafficd_site_shutdown_holder", **holder) is None
     assert blocked_events(d)[-1]["blocked"] is False
@@ -151,10 +151,10 @@ async def test_a_failed_read_is_never_a_confirmation(daemon: Daemon) -> None:
         read_back(d, socket, {"us": True, "eu": False})
     read_back(d, SOCKETS[0], None)  # its last reconcile failed
     d.tick(t0 + 1)
-    assert d.traffic_off == {}
+    assert d.actuation.confirmation.traffic_off == {}
     read_back(d, SOCKETS[0], {"us": True, "eu": False})
     d.tick(t0 + 2)
-    assert d.traffic_off == {"eu": t0 + 2}
+    assert d.actuation.confirmation.traffic_off == {"eu": t0 + 2}
 
 
 async def test_a_confirmation_is_withdrawn_when_a_socket_sends_traffic_again(
@@ -168,17 +168,17 @@ async def test_a_confirmation_is_withdrawn_when_a_socket_sends_traffic_again(
     for socket in SOCKETS:
         read_back(d, socket, {"us": True, "eu": False})
     d.tick(t0 + 1)
-    assert d.traffic_off == {"eu": t0 + 1}
+    assert d.actuation.confirmation.traffic_off == {"eu": t0 + 1}
     read_back(d, SOCKETS[1], {"us": True, "eu": True})
     for t in (2, 6, 10):
         decision = d.tick(t0 + t)
         assert decision.sites["eu"].state.value == "draining", t
         assert decision.sites["eu"].instances == "running", t
-    assert d.traffic_off == {}
+    assert d.actuation.confirmation.traffic_off == {}
     # Confirmed again: the grace counts from this confirmation, not the first one.
     read_back(d, SOCKETS[1], {"us": True, "eu": False})
     d.tick(t0 + 11)
-    assert d.traffic_off == {"eu": t0 + 11}
+    assert d.actuation.confirmation.traffic_off == {"eu": t0 + 11}
     assert d.tick(t0 + 15.9).sites["eu"].state.value == "draining"
     assert d.tick(t0 + 16).sites["eu"].instances == "stopped"
 
@@ -193,14 +193,14 @@ async def test_a_socket_added_by_a_reload_holds_the_stop_until_it_is_read(
     for socket in SOCKETS:
         read_back(d, socket, {"us": True, "eu": False})
     d.tick(t0 + 1)
-    assert d.traffic_off == {"eu": t0 + 1}
+    assert d.actuation.confirmation.traffic_off == {"eu": t0 + 1}
     added = "/run/lb-c.sock"
     section = d.config.actuators[0]
     actuator = build(
         section.model_copy(update={"sockets": [*SOCKETS, added]}),
         BuildContext(sites=d.config.sites, metrics=d.metrics),
     )
-    d._targets = [Reconciler(actuator, d.metrics, target=s) for s in (*SOCKETS, added)]
+    d.actuation.targets = [Reconciler(actuator, d.metrics, target=s) for s in (*SOCKETS, added)]
     for socket in SOCKETS:
         read_back(d, socket, {"us": True, "eu": False})
     for t in (6, 9):
@@ -208,7 +208,7 @@ async def test_a_socket_added_by_a_reload_holds_the_stop_until_it_is_read(
         assert decision.sites["eu"].instances == "running", t
     read_back(d, added, {"us": True, "eu": False})
     d.tick(t0 + 10)
-    assert d.traffic_off == {"eu": t0 + 10}
+    assert d.actuation.confirmation.traffic_off == {"eu": t0 + 10}
     assert d.tick(t0 + 15).sites["eu"].instances == "stopped"
 
 
@@ -239,7 +239,7 @@ async def test_a_drained_site_stops_later_only_on_a_fresh_confirmation(daemon: D
     assert value(d, "trafficd_site_shutdown_holder", **holder) == 1
     read_back(d, SOCKETS[1], {"us": True, "eu": False})
     d.tick(t0 + 21)
-    assert d.traffic_off == {"eu": t0 + 21}
+    assert d.actuation.confirmation.traffic_off == {"eu": t0 + 21}
     assert value(d, "trafficd_site_shutdown_blocked", site="eu") == 0
     assert d.tick(t0 + 25.9).sites["eu"].instances == "running"
     assert d.tick(t0 + 26).sites["eu"].instances == "stopped"
@@ -253,7 +253,7 @@ async def test_a_restart_keeps_a_stopped_drained_site_stopped(tmp_path: Path) ->
     d = Daemon(path, load(path))
     section = d.config.actuators[0]
     actuator = build(section, BuildContext(sites=d.config.sites, metrics=d.metrics))
-    d._targets = [Reconciler(actuator, d.metrics, target=s) for s in SOCKETS]
+    d.actuation.targets = [Reconciler(actuator, d.metrics, target=s) for s in SOCKETS]
     t0 = await drain(d, stop_instances=True)
     for socket in SOCKETS:
         read_back(d, socket, {"us": True, "eu": False})
@@ -262,7 +262,7 @@ async def test_a_restart_keeps_a_stopped_drained_site_stopped(tmp_path: Path) ->
     d.save()
     d.store.close()
     again = Daemon(path, load(path))  # nothing read back yet
-    again._targets = [Reconciler(actuator, again.metrics, target=s) for s in SOCKETS]
+    again.actuation.targets = [Reconciler(actuator, again.metrics, target=s) for s in SOCKETS]
     try:
         healthy(again, t0 + 7)
         assert again.tick(t0 + 7).sites["eu"].instances == "stopped"

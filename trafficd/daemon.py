@@ -58,17 +58,6 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from trafficd.actuators import build
-from trafficd.actuators.base import (
-    Actuator,
-    BuildContext,
-    DesiredSite,
-    Notifying,
-    Reconciler,
-    Remembering,
-    Serving,
-    desired_state,
-)
 from trafficd.api import (
     Controller,
     RefusedError,
@@ -87,7 +76,6 @@ from trafficd.config.source import ConfigError
 from trafficd.config.types import parse_duration
 from trafficd.coordination import BACKENDS, Coordinator, SharedStoreError
 from trafficd.engine import EnginePolicy
-from trafficd.engine.decide import stops_instances
 from trafficd.metrics import Metrics
 from trafficd.model import (
     Decision,
@@ -102,6 +90,7 @@ from trafficd.model import (
 from trafficd.policy import engine_policy
 from trafficd.probers.quay import QuayProber, make_session
 from trafficd.probers.schedule import ProberKey, probe_tasks, run_probe_loop
+from trafficd.runtime.actuation import Actuation
 from trafficd.runtime.effects import Effects
 from trafficd.runtime.live import Live
 from trafficd.runtime.memory import Memory
@@ -193,7 +182,16 @@ class Daemon(Controller):
             self.memory,
             self.replication,
         )
-        self.coord: Coordinator | None = None
+        self.actuation = Actuation(
+            self.live,
+            self.metrics,
+            self.clock,
+            self.rounds,
+            self.effects,
+            self.memory,
+            self.replication,
+            dry_run=dry_run,
+        )
         self._followed = ""
         self.ready = False
         self.alive = False
@@ -207,12 +205,6 @@ class Daemon(Controller):
         self._closers: list[Callable[[], None]] = []
         # Kept over a reload: their debug sessions and pending requests (probe_tasks).
         self._quay_probers: dict[ProberKey, QuayProber] = {}
-        self._reconcilers: list[Reconciler] = []
-        self._targets: list[Reconciler] = []  # one per actuator target, each its own loop
-        # Draining sites whose traffic every traffic target confirmed off: when, and the
-        # sites reported blocked (shutdown_deadline passed without confirmation).
-        self.traffic_off: dict[str, float] = {}
-        self.blocked: dict[str, list[tuple[str, str, str]]] = {}
         self._runners: list[web.AppRunner] = []
         self._tls: dict[str, ServerTLS] = {}  # listener ("listen", "metrics_listen") -> TLS
         # One reload at a time (two at once orphan a set of tasks); a SIGHUP during
@@ -229,6 +221,14 @@ class Daemon(Controller):
     @property
     def config(self) -> Config:
         return self.live.config
+
+    @property
+    def coord(self) -> Coordinator | None:
+        return self.live.coord
+
+    @coord.setter
+    def coord(self, coord: Coordinator | None) -> None:
+        self.live.coord = coord
 
     # The round's state, in rounds.Rounds.
 
@@ -276,13 +276,13 @@ class Daemon(Controller):
         if now is None:
             now, wall = self.clock.now(), self.clock.wall()
         wall = now if wall is None else wall
-        self.check_traffic(now)
+        self.actuation.check_traffic(now)
         rnd = self.rounds.tick(
             self.observations.latest,
             now,
             wall,
             restore_blocks=self.restore_blocks(),
-            traffic_off=self.traffic_off,
+            traffic_off=self.actuation.confirmation.traffic_off,
         )
         self.effects.round(rnd, now)
         decision = rnd.decision
@@ -290,85 +290,6 @@ class Daemon(Controller):
         if now - self._started >= self.config.probes.interval:
             self.ready = True
         return decision
-
-    def holders(self, target: DesiredSite) -> list[tuple[str, str, str]]:
-        """The traffic targets that do not confirm, from what they read back, that the
-        site gets no traffic from them, as (actuator, target, why); empty: confirmed off."""
-        site = target.name
-        if not target.managed:
-            return []  # observe mode: nothing is actuated, nothing to wait for
-        out = []
-        for rec in self._targets:
-            part = next(iter(rec.parts.values()))
-            if part.role != "traffic" or not isinstance(part, Serving) or not part.serves(target):
-                continue
-            name = rec.target or rec.actuator.ident
-            traffic = rec.traffic.get(name)
-            outcome = rec.outcomes.get(name)
-            if traffic is None:
-                why = outcome.error if outcome and outcome.error else "not read back yet"
-                out.append((rec.actuator.ident, name, why))
-            elif traffic.get(site, False):
-                out.append((rec.actuator.ident, name, "still sends traffic"))
-        return out
-
-    def check_traffic(self, now: float) -> None:
-        """Confirmation that each draining site's traffic is off (fed to the engine), and
-        the drains it blocks past `shutdown_deadline` (instances kept up, reported)."""
-        desired: dict[str, DesiredSite] | None = None
-        for name in sorted(self.config.sites):
-            memory = self.engine.site(name)
-            if memory.state is State.ACTIVE and name not in self.traffic_off:
-                if name in self.blocked:
-                    self._export_blocked(name, [], now)
-                continue  # the common case, cheaply
-            draining = memory.state is State.DRAINING
-            decided = self.decision is not None and name in self.decision.sites
-            # A drained site whose instances should stop but do not yet (a cause stacked
-            # on a maintenance drain, --stop-instances on a drained site) waits, as a
-            # draining one does, for every target to confirm its traffic off now.
-            waiting = (
-                memory.state is State.DRAINED
-                and decided
-                and stops_instances(memory)
-                and self.decision is not None
-                and self.decision.sites[name].instances == "running"
-            )
-            holders: list[tuple[str, str, str]] = []
-            if draining or waiting:
-                if not decided:
-                    holders = [("trafficd", "engine", "no decision yet")]
-                else:
-                    desired = desired or self.desired()
-                    holders = self.holders(desired[name])
-            if (draining or waiting) and not holders:
-                self.traffic_off.setdefault(name, now)
-            elif draining or waiting:
-                # A target that sends traffic again, or one a reload added and nobody has
-                # read yet, withdraws the confirmation: the grace counts from the next one.
-                self.traffic_off.pop(name, None)
-            elif memory.state is State.DRAINED:
-                # Drained before a restart: it was confirmed a grace before, at the latest.
-                self.traffic_off.setdefault(name, memory.since - self.config.policy.shutdown_grace)
-            else:
-                self.traffic_off.pop(name, None)
-            off = self.traffic_off.get(name)
-            self.effects.export.traffic_off(name, 0 if off is None else now - off)
-            blocked = (
-                (draining or waiting)
-                and bool(holders)
-                and stops_instances(memory)
-                and now - memory.since >= self.config.policy.shutdown_deadline
-            )
-            self._export_blocked(name, holders if blocked else [], now)
-
-    def _export_blocked(self, site: str, holders: list[tuple[str, str, str]], now: float) -> None:
-        before = self.blocked.get(site, [])
-        if holders:
-            self.blocked[site] = holders
-        else:
-            self.blocked.pop(site, None)
-        self.effects.blocked(site, before, holders, now)
 
     def restore_blocks(self) -> dict[str, str] | None:
         return self.replication.restore_blocks()
@@ -539,87 +460,8 @@ class Daemon(Controller):
             self._followed = memory
             self.save()
 
-    def _token(self) -> int | None:
-        return self.coord.token if self.coord is not None and self.coord.leading() else None
-
-    def may_actuate(self) -> bool:
-        return self.coord is None or self.coord.leading()
-
     def coordination_view(self) -> dict[str, Any]:
-        if self.coord is None:
-            return {"backend": "none", "leader": self.config.vantage, "self": self.config.vantage}
-        return self.coord.view()
-
-    # --- actuators -----------------------------------------------------------------------
-
-    def desired(self) -> dict[str, DesiredSite]:
-        """What the actuators make true; a storage-drained site's reasons carry the blobs
-        at risk, as its audit event does (the command actuator's TRAFFICD_REASON)."""
-        assert self.decision is not None
-        targets = desired_state(self.config, self.decision.sites)
-        if self.replication.monitor is None:
-            return targets
-        for name, target in targets.items():
-            reasons = self.replication.with_risk(name, target.reasons, target.cause, target.state)
-            if len(reasons) != len(target.reasons):
-                targets[name] = dataclasses.replace(target, reasons=tuple(reasons))
-        return targets
-
-    async def reconcile_loop(self, rec: Reconciler, wake: asyncio.Event) -> None:
-        while True:
-            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancellation
-            # (a reload's) that comes as the wake is set, and the loop outlives its reload.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(RESYNC_EVERY):
-                    await wake.wait()
-            wake.clear()
-            if self.decision is None or (self.pause is not None and self.pause.hands_off):
-                continue
-            if not self.may_actuate():
-                continue  # another instance leads: only it changes the backends
-            confirmed = set(self.traffic_off)
-            previous = rec.outcomes.get(rec.target or "")
-            outcome = await rec.reconcile(self.desired())
-            if (
-                outcome.applied
-                or outcome.error
-                or (previous is not None and previous.in_sync != outcome.in_sync)
-            ):
-                self.effects.audit(
-                    "actuation",
-                    actuator=outcome.actuator,
-                    target=outcome.target,
-                    applied=outcome.applied,
-                    notes=outcome.notes,
-                    error=outcome.error,
-                    in_sync=outcome.in_sync,
-                )
-            if rec.actuator.role == "traffic":
-                # A confirmation counts from when it was read back, not the next round.
-                self.check_traffic(self.clock.now())
-                if self.traffic_off.keys() - confirmed:
-                    self.effects.round_due.set()
-            if outcome.applied and isinstance(rec.actuator, Remembering):
-                self.save()
-            if outcome.error:
-                # Retry sooner than the resync: the backend may be back in seconds.
-                await asyncio.sleep(min(RESYNC_EVERY, max(1.0, self.config.probes.interval)))
-                wake.set()
-
-    async def preflight_loop(self) -> None:
-        while True:
-            for rec in self._reconcilers:
-                error = await rec.preflight()
-                if error:
-                    log.error("preflight: %s", error)
-            await asyncio.sleep(PREFLIGHT_EVERY)
-
-    async def notify_loop(self) -> None:
-        while True:
-            event = await self.effects.notices.get()
-            for rec in self._reconcilers:
-                if isinstance(rec.actuator, Notifying):
-                    await rec.actuator.notify(event)
+        return self.live.view()
 
     # --- the configuration's tasks -------------------------------------------------------
 
@@ -645,50 +487,11 @@ class Daemon(Controller):
 
             self.spawn(name, factory)
             names.append(name)
-        context = BuildContext(sites=config.sites, metrics=self.metrics)
-        self._reconcilers = []
-        self._targets = []
-        self.memory.actuators = []
-        self.effects.wakeups = {}
-        for section in config.actuators:
-            actuator: Actuator = build(section, context)
-            self.memory.adopt(actuator)
-            coord = self.coord
-            rec = Reconciler(
-                actuator,
-                self.metrics,
-                dry_run=self.dry_run,
-                guard=coord.still_leading if coord is not None else None,
-                fence=self._token if coord is not None else None,
-            )
-            self._reconcilers.append(rec)
-            if actuator.role == "notify":
-                continue
-            for target in rec.parts:
-                # Each target its own loop: one that is down or slow holds up no other.
-                trec = Reconciler(
-                    actuator,
-                    self.metrics,
-                    target=target,
-                    dry_run=self.dry_run,
-                    guard=coord.still_leading if coord is not None else None,
-                    fence=self._token if coord is not None else None,
-                )
-                self._targets.append(trec)
-                wake = asyncio.Event()
-                wake.set()
-                self.effects.wakeups[f"{actuator.ident}\0{target}"] = wake
-                name = f"reconcile/{actuator.ident}/{target}"
-
-                def rfactory(rec: Reconciler = trec, wake: asyncio.Event = wake) -> Awaitable[None]:
-                    return self.reconcile_loop(rec, wake)
-
-                self.spawn(name, rfactory)
-                names.append(name)
+        for name, start in self.actuation.build():
+            self.spawn(name, start)
+            names.append(name)
         self.spawn("engine", self.engine_loop)
-        self.spawn("preflight", self.preflight_loop)
-        self.spawn("notify", self.notify_loop)
-        self._config_tasks = [*names, "engine", "preflight", "notify"]
+        self._config_tasks = [*names, "engine"]
         state_dir = self._state_dir(config)
         for job, start in self.replication.start(
             self.metrics, state_dir, self._backends, self.gate_result
@@ -704,9 +507,7 @@ class Daemon(Controller):
             with contextlib.suppress(Exception):
                 await self.coord.backend.close()
         await self.replication.close()
-        for rec in self._reconcilers:
-            with contextlib.suppress(Exception):
-                await rec.actuator.close()
+        await self.actuation.close()
         for backend in self._backends.values():
             with contextlib.suppress(Exception):
                 await backend.close()
@@ -790,7 +591,8 @@ class Daemon(Controller):
                     "t": obs.t,
                 }
         out = []
-        desired = self.desired() if self.decision is not None else None
+        confirmation = self.actuation.confirmation
+        desired = self.actuation.desired() if self.decision is not None else None
         for name in sorted(self.config.sites):
             d = self._site_decision(name)
             memory = self.engine.site(name)
@@ -809,24 +611,13 @@ class Daemon(Controller):
                     "since": None if memory.since == float("-inf") else memory.since,
                     "health": health.get(name, {}),
                     "override": dataclasses.asdict(o) if o else None,
-                    "traffic_off": self.traffic_off.get(name),
-                    "shutdown_blocked": [f"{a} {t}: {w}" for a, t, w in self.blocked.get(name, [])],
-                    "out_of_sync": self.out_of_sync(desired[name]) if desired else [],
+                    "traffic_off": confirmation.traffic_off.get(name),
+                    "shutdown_blocked": [
+                        f"{a} {t}: {w}" for a, t, w in confirmation.blocked.get(name, [])
+                    ],
+                    "out_of_sync": self.actuation.out_of_sync(desired[name]) if desired else [],
                 }
             )
-        return out
-
-    def out_of_sync(self, target: DesiredSite) -> list[str]:
-        """The actuator targets that act on the site and do not hold its desired state."""
-        out = []
-        for rec in self._targets:
-            name = rec.target or rec.actuator.ident
-            outcome = rec.outcomes.get(name)
-            if outcome is None or outcome.in_sync:
-                continue
-            part = rec.parts[name]
-            if isinstance(part, Serving) and part.serves(target):
-                out.append(f"{rec.actuator.ident} {name}: {outcome.error or 'not in sync'}")
         return out
 
     def events(self, since: float | None) -> list[dict[str, Any]]:
@@ -890,7 +681,7 @@ class Daemon(Controller):
             hands_off=bool(body.get("hands_off", False)),
         )
         self.save()
-        if self.may_actuate():
+        if self.live.leads():
             decision: Decision | None = self.tick(engine_now, wall=now)
         else:
             decision = self.decision  # the leader decides, at its next round

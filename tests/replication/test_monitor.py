@@ -132,13 +132,13 @@ async def test_a_multi_location_site_counts_only_the_blobs_of_the_location_that_
         )
         assert expected in drain["reasons"], drain["reasons"]
         assert not any("usstorage" in r and "exist only" in r for r in drain["reasons"])
-        target = daemon.desired()["eu"]
+        target = daemon.actuation.desired()["eu"]
         assert target.instances == "stopped"
         actuator = build(
             CommandActuator.model_validate({"type": "command"}),
             BuildContext(sites=daemon.config.sites),
         )
-        outcome = await Reconciler(actuator).reconcile(daemon.desired())
+        outcome = await Reconciler(actuator).reconcile(daemon.actuation.desired())
         assert outcome.applied == ["stop site eu"], outcome
         assert expected in reason_file.read_text().split("; ")
         # Both of its locations down: each one's own blobs, said per location.

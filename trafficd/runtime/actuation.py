@@ -1,0 +1,205 @@
+"""The actuation: desired state, one reconcile loop per actuator target, preflight, notify.
+
+Between the rounds (the decision in force) and the actuators (actuators/): the
+decision joined with each site's backend settings is the desired state, and
+every target of every actuator (each HAProxy socket, DNS server or zone,
+Kubernetes or command site) is reconciled towards it in its own loop, woken by
+every decision change (effects.py) and every `RESYNC_EVERY` to correct drift,
+so a backend that is down or slow holds up no other. Only the leader (or a
+lone instance) actuates, and nothing is touched during a hands-off pause. A
+traffic target's read-back feeds the confirmation of traffic off at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable
+
+from trafficd.actuators import build
+from trafficd.actuators.base import (
+    Actuator,
+    BuildContext,
+    DesiredSite,
+    Notifying,
+    Reconciler,
+    Remembering,
+    Serving,
+    desired_state,
+)
+from trafficd.clock import EngineClock
+from trafficd.metrics import Metrics
+from trafficd.runtime.confirmation import Confirmation
+from trafficd.runtime.effects import Effects
+from trafficd.runtime.live import Live
+from trafficd.runtime.memory import Memory
+from trafficd.runtime.replication import Replication
+from trafficd.runtime.rounds import Rounds
+
+log = logging.getLogger(__name__)
+
+PREFLIGHT_EVERY = 300.0
+RESYNC_EVERY = 30.0
+
+Task = tuple[str, Callable[[], Awaitable[None]]]
+
+
+class Actuation:
+    def __init__(
+        self,
+        live: Live,
+        metrics: Metrics,
+        clock: EngineClock,
+        rounds: Rounds,
+        effects: Effects,
+        memory: Memory,
+        replication: Replication,
+        *,
+        dry_run: bool = False,
+    ) -> None:
+        self.live, self.metrics, self.clock = live, metrics, clock
+        self.rounds, self.effects, self.memory = rounds, effects, memory
+        self.replication = replication
+        self.dry_run = dry_run
+        self.reconcilers: list[Reconciler] = []  # one per actuator: preflight, notify
+        self.targets: list[Reconciler] = []  # one per actuator target, each its own loop
+        self.confirmation = Confirmation(live, rounds, effects)
+
+    def build(self, actuators: list[Actuator] | None = None) -> list[Task]:
+        """The configuration's actuators (or `actuators`, already built) and their loops."""
+        config = self.live.config
+        if actuators is None:
+            context = BuildContext(sites=config.sites, metrics=self.metrics)
+            actuators = [build(section, context) for section in config.actuators]
+        self.reconcilers, self.targets, self.memory.actuators = [], [], []
+        self.effects.wakeups = {}
+        tasks: list[Task] = []
+        for actuator in actuators:
+            self.memory.adopt(actuator)
+            self.reconcilers.append(self._reconciler(actuator))
+            if actuator.role == "notify":
+                continue
+            for target in self.reconcilers[-1].parts:
+                rec = self._reconciler(actuator, target)
+                self.targets.append(rec)
+                wake = asyncio.Event()
+                wake.set()
+                self.effects.wakeups[f"{actuator.ident}\0{target}"] = wake
+
+                def loop(rec: Reconciler = rec, wake: asyncio.Event = wake) -> Awaitable[None]:
+                    return self.reconcile_loop(rec, wake)
+
+                tasks.append((f"reconcile/{actuator.ident}/{target}", loop))
+        return [*tasks, ("preflight", self.preflight_loop), ("notify", self.notify_loop)]
+
+    def _reconciler(self, actuator: Actuator, target: str | None = None) -> Reconciler:
+        coord = self.live.coord
+        return Reconciler(
+            actuator,
+            self.metrics,
+            target=target,
+            dry_run=self.dry_run,
+            guard=coord.still_leading if coord is not None else None,
+            fence=self.live.token if coord is not None else None,
+        )
+
+    def desired(self) -> dict[str, DesiredSite]:
+        """What the actuators make true; a storage-drained site's reasons carry the blobs
+        at risk, as its audit event does (the command actuator's TRAFFICD_REASON)."""
+        decision = self.rounds.decision
+        assert decision is not None
+        targets = desired_state(self.live.config, decision.sites)
+        if self.replication.monitor is None:
+            return targets
+        for name, target in targets.items():
+            reasons = self.replication.with_risk(name, target.reasons, target.cause, target.state)
+            if len(reasons) != len(target.reasons):
+                targets[name] = dataclasses.replace(target, reasons=tuple(reasons))
+        return targets
+
+    def check_traffic(self, now: float) -> None:
+        self.confirmation.check(now, self.targets, self.desired)
+
+    def out_of_sync(self, target: DesiredSite) -> list[str]:
+        """The actuator targets that act on the site and do not hold its desired state."""
+        out = []
+        for rec in self.targets:
+            name = rec.target or rec.actuator.ident
+            outcome = rec.outcomes.get(name)
+            if outcome is None or outcome.in_sync:
+                continue
+            part = rec.parts[name]
+            if isinstance(part, Serving) and part.serves(target):
+                out.append(f"{rec.actuator.ident} {name}: {outcome.error or 'not in sync'}")
+        return out
+
+    async def reconcile(self, rec: Reconciler) -> bool:
+        """One pass of a target's loop: reconciled towards the desired state when there
+        is a decision, this instance leads and no hands-off pause holds; audited when
+        it changed or failed. True: it should be retried soon (it failed)."""
+        pause = self.rounds.pause
+        if self.rounds.decision is None or (pause is not None and pause.hands_off):
+            return False
+        if not self.live.leads():
+            return False  # another instance leads: only it changes the backends
+        confirmed = set(self.confirmation.traffic_off)
+        previous = rec.outcomes.get(rec.target or "")
+        outcome = await rec.reconcile(self.desired())
+        if (
+            outcome.applied
+            or outcome.error
+            or (previous is not None and previous.in_sync != outcome.in_sync)
+        ):
+            self.effects.audit(
+                "actuation",
+                actuator=outcome.actuator,
+                target=outcome.target,
+                applied=outcome.applied,
+                notes=outcome.notes,
+                error=outcome.error,
+                in_sync=outcome.in_sync,
+            )
+        if rec.actuator.role == "traffic":
+            # A confirmation counts from when it was read back, not the next round.
+            self.check_traffic(self.clock.now())
+            if self.confirmation.traffic_off.keys() - confirmed:
+                self.effects.round_due.set()
+        if outcome.applied and isinstance(rec.actuator, Remembering):
+            self.effects.save()
+        return outcome.error is not None
+
+    async def reconcile_loop(self, rec: Reconciler, wake: asyncio.Event) -> None:
+        while True:
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancellation
+            # (a reload's) that comes as the wake is set, and the loop outlives its reload.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RESYNC_EVERY):
+                    await wake.wait()
+            wake.clear()
+            if await self.reconcile(rec):
+                # Retry sooner than the resync: the backend may be back in seconds.
+                interval = self.live.config.probes.interval
+                await asyncio.sleep(min(RESYNC_EVERY, max(1.0, interval)))
+                wake.set()
+
+    async def preflight_loop(self) -> None:
+        while True:
+            for rec in self.reconcilers:
+                error = await rec.preflight()
+                if error:
+                    log.error("preflight: %s", error)
+            await asyncio.sleep(PREFLIGHT_EVERY)
+
+    async def notify_loop(self) -> None:
+        while True:
+            event = await self.effects.notices.get()
+            for rec in self.reconcilers:
+                if isinstance(rec.actuator, Notifying):
+                    await rec.actuator.notify(event)
+
+    async def close(self) -> None:
+        for rec in self.reconcilers:
+            with contextlib.suppress(Exception):
+                await rec.actuator.close()
