@@ -103,8 +103,11 @@ class UnknownSiteError(Exception):
 class Controller(Protocol):
     registry: CollectorRegistry
     metrics: Metrics
-    ready: bool
     alive: bool
+
+    @property
+    def ready(self) -> bool: ...
+
     tokens: list[Token]
 
     def sites_view(self) -> list[dict[str, Any]]: ...

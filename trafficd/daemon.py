@@ -43,7 +43,6 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -92,6 +91,7 @@ from trafficd.probers.quay import QuayProber, make_session
 from trafficd.probers.schedule import ProberKey, probe_tasks, run_probe_loop
 from trafficd.runtime.actuation import Actuation
 from trafficd.runtime.effects import Effects
+from trafficd.runtime.leader import Leader
 from trafficd.runtime.live import Live
 from trafficd.runtime.memory import Memory
 from trafficd.runtime.observations import Observations
@@ -100,10 +100,6 @@ from trafficd.runtime.rounds import Rounds
 from trafficd.runtime.supervisor import Supervisor
 from trafficd.store import (
     Store,
-    decisions_from_json,
-    decisions_to_json,
-    engine_from_json,
-    engine_to_json,
     read_events,
 )
 
@@ -192,11 +188,18 @@ class Daemon(Controller):
             self.replication,
             dry_run=dry_run,
         )
-        self._followed = ""
-        self.ready = False
+        self.leader = Leader(
+            self.live,
+            self.clock,
+            self.observations,
+            self.rounds,
+            self.effects,
+            self.actuation,
+            self.memory,
+            self.replication,
+        )
         self.alive = False
         self.stopping = asyncio.Event()
-        self._started = time.time()
         self.supervisor = Supervisor(self.metrics)
         self._tasks = self.supervisor.tasks  # the same dict: every task by name
         self._config_tasks: list[str] = []
@@ -211,8 +214,6 @@ class Daemon(Controller):
         # one queues one more, however many arrive.
         self._reload_lock = asyncio.Lock()
         self._reload_pending = False
-        # The shared store's generation last seen (coordination): None until read.
-        self._generation: str | None = None
 
     def _state_dir(self, config: Config) -> Path:
         path = Path(config.state_dir)
@@ -272,24 +273,11 @@ class Daemon(Controller):
     # --- the engine ----------------------------------------------------------------------
 
     def tick(self, now: float | None = None, *, wall: float | None = None) -> Decision:
-        """One engine round at `now` (the engine clock); `wall` for operators' expiries."""
-        if now is None:
-            now, wall = self.clock.now(), self.clock.wall()
-        wall = now if wall is None else wall
-        self.actuation.check_traffic(now)
-        rnd = self.rounds.tick(
-            self.observations.latest,
-            now,
-            wall,
-            restore_blocks=self.restore_blocks(),
-            traffic_off=self.actuation.confirmation.traffic_off,
-        )
-        self.effects.round(rnd, now)
-        decision = rnd.decision
-        # Ready once every probe had its chance to report (probes start jittered).
-        if now - self._started >= self.config.probes.interval:
-            self.ready = True
-        return decision
+        return self.leader.tick(now, wall=wall)
+
+    @property
+    def ready(self) -> bool:
+        return self.leader.ready
 
     def restore_blocks(self) -> dict[str, str] | None:
         return self.replication.restore_blocks()
@@ -300,165 +288,8 @@ class Daemon(Controller):
     def save(self) -> None:
         self.effects.save()
 
-    async def engine_loop(self) -> None:
-        """With one vantage: a round as soon as new observations arrive (at most one per
-        ROUND_GAP), and at least one per interval. A fixed grid would add up to an
-        interval to every decision; the engine counts each new observation once, so
-        extra rounds change nothing else (see evidence.gather).
-
-        With several vantages, rounds stay on the interval grid: a round's quorum is made
-        of the observations new in that round, and rounds on every arrival would split
-        the vantages' votes over several rounds (revisit with coordination, issue 10)."""
-        interval = self.config.probes.interval
-        gap = min(ROUND_GAP, interval / 10)
-        if self.coord is not None:
-            # The wall-clock grid every instance shares: each publishes half an interval
-            # before the round, so the leader's round sees every vantage's latest.
-            half = interval / 2
-            while True:
-                phase = time.time() % interval
-                if phase < half:
-                    await asyncio.sleep(half - phase)
-                    await self.publish()
-                else:
-                    await asyncio.sleep(interval - phase)
-                    await self.coordinated_round()
-        eager = len(self.config.all_vantages) == 1
-        loop = asyncio.get_running_loop()
-        next_at = loop.time() + interval
-        while True:
-            if eager:
-                # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a
-                # cancellation (a reload's) that comes as the event is set.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(interval):
-                        await self.effects.round_due.wait()
-                self.effects.round_due.clear()
-                self.tick()
-                await asyncio.sleep(gap)
-            else:
-                await asyncio.sleep(max(0.0, next_at - loop.time()))
-                next_at += interval
-                self.tick()
-
-    # --- coordination (several instances) -----------------------------------------------
-
-    async def publish(self) -> None:
-        assert self.coord is not None
-        try:
-            await self.coord.publish(self.observations.own.values())
-        except SharedStoreError as exc:
-            self.coord.lost(exc)
-            self.effects.coordination(self.coord)
-
-    def _shared_doc(self, decision: Decision) -> dict[str, Any]:
-        return {
-            "engine": engine_to_json(self.engine),
-            "decisions": decisions_to_json(decision.sites),
-            "actuators": self.memory.collect(),
-            "leader": self.config.vantage,
-            "t": time.time(),
-        }
-
     async def coordinated_round(self) -> None:
-        """One round with coordination: read every vantage, renew or take the lease; the
-        leader decides and writes the shared state (fenced), the others show it."""
-        coord = self.coord
-        assert coord is not None
-        now, wall = self.clock.now(), self.clock.wall()
-        was_leading = coord.leading()
-        try:
-            published = await coord.observations()
-            leading = await coord.campaign()
-            shared = await coord.load_state()
-            overrides, pause = await coord.overrides(), await coord.pause()
-            generation = await coord.generation()
-        except SharedStoreError as exc:
-            coord.lost(exc)  # nothing is decided or actuated until the store answers
-            self.effects.coordination(coord)
-            return
-        coord.found()
-        self.observations.merge(published, now, self.config.all_vantages)
-        if generation is not None:
-            self._generation = generation
-        elif shared is None:
-            # A store with neither a generation nor a shared state started empty
-            # (restarted without persistence, or never used): what this instance holds
-            # (state.json) stands, with any command taken since; the leader re-publishes
-            # it below. (A shared state without a generation is an older trafficd's
-            # store: its overrides are the current ones.)
-            overrides = {**self.overrides, **overrides}
-            pause = pause or self.pause
-        if self.rounds.take(overrides, pause):
-            self.save()  # every instance keeps them durably, for a store that comes back empty
-        if leading and not was_leading:
-            self._take_over(shared)
-        if leading:
-            decision = self.tick(now, wall=wall)
-            for site in set(overrides) - set(self.overrides):  # expired during the round
-                with contextlib.suppress(SharedStoreError):
-                    await coord.expire_override(site)  # never one written meanwhile
-            try:
-                if generation is None:
-                    await self._republish(coord)
-                await coord.save_state(self._shared_doc(decision))
-            except SharedStoreError as exc:
-                coord.lost(exc)
-        elif shared is not None:
-            self._follow(shared, now)
-        self.ready = self.ready or self.decision is not None
-        self.effects.coordination(coord)
-
-    async def _republish(self, coord: Coordinator) -> None:
-        """The shared store holds no generation: the leader writes back the overrides and
-        the pause it holds, and says so in the audit log."""
-        generation = await coord.republish(self.overrides, self.pause)
-        if generation is None:
-            return  # the lease moved on: the next leader does it
-        seen, self._generation = self._generation, generation
-        self.effects.announce(
-            "store_republished",
-            vantage=self.config.vantage,
-            generation=generation,
-            previous=seen,
-            overrides=sorted(self.overrides),
-            paused=self.pause is not None,
-        )
-        log.warning(
-            "coordination: the shared store held no generation (it started empty); "
-            "re-published %d override(s)%s",
-            len(self.overrides),
-            " and the pause" if self.pause else "",
-        )
-
-    def _take_over(self, shared: Mapping[str, Any] | None) -> None:
-        """A new leader continues exactly where the old one stopped; with nothing in
-        the store (a store that restarted empty), from what this instance last knew."""
-        assert self.coord is not None
-        if shared is not None:
-            self.engine = engine_from_json(shared.get("engine", {}))
-            self.memory.replace(shared.get("actuators", {}), restore=True)
-        self.effects.announce(
-            "leader",
-            vantage=self.config.vantage,
-            token=self.coord.token,
-            previous=shared.get("leader") if shared else None,
-        )
-        log.warning("coordination: this instance (%s) leads now", self.config.vantage)
-        self.effects.wake_actuators()
-
-    def _follow(self, shared: Mapping[str, Any], now: float) -> None:
-        """A follower shows the leader's decisions and keeps its memory current."""
-        engine = engine_from_json(shared.get("engine", {}))
-        self.memory.replace(shared.get("actuators", {}), restore=False)
-        sites = decisions_from_json(shared.get("decisions", {}))
-        if not self.rounds.follow(engine, sites, self.observations.latest, now):
-            return  # the leader runs another configuration: keep the last view
-        self.effects.decided()
-        memory = json.dumps([shared.get("engine"), shared.get("actuators")], sort_keys=True)
-        if memory != self._followed:  # the local copy, for a store that comes back empty
-            self._followed = memory
-            self.save()
+        await self.leader.coordinated_round()
 
     def coordination_view(self) -> dict[str, Any]:
         return self.live.view()
@@ -490,7 +321,7 @@ class Daemon(Controller):
         for name, start in self.actuation.build():
             self.spawn(name, start)
             names.append(name)
-        self.spawn("engine", self.engine_loop)
+        self.spawn("engine", self.leader.engine_loop)
         self._config_tasks = [*names, "engine"]
         state_dir = self._state_dir(config)
         for job, start in self.replication.start(
