@@ -29,7 +29,7 @@ import logging
 import ssl
 import time
 from asyncio.sslproto import SSLProtocol
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -42,6 +42,13 @@ from trafficd.config.loader import load_key_pair
 from trafficd.config.model import APILimits
 from trafficd.config.types import parse_duration, split_host_port
 from trafficd.metrics import Metrics
+from trafficd.runtime.commands import (
+    SITE_ACTIONS,
+    Command,
+    RefusedError,
+    UnavailableError,
+    UnknownSiteError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,22 +91,6 @@ class Token:
     subject: str | None = None  # a client certificate subject (RFC 4514) that is this token
 
 
-class RefusedError(Exception):
-    """A command refused by a safety rule: 409 with the rule's name."""
-
-    def __init__(self, rule: str, message: str) -> None:
-        super().__init__(message)
-        self.rule = rule
-
-
-class UnavailableError(Exception):
-    """A command that cannot be taken now (the shared store is down): 503."""
-
-
-class UnknownSiteError(Exception):
-    pass
-
-
 class Controller(Protocol):
     registry: CollectorRegistry
     metrics: Metrics
@@ -114,9 +105,7 @@ class Controller(Protocol):
 
     def verdict(self, site: str) -> tuple[bool, str]: ...
 
-    async def command(
-        self, action: str, site: str | None, who: str, body: Mapping[str, Any]
-    ) -> dict[str, Any]: ...
+    async def execute(self, command: Command) -> dict[str, Any]: ...
 
     def coordination_view(self) -> dict[str, Any]: ...
 
@@ -282,7 +271,7 @@ def build_apps(
                 return error(400, f"since: {exc}")
         return web.json_response({"events": ctl.events(since)})
 
-    def command(action: str, *, per_site: bool, needs_body: bool) -> Handler:
+    def command(action: str, *, per_site: bool) -> Handler:
         async def run(request: web.Request, token: Token) -> web.Response:
             body: Any = {}
             if request.can_read_body:
@@ -300,12 +289,9 @@ def build_apps(
                         return error(400, "body is not JSON")
             if not isinstance(body, dict):
                 return error(400, "body must be a JSON object")
-            reason = body.get("reason")
-            if needs_body and not (isinstance(reason, str) and reason.strip()):
-                return error(400, "reason: a non-empty string is required")
             site = request.match_info.get("site") if per_site else None
             try:
-                result = await ctl.command(action, site, token.name, body)
+                result = await ctl.execute(Command.parse(action, site, token.name, body))
             except UnknownSiteError:
                 return error(404, f"unknown site {site!r}")
             except RefusedError as exc:
@@ -329,12 +315,10 @@ def build_apps(
     main.router.add_get("/api/v1/sites", guarded("read", sites))
     main.router.add_get("/api/v1/coordination", guarded("read", coordination))
     main.router.add_get("/api/v1/events", guarded("read", events))
-    for action, needs in (("drain", True), ("undrain", False), ("hold", True), ("release", False)):
-        main.router.add_post(
-            f"/api/v1/sites/{{site}}/{action}", command(action, per_site=True, needs_body=needs)
-        )
-    main.router.add_post("/api/v1/pause", command("pause", per_site=False, needs_body=True))
-    main.router.add_post("/api/v1/resume", command("resume", per_site=False, needs_body=False))
+    for action in SITE_ACTIONS:
+        main.router.add_post(f"/api/v1/sites/{{site}}/{action}", command(action, per_site=True))
+    main.router.add_post("/api/v1/pause", command("pause", per_site=False))
+    main.router.add_post("/api/v1/resume", command("resume", per_site=False))
     for resource in main.router.resources():  # at 0: increase() would miss a first failure
         if resource.canonical.startswith("/api/"):
             ctl.metrics.api_auth_failures.labels(route=resource.canonical)

@@ -59,11 +59,8 @@ from prometheus_client import CollectorRegistry
 
 from trafficd.api import (
     Controller,
-    RefusedError,
     ServerTLS,
     Token,
-    UnavailableError,
-    UnknownSiteError,
     build_apps,
     serve,
     server_context,
@@ -72,8 +69,7 @@ from trafficd.clock import EngineClock
 from trafficd.config.loader import config_file, load
 from trafficd.config.model import Config
 from trafficd.config.source import ConfigError
-from trafficd.config.types import parse_duration
-from trafficd.coordination import BACKENDS, Coordinator, SharedStoreError
+from trafficd.coordination import BACKENDS, Coordinator
 from trafficd.engine import EnginePolicy
 from trafficd.metrics import Metrics
 from trafficd.model import (
@@ -90,6 +86,7 @@ from trafficd.policy import engine_policy
 from trafficd.probers.quay import QuayProber, make_session
 from trafficd.probers.schedule import ProberKey, probe_tasks, run_probe_loop
 from trafficd.runtime.actuation import Actuation
+from trafficd.runtime.commands import Command, Commands, UnknownSiteError
 from trafficd.runtime.effects import Effects
 from trafficd.runtime.leader import Leader
 from trafficd.runtime.live import Live
@@ -200,6 +197,15 @@ class Daemon(Controller):
         )
         self.alive = False
         self.stopping = asyncio.Event()
+        self.commands = Commands(
+            self.live,
+            self.clock,
+            self.observations,
+            self.rounds,
+            self.effects,
+            self.leader,
+            self.replication,
+        )
         self.supervisor = Supervisor(self.metrics)
         self._tasks = self.supervisor.tasks  # the same dict: every task by name
         self._config_tasks: list[str] = []
@@ -458,93 +464,10 @@ class Daemon(Controller):
     async def command(
         self, action: str, site: str | None, who: str, body: Mapping[str, Any]
     ) -> dict[str, Any]:
-        """An operator's command. With coordination it is written to the shared store
-        first (any instance accepts it; the leader acts on it at its next round)."""
-        now, engine_now = time.time(), self.clock.now()  # wall: the command's times
-        if site is not None and site not in self.config.sites:
-            raise UnknownSiteError(site)
-        reason = str(body.get("reason", "")).strip()
-        expires = None
-        if body.get("for") is not None:
-            expires = now + parse_duration(body["for"])
-        override: Override | None = None
-        pause = self.pause
-        if action in ("drain", "hold"):
-            assert site is not None
-            override = Override(
-                kind=action,
-                reason=reason,
-                who=who,
-                at=now,
-                expires=expires,
-                force=bool(body.get("force", False)),
-                stop_instances=bool(body.get("stop_instances", False)),
-            )
-            if action == "drain":
-                self._check_drain(site, override, who, engine_now, now)
-        elif action in ("undrain", "release"):
-            assert site is not None  # both hand the site back to automatic control
-        elif action == "pause":
-            pause = Pause(reason=reason, who=who, at=now, hands_off=bool(body.get("hands_off")))
-        elif action == "resume":
-            pause = None
-        else:
-            raise ValueError(f"unknown action {action}")
-        if self.coord is not None:
-            try:
-                if site is not None:
-                    await self.coord.put_override(site, override)
-                else:
-                    await self.coord.put_pause(pause)
-            except SharedStoreError as exc:
-                raise UnavailableError(f"the shared store cannot take the command: {exc}") from None
-        self.rounds.command(site, override, pause)
-        self.effects.announce(
-            "manual",
-            vantage=self.config.vantage,
-            action=action,
-            site=site,
-            who=who,
-            reason=reason,
-            expires=expires,
-            force=bool(body.get("force", False)),
-            stop_instances=bool(body.get("stop_instances", False)),
-            hands_off=bool(body.get("hands_off", False)),
-        )
-        self.save()
-        if self.live.leads():
-            decision: Decision | None = self.tick(engine_now, wall=now)
-        else:
-            decision = self.decision  # the leader decides, at its next round
-        view = decision.sites.get(site) if site and decision else None
-        return {
-            "ok": True,
-            "action": action,
-            "site": site,
-            "state": view.state.value if view else None,
-            "paused": self.pause is not None,
-            "leader": self.coordination_view().get("leader"),
-        }
+        return await self.commands.execute(Command.parse(action, site, who, body))
 
-    def _check_drain(
-        self, site: str, override: Override, who: str, now: float, wall: float
-    ) -> None:
-        """The would-be drain through the pure engine first: a refusal stores nothing."""
-        self.effects.expired(self.rounds.expire(wall))
-        refusal = self.rounds.trial(
-            self.observations.latest,
-            site,
-            override,
-            now,
-            wall,
-            restore_blocks=self.restore_blocks(),
-        )
-        if refusal is not None:
-            self.effects.refused(refusal, t=now, who=who, action="drain")
-            raise RefusedError(
-                refusal.rule,
-                f"drain of {site} refused by {refusal.rule}: {'; '.join(refusal.reasons)}",
-            )
+    async def execute(self, command: Command) -> dict[str, Any]:
+        return await self.commands.execute(command)
 
     # --- lifecycle -----------------------------------------------------------------------
 

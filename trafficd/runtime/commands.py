@@ -1,0 +1,185 @@
+"""Operators' commands: typed (`Command`, parsed by the API from a request's body) and run.
+
+Between the face (api.py parses, the client sends) and the rounds. A drain is
+first run through the pure engine on the would-be overrides: one a safety rule
+refuses is answered with the rule's name and nothing is stored. With
+coordination a command is written to the shared store first (any instance
+takes it; the leader acts on it at its next round), and every instance keeps
+it in its own state.json too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, cast, get_args
+
+from trafficd.clock import EngineClock
+from trafficd.config.types import parse_duration
+from trafficd.coordination import SharedStoreError
+from trafficd.model import Decision, Override, Pause
+from trafficd.runtime.effects import Effects
+from trafficd.runtime.leader import Leader
+from trafficd.runtime.live import Live
+from trafficd.runtime.observations import Observations
+from trafficd.runtime.replication import Replication
+from trafficd.runtime.rounds import Rounds
+
+Action = Literal["drain", "undrain", "hold", "release", "pause", "resume"]
+SITE_ACTIONS: tuple[Action, ...] = ("drain", "undrain", "hold", "release")
+WITH_REASON: tuple[Action, ...] = ("drain", "hold", "pause")  # the others need no body
+
+
+class RefusedError(Exception):
+    """A command refused by a safety rule: 409 with the rule's name."""
+
+    def __init__(self, rule: str, message: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
+class UnavailableError(Exception):
+    """A command that cannot be taken now (the shared store is down): 503."""
+
+
+class UnknownSiteError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Command:
+    action: Action
+    site: str | None  # for the site actions; None for pause and resume
+    who: str  # the token's name: the audit log's "who"
+    reason: str = ""
+    duration: float | None = None  # `for`: an override's or a pause's time, from now
+    force: bool = False
+    stop_instances: bool = False
+    hands_off: bool = False
+
+    @classmethod
+    def parse(cls, action: str, site: str | None, who: str, body: Mapping[str, Any]) -> Command:
+        """A request's JSON object as a command; ValueError says what is wrong with it."""
+        if action not in get_args(Action):
+            raise ValueError(f"unknown action {action}")
+        if (site is not None) != (action in SITE_ACTIONS):
+            raise ValueError(f"{action}: {'a' if site is None else 'no'} site is expected")
+        reason = body.get("reason", "")
+        if action in WITH_REASON and not (isinstance(reason, str) and reason.strip()):
+            raise ValueError("reason: a non-empty string is required")
+        duration = body.get("for")
+        return cls(
+            cast(Action, action),
+            site,
+            who,
+            reason=str(reason).strip(),
+            duration=None if duration is None else parse_duration(duration),
+            force=bool(body.get("force", False)),
+            stop_instances=bool(body.get("stop_instances", False)),
+            hands_off=bool(body.get("hands_off", False)),
+        )
+
+
+class Commands:
+    def __init__(
+        self,
+        live: Live,
+        clock: EngineClock,
+        observations: Observations,
+        rounds: Rounds,
+        effects: Effects,
+        leader: Leader,
+        replication: Replication,
+    ) -> None:
+        self.live, self.clock, self.observations = live, clock, observations
+        self.rounds, self.effects, self.leader = rounds, effects, leader
+        self.replication = replication
+
+    async def execute(self, command: Command) -> dict[str, Any]:
+        """Takes the command (stored, audited, sent) and, where this instance decides,
+        runs a round on it at once: the answer says the site's state after it."""
+        wall, now = self.clock.wall(), self.clock.now()  # wall: the command's own times
+        site = command.site
+        if site is not None and site not in self.live.config.sites:
+            raise UnknownSiteError(site)
+        expires = None if command.duration is None else wall + command.duration
+        override: Override | None = None
+        pause = self.rounds.pause
+        if command.action in ("drain", "hold"):
+            assert site is not None
+            override = Override(
+                kind=command.action,
+                reason=command.reason,
+                who=command.who,
+                at=wall,
+                expires=expires,
+                force=command.force,
+                stop_instances=command.stop_instances,
+            )
+            if command.action == "drain":
+                self._check_drain(site, override, now, wall)
+        elif command.action == "pause":
+            pause = Pause(command.reason, command.who, wall, hands_off=command.hands_off)
+        elif command.action == "resume":
+            pause = None
+        # undrain, release: the override goes; both hand the site back to automatic control
+        await self._share(site, override, pause)
+        self.rounds.command(site, override, pause)
+        self.effects.announce(
+            "manual",
+            vantage=self.live.config.vantage,
+            action=command.action,
+            site=site,
+            who=command.who,
+            reason=command.reason,
+            expires=expires,
+            force=command.force,
+            stop_instances=command.stop_instances,
+            hands_off=command.hands_off,
+        )
+        self.effects.save()
+        decision: Decision | None = self.rounds.decision  # the leader's, at its next round
+        if self.live.leads():
+            decision = self.leader.tick(now, wall=wall)
+        view = decision.sites.get(site) if site and decision else None
+        return {
+            "ok": True,
+            "action": command.action,
+            "site": site,
+            "state": view.state.value if view else None,
+            "paused": self.rounds.pause is not None,
+            "leader": self.live.view().get("leader"),
+        }
+
+    async def _share(
+        self, site: str | None, override: Override | None, pause: Pause | None
+    ) -> None:
+        """With coordination: into the shared store, before anything else is kept."""
+        coord = self.live.coord
+        if coord is None:
+            return
+        try:
+            if site is not None:
+                await coord.put_override(site, override)
+            else:
+                await coord.put_pause(pause)
+        except SharedStoreError as exc:
+            raise UnavailableError(f"the shared store cannot take the command: {exc}") from None
+
+    def _check_drain(self, site: str, override: Override, now: float, wall: float) -> None:
+        """The would-be drain through the pure engine first: a refusal stores nothing."""
+        self.effects.expired(self.rounds.expire(wall))
+        refusal = self.rounds.trial(
+            self.observations.latest,
+            site,
+            override,
+            now,
+            wall,
+            restore_blocks=self.replication.restore_blocks(),
+        )
+        if refusal is not None:
+            self.effects.refused(refusal, t=now, who=override.who, action="drain")
+            raise RefusedError(
+                refusal.rule,
+                f"drain of {site} refused by {refusal.rule}: {'; '.join(refusal.reasons)}",
+            )
