@@ -1,6 +1,7 @@
 """The HTTP API in process: routes, tokens, errors, the public listener, manual commands.
 
-The daemon object is real (engine, store, metrics); observations are fed by
+The API is served from a runtime (runtime/wiring.py: its views and commands), with no
+daemon around it: its engine, store and metrics are real; observations are fed by
 hand and rounds run with an explicit `now`, so every answer is deterministic.
 The end-to-end test (tests/e2e) covers the same API through a running process.
 """
@@ -10,15 +11,25 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from trafficd.api import MAX_BODY, MAX_PEERS, FailureBuckets, Token, authenticate, build_apps
+from trafficd.api import (
+    MAX_BODY,
+    MAX_PEERS,
+    FailureBuckets,
+    Token,
+    authenticate,
+    build_apps,
+    load_tokens,
+)
 from trafficd.config import load
 from trafficd.daemon import Daemon
 from trafficd.model import Observation, Probe
+from trafficd.runtime.wiring import Runtime
 from trafficd.simulate import read_timeline
 from trafficd.store import read_events
 
@@ -53,33 +64,51 @@ policy: {{fall: 2, rise: 2, hold_down: 0s, min_active_sites: 1}}
     return path
 
 
-def healthy(daemon: Daemon, t: float, *, eu_storage: bool = True) -> None:
+class Observer(Protocol):
+    def observe(self, obs: Observation) -> None: ...
+
+
+def healthy(observer: Observer, t: float, *, eu_storage: bool = True) -> None:
     for site in ("us", "eu"):
         services = {"auth": True, "database": True, "redis": True, "storage": True}
         if site == "eu" and not eu_storage:  # corroborated by eu's own endtoend
             bad = {**services, "storage": False}
-            daemon.observe(Observation(t, "test", Probe.ENDTOEND, site, False, 503, "storage", bad))
+            observer.observe(
+                Observation(t, "test", Probe.ENDTOEND, site, False, 503, "storage", bad)
+            )
         else:
-            daemon.observe(Observation(t, "test", Probe.ENDTOEND, site, True, 200, None, services))
-        daemon.observe(Observation(t, "test", Probe.INSTANCE, site, True, 200))
+            observer.observe(
+                Observation(t, "test", Probe.ENDTOEND, site, True, 200, None, services)
+            )
+        observer.observe(Observation(t, "test", Probe.INSTANCE, site, True, 200))
     for loc in ("usstorage", "eustorage"):
         up = eu_storage or loc != "eustorage"
-        daemon.observe(
+        observer.observe(
             Observation(t, "test", Probe.STORAGE, loc, up, reason=None if up else "connect")
         )
 
 
 @pytest.fixture
-async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
+async def runtime(tmp_path: Path) -> AsyncIterator[Runtime]:
     path = write_config(tmp_path)
-    d = Daemon(path, load(path))
-    yield d
-    d.store.close()
+    r = Runtime.open(load(path), path)
+    yield r
+    r.store.close()
+
+
+Apps = tuple[web.Application, web.Application | None]
+
+
+def served(runtime: Runtime, *, public_separate: bool) -> Apps:
+    """The API's apps on the runtime, with the tokens of its configuration file."""
+    path = runtime.state_dir.parent / "trafficd.yaml"  # write_config's
+    tokens = load_tokens(runtime.live.config, path)
+    return build_apps(runtime, lambda: tokens, public_separate=public_separate)
 
 
 @pytest.fixture
-async def api(daemon: Daemon, aiohttp_client: MakeClient) -> Client:
-    main, public = build_apps(daemon, public_separate=False)
+async def api(runtime: Runtime, aiohttp_client: MakeClient) -> Client:
+    main, public = served(runtime, public_separate=False)
     assert public is None
     return await aiohttp_client(main)
 
@@ -88,12 +117,12 @@ def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-async def test_readiness_and_verdicts(daemon: Daemon, api: Client) -> None:
+async def test_readiness_and_verdicts(runtime: Runtime, api: Client) -> None:
     assert (await api.get("/healthz")).status == 503  # loops not running yet
     assert (await api.get("/readyz")).status == 503
-    daemon.alive = True
-    healthy(daemon, T0)
-    daemon.tick(T0)
+    runtime.alive = True
+    healthy(runtime, T0)
+    runtime.leader.tick(T0)
     assert (await api.get("/healthz")).status == 200
     assert (await api.get("/readyz")).status == 200
     resp = await api.get("/sites/eu/verdict")
@@ -104,7 +133,7 @@ async def test_readiness_and_verdicts(daemon: Daemon, api: Client) -> None:
     assert 'trafficd_site_state{site="eu",state="active"} 1.0' in metrics
 
 
-async def test_tokens(daemon: Daemon, api: Client) -> None:
+async def test_tokens(runtime: Runtime, api: Client) -> None:
     assert (await api.get("/api/v1/sites")).status == 401
     resp = await api.get("/api/v1/sites", headers=auth("wrong"))
     assert resp.status == 401
@@ -114,11 +143,11 @@ async def test_tokens(daemon: Daemon, api: Client) -> None:
     assert (await api.get("/api/v1/sites", headers=auth(READ))).status == 200
     resp = await api.post("/api/v1/pause", headers=auth(READ), json={"reason": "x"})
     assert resp.status == 403 and await resp.json() == {"error": "token 'grafana' may only read"}
-    assert daemon.pause is None
+    assert runtime.rounds.pause is None
 
     # Every failure counted by route (each guarded route's series starts at 0); a 403 is not one.
     def failures(route: str) -> float | None:
-        return daemon.registry.get_sample_value(
+        return runtime.metrics.registry.get_sample_value(
             "trafficd_api_auth_failures_total", {"route": route}
         )
 
@@ -126,9 +155,9 @@ async def test_tokens(daemon: Daemon, api: Client) -> None:
     assert failures("/api/v1/pause") == 0 and failures("/api/v1/sites/{site}/drain") == 0
 
 
-async def test_bad_input(daemon: Daemon, api: Client) -> None:
-    healthy(daemon, T0)
-    daemon.tick(T0)
+async def test_bad_input(runtime: Runtime, api: Client) -> None:
+    healthy(runtime, T0)
+    runtime.leader.tick(T0)
     h = auth(ADMIN)
     resp = await api.post("/api/v1/sites/eu/drain", headers=h, data=b"{not json")
     assert resp.status == 400 and await resp.json() == {"error": "body is not JSON"}
@@ -147,20 +176,22 @@ async def test_bad_input(daemon: Daemon, api: Client) -> None:
     assert resp.status == 413
     assert await resp.json() == {"error": f"request body larger than {MAX_BODY} bytes"}
     assert (await api.get("/api/v1/nothing", headers=h)).status == 404
-    assert daemon.overrides == {}
+    assert runtime.rounds.overrides == {}
 
 
-async def test_manual_drain_refusal_undrain_and_events(daemon: Daemon, api: Client) -> None:
-    healthy(daemon, T0)
-    daemon.tick(T0)
+async def test_manual_drain_refusal_undrain_and_events(runtime: Runtime, api: Client) -> None:
+    healthy(runtime, T0)
+    runtime.leader.tick(T0)
     h = auth(ADMIN)
     resp = await api.post(
         "/api/v1/sites/us/drain", headers=h, json={"reason": "maintenance", "for": "30m"}
     )
     assert resp.status == 200, await resp.text()
     assert (await resp.json())["state"] == "draining"
-    assert daemon.overrides["us"].who == "admin"
-    assert daemon.overrides["us"].expires == pytest.approx(daemon.overrides["us"].at + 1800)
+    assert runtime.rounds.overrides["us"].who == "admin"
+    assert runtime.rounds.overrides["us"].expires == pytest.approx(
+        runtime.rounds.overrides["us"].at + 1800
+    )
     # Draining eu too would leave no active site: refused with the rule's name, nothing stored.
     resp = await api.post("/api/v1/sites/eu/drain", headers=h, json={"reason": "also"})
     assert resp.status == 409
@@ -168,7 +199,7 @@ async def test_manual_drain_refusal_undrain_and_events(daemon: Daemon, api: Clie
     assert body["rule"] == "min_active_sites" and body["error"].startswith(
         "drain of eu refused by min_active_sites"
     )
-    assert "eu" not in daemon.overrides
+    assert "eu" not in runtime.rounds.overrides
     sites = {
         s["name"]: s for s in (await (await api.get("/api/v1/sites", headers=h)).json())["sites"]
     }
@@ -176,7 +207,7 @@ async def test_manual_drain_refusal_undrain_and_events(daemon: Daemon, api: Clie
     assert sites["us"]["override"]["reason"] == "maintenance"
     assert sites["eu"]["health"]["test"]["endtoend"]["ok"] is True
     assert (await api.post("/api/v1/sites/us/undrain", headers=h)).status == 200
-    assert "us" not in daemon.overrides
+    assert "us" not in runtime.rounds.overrides
     events = (await (await api.get("/api/v1/events", headers=auth(READ))).json())["events"]
     kinds = [(e["kind"], e.get("rule") or e.get("action") or e.get("to")) for e in events]
     assert ("manual", "drain") in kinds and ("refused", "min_active_sites") in kinds
@@ -184,21 +215,25 @@ async def test_manual_drain_refusal_undrain_and_events(daemon: Daemon, api: Clie
     assert ("transition", "draining") in kinds
 
 
-async def test_pause_and_hands_off(daemon: Daemon, api: Client) -> None:
+async def test_pause_and_hands_off(runtime: Runtime, api: Client) -> None:
     h = auth(ADMIN)
     resp = await api.post(
         "/api/v1/pause", headers=h, json={"reason": "dns migration", "hands_off": True}
     )
     assert resp.status == 200 and (await resp.json())["paused"] is True
-    assert daemon.pause is not None and daemon.pause.hands_off and daemon.pause.who == "admin"
+    assert (
+        runtime.rounds.pause is not None
+        and runtime.rounds.pause.hands_off
+        and runtime.rounds.pause.who == "admin"
+    )
     assert (await api.post("/api/v1/resume", headers=h)).status == 200
-    assert daemon.pause is None
+    assert runtime.rounds.pause is None
 
 
 async def test_public_listener_serves_only_public_routes(
-    daemon: Daemon, aiohttp_client: MakeClient
+    runtime: Runtime, aiohttp_client: MakeClient
 ) -> None:
-    _, public = build_apps(daemon, public_separate=True)
+    _, public = served(runtime, public_separate=True)
     assert public is not None
     client = await aiohttp_client(public)
     assert (await client.get("/metrics")).status == 200
@@ -213,18 +248,18 @@ async def test_public_listener_serves_only_public_routes(
 async def test_state_survives_a_restart(tmp_path: Path) -> None:
     path = write_config(tmp_path)
     first = Daemon(path, load(path))
-    healthy(first, T0)
+    healthy(first.runtime, T0)
     first.tick(T0)
     await first.command("drain", "eu", "admin", {"reason": "maintenance", "stop_instances": True})
     for r in range(1, 4):  # the manual drain goes on to drained after shutdown_grace (60 s)
-        healthy(first, T0 + 60 * r)
+        healthy(first.runtime, T0 + 60 * r)
         first.tick(T0 + 60 * r)
-    assert first.engine.site("eu").state.value == "drained"
+    assert first.runtime.rounds.engine.site("eu").state.value == "drained"
     first.store.close()
     second = Daemon(path, load(path))  # what `trafficd run` does at start
-    assert second.engine.site("eu").state.value == "drained"
+    assert second.runtime.rounds.engine.site("eu").state.value == "drained"
     assert second.overrides["eu"].reason == "maintenance"
-    healthy(second, T0 + 300)
+    healthy(second.runtime, T0 + 300)
     decision = second.tick(T0 + 300)
     assert decision.sites["eu"].state.value == "drained"
     assert decision.sites["eu"].instances == "stopped"
@@ -232,11 +267,11 @@ async def test_state_survives_a_restart(tmp_path: Path) -> None:
     second.store.close()
 
 
-async def test_audit_log_replays_through_simulate(daemon: Daemon) -> None:
+async def test_audit_log_replays_through_simulate(runtime: Runtime) -> None:
     for r in range(6):
-        healthy(daemon, T0 + r, eu_storage=r < 2)
-        daemon.tick(T0 + r)
-    lines = [json.dumps(e) for e in read_events(daemon.store.dir)]
+        healthy(runtime, T0 + r, eu_storage=r < 2)
+        runtime.leader.tick(T0 + r)
+    lines = [json.dumps(e) for e in read_events(runtime.store.dir)]
     observations = read_timeline(lines, "events.jsonl")
     # Only changes are logged: the first healthy round, then eu's two failing probes.
     assert len(observations) == 6 + 2

@@ -97,9 +97,8 @@ async def serve_daemon(path: Path) -> AsyncIterator[Daemon]:
         yield daemon
     finally:
         await daemon.stop_config_tasks()
-        await daemon.cancel(list(daemon._tasks))
-        for runner in daemon._runners:
-            await runner.cleanup()
+        await daemon.cancel(list(daemon.runtime.supervisor.tasks))
+        await daemon.listeners.stop()
         daemon.store.close()
 
 

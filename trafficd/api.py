@@ -29,26 +29,28 @@ import logging
 import ssl
 import time
 from asyncio.sslproto import SSLProtocol
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from trafficd.config.loader import load_key_pair
-from trafficd.config.model import APILimits
+from trafficd.config.model import APILimits, Config
 from trafficd.config.types import parse_duration, split_host_port
 from trafficd.metrics import Metrics
 from trafficd.runtime.commands import (
     SITE_ACTIONS,
     Command,
+    Commands,
     RefusedError,
     UnavailableError,
     UnknownSiteError,
 )
+from trafficd.runtime.views import Views
 
 log = logging.getLogger(__name__)
 
@@ -91,25 +93,39 @@ class Token:
     subject: str | None = None  # a client certificate subject (RFC 4514) that is this token
 
 
+def load_tokens(config: Config, config_path: Path) -> list[Token]:
+    """`api_token_file` (an admin token) and `api_tokens`, their secrets resolved."""
+    tokens = []
+    if config.api_token_file:
+        path = Path(config.api_token_file)
+        if not path.is_absolute():
+            path = config_path.parent / path
+        secret = path.read_text().strip()
+        if secret:
+            tokens.append(Token("admin", "admin", secret))
+    for t in config.api_tokens:
+        value = t.token.get_secret_value() if t.token is not None else None
+        tokens.append(Token(t.name, t.role, value, t.subject))
+    return tokens
+
+
 class Controller(Protocol):
-    registry: CollectorRegistry
-    metrics: Metrics
-    alive: bool
+    """What the API serves: the runtime's views and commands (runtime/wiring.py)."""
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    @property
+    def alive(self) -> bool: ...
 
     @property
     def ready(self) -> bool: ...
 
-    tokens: list[Token]
+    @property
+    def views(self) -> Views: ...
 
-    def sites_view(self) -> list[dict[str, Any]]: ...
-
-    def verdict(self, site: str) -> tuple[bool, str]: ...
-
-    async def execute(self, command: Command) -> dict[str, Any]: ...
-
-    def coordination_view(self) -> dict[str, Any]: ...
-
-    def events(self, since: float | None) -> list[dict[str, Any]]: ...
+    @property
+    def commands(self) -> Commands: ...
 
 
 def error(status: int, message: str, **extra: Any) -> web.Response:
@@ -128,7 +144,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return error(405, f"{request.method} not allowed on {request.path}")
 
 
-def authenticate(tokens: list[Token], header: str | None) -> Token | None:
+def authenticate(tokens: Sequence[Token], header: str | None) -> Token | None:
     if not header or not header.startswith("Bearer "):
         return None
     # aiohttp decodes header bytes that are not UTF-8 as surrogates: they are only a
@@ -185,8 +201,13 @@ class FailureBuckets:
 
 
 def build_apps(
-    ctl: Controller, *, public_separate: bool, limits: APILimits | None = None
+    ctl: Controller,
+    tokens: Callable[[], Sequence[Token]],
+    *,
+    public_separate: bool,
+    limits: APILimits | None = None,
 ) -> tuple[web.Application, web.Application | None]:
+    """`tokens`: the tokens in force, asked at each request (a reload may change them)."""
     limits = limits if limits is not None else APILimits()
     buckets = FailureBuckets(
         limits.auth_failure_burst,
@@ -196,7 +217,7 @@ def build_apps(
     )
 
     async def metrics(request: web.Request) -> web.Response:
-        body = generate_latest(ctl.registry)
+        body = generate_latest(ctl.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(request: web.Request) -> web.Response:
@@ -211,7 +232,7 @@ def build_apps(
 
     async def verdict(request: web.Request) -> web.Response:
         try:
-            active, state = ctl.verdict(request.match_info["site"])
+            active, state = ctl.views.verdict(request.match_info["site"])
         except UnknownSiteError:
             return error(404, f"unknown site {request.match_info['site']!r}")
         return web.Response(text=state + "\n", status=200 if active else 503)
@@ -236,12 +257,12 @@ def build_apps(
     def guarded(role: str, fn: Callable[[web.Request, Token], Awaitable[web.Response]]) -> Handler:
         async def handler(request: web.Request) -> web.Response:
             header = request.headers.get("Authorization")
-            token = authenticate(ctl.tokens, header)
+            token = authenticate(tokens(), header)
             if token is None and header is None:
                 subject = certificate_subject(request)
                 if subject is None:
                     return await refuse(request, "no token")
-                token = next((t for t in ctl.tokens if t.subject == subject), None)
+                token = next((t for t in tokens() if t.subject == subject), None)
                 if token is None:
                     return await refuse(
                         request, f"certificate subject {subject!r} not in api_tokens"
@@ -256,11 +277,11 @@ def build_apps(
 
     async def sites(request: web.Request, token: Token) -> web.Response:
         return web.json_response(
-            {"sites": ctl.sites_view(), "coordination": ctl.coordination_view()}
+            {"sites": ctl.views.sites(), "coordination": ctl.views.coordination()}
         )
 
     async def coordination(request: web.Request, token: Token) -> web.Response:
-        return web.json_response(ctl.coordination_view())
+        return web.json_response(ctl.views.coordination())
 
     async def events(request: web.Request, token: Token) -> web.Response:
         since = None
@@ -269,7 +290,7 @@ def build_apps(
                 since = parse_duration(request.query["since"])
             except ValueError as exc:
                 return error(400, f"since: {exc}")
-        return web.json_response({"events": ctl.events(since)})
+        return web.json_response({"events": ctl.views.events(since)})
 
     def command(action: str, *, per_site: bool) -> Handler:
         async def run(request: web.Request, token: Token) -> web.Response:
@@ -291,7 +312,7 @@ def build_apps(
                 return error(400, "body must be a JSON object")
             site = request.match_info.get("site") if per_site else None
             try:
-                result = await ctl.execute(Command.parse(action, site, token.name, body))
+                result = await ctl.commands.execute(Command.parse(action, site, token.name, body))
             except UnknownSiteError:
                 return error(404, f"unknown site {site!r}")
             except RefusedError as exc:

@@ -44,8 +44,15 @@ class EngineClock:
         self._wall, self._monotonic = wall, monotonic
         self._last_wall, self._last_mono = wall(), monotonic()
         self.skew = 0.0  # wall - engine
-        if resume_at is not None and resume_at > self._last_wall:
-            self.skew = self._last_wall - resume_at
+        if resume_at is not None:
+            self.resume(resume_at)
+
+    def resume(self, at: float) -> None:
+        """`at`: the saved state's last round; the engine clock goes on from there if the
+        wall clock now reads earlier (stepped back while the daemon was down)."""
+        now = self.now()
+        if at > now:
+            self.skew += now - at
 
     def now(self) -> float:
         wall, mono = self._wall(), self._monotonic()

@@ -22,11 +22,11 @@ from tests.probers.registry_peer import PASSWORD, USER, Layout, Registry, TokenI
 from tests.probers.test_s3 import create_bucket, s3_client
 from trafficd.config import load
 from trafficd.config.model import Probes, RegistryProbe, Site
-from trafficd.daemon import Daemon
 from trafficd.model import Observation, Probe
 from trafficd.probers.quay import SiteEndpoint, make_session
 from trafficd.probers.registry import RegistryProber, parse_challenge
 from trafficd.probers.schedule import probe_tasks
+from trafficd.runtime.wiring import Runtime
 
 REPO = "trafficd/canary"
 
@@ -343,7 +343,7 @@ registry_probe: {{repository: {REPO}, reference: latest, username: "{USER}",
                   password: "${{file:robot}}", blob_bytes: 4096}}
 """)
     config = load(path)
-    daemon = Daemon(path, config)
+    runtime = Runtime.open(config, path)
     try:
         async with make_session() as session:
             tasks, backends = probe_tasks(config, session)
@@ -353,8 +353,8 @@ registry_probe: {{repository: {REPO}, reference: latest, username: "{USER}",
             for backend in backends.values():
                 await backend.close()
         assert obs.ok is True, obs
-        daemon.observe(obs)
-        get = daemon.metrics.registry.get_sample_value
+        runtime.observe(obs)
+        get = runtime.metrics.registry.get_sample_value
         labels = {"site": "eu", "probe": "registry", "vantage": "v"}
         assert get("trafficd_probe_success", labels) == 1
         assert get("trafficd_probe_duration_seconds_count", labels) == 1
@@ -365,4 +365,4 @@ registry_probe: {{repository: {REPO}, reference: latest, username: "{USER}",
             )
             assert count == 1, step
     finally:
-        daemon.store.close()
+        runtime.store.close()

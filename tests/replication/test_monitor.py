@@ -23,9 +23,9 @@ from trafficd.actuators import build
 from trafficd.actuators.base import BuildContext, Reconciler
 from trafficd.config import load
 from trafficd.config.model import CommandActuator
-from trafficd.daemon import Daemon
 from trafficd.demo.peers import Postgres
 from trafficd.replication import ReplicationMonitor
+from trafficd.runtime.wiring import Runtime
 from trafficd.store import read_events
 
 pytestmark = pytest.mark.peers
@@ -46,8 +46,8 @@ async def refresh(monitor: ReplicationMonitor) -> None:
     await monitor.round()
 
 
-def sample(daemon: Daemon, name: str, **labels: str) -> float | None:
-    value = daemon.metrics.registry.get_sample_value(name, labels)
+def sample(runtime: Runtime, name: str, **labels: str) -> float | None:
+    value = runtime.metrics.registry.get_sample_value(name, labels)
     return value
 
 
@@ -56,22 +56,22 @@ async def test_a_storage_drain_says_which_blobs_it_leaves_unreadable(
 ) -> None:
     await fill(quay_db)
     path = write_config(tmp_path, replication_section(tmp_path, quay_db.readonly_dsn))
-    daemon = Daemon(path, load(path))
+    runtime = Runtime.open(load(path), path)
     try:
-        monitor = ReplicationMonitor(daemon.config, daemon.metrics, clock=lambda: NOW)
-        daemon.replication.monitor = monitor
+        monitor = ReplicationMonitor(runtime.live.config, runtime.metrics, clock=lambda: NOW)
+        runtime.replication.monitor = monitor
         await refresh(monitor)
-        assert sample(daemon, "trafficd_replication_up") == 1
-        assert sample(daemon, "trafficd_replication_at_risk_blobs", location="eustorage") == 2
-        assert sample(daemon, "trafficd_replication_backlog_bytes", location="usstorage") == 1000
-        assert sample(daemon, "trafficd_replication_stuck_items") == 1
+        assert sample(runtime, "trafficd_replication_up") == 1
+        assert sample(runtime, "trafficd_replication_at_risk_blobs", location="eustorage") == 2
+        assert sample(runtime, "trafficd_replication_backlog_bytes", location="usstorage") == 1000
+        assert sample(runtime, "trafficd_replication_stuck_items") == 1
         t = 1_800_000_000.0
         for i in range(4):  # eu's storage fails, corroborated: drained after `fall` rounds
-            healthy(daemon, t + i, eu_storage=False)
-            daemon.tick(t + i)
+            healthy(runtime, t + i, eu_storage=False)
+            runtime.leader.tick(t + i)
         drain = [
             e
-            for e in read_events(daemon.store.dir)
+            for e in read_events(runtime.store.dir)
             if e["kind"] == "transition" and e["site"] == "eu" and e["to"] == "draining"
         ]
         assert len(drain) == 1
@@ -80,10 +80,10 @@ async def test_a_storage_drain_says_which_blobs_it_leaves_unreadable(
             "pulls of them fail from every site until it returns"
         )
         assert expected in drain[0]["reasons"]
-        eu = next(s for s in daemon.sites_view() if s["name"] == "eu")
+        eu = next(s for s in runtime.views.sites() if s["name"] == "eu")
         assert expected in eu["reasons"]
     finally:
-        daemon.store.close()
+        runtime.store.close()
         await monitor.close()
 
 
@@ -112,18 +112,18 @@ async def test_a_multi_location_site_counts_only_the_blobs_of_the_location_that_
     reason_file = tmp_path / "reason"
     stop = ["sh", "-c", f'printf %s "$TRAFFICD_REASON" > {reason_file}']
     path = multi_location_config(tmp_path, quay_db.readonly_dsn, stop)
-    daemon = Daemon(path, load(path))
-    monitor = ReplicationMonitor(daemon.config, daemon.metrics, clock=lambda: NOW)
-    daemon.replication.monitor = monitor
+    runtime = Runtime.open(load(path), path)
+    monitor = ReplicationMonitor(runtime.live.config, runtime.metrics, clock=lambda: NOW)
+    runtime.replication.monitor = monitor
     try:
         await refresh(monitor)
         t = 1_800_000_000.0
         for i in range(4):
-            healthy(daemon, t + i, eu_storage=False)
-            daemon.tick(t + i)
+            healthy(runtime, t + i, eu_storage=False)
+            runtime.leader.tick(t + i)
         drain = next(
             e
-            for e in read_events(daemon.store.dir)
+            for e in read_events(runtime.store.dir)
             if e["kind"] == "transition" and e["site"] == "eu" and e["to"] == "draining"
         )
         expected = (
@@ -132,13 +132,13 @@ async def test_a_multi_location_site_counts_only_the_blobs_of_the_location_that_
         )
         assert expected in drain["reasons"], drain["reasons"]
         assert not any("usstorage" in r and "exist only" in r for r in drain["reasons"])
-        target = daemon.actuation.desired()["eu"]
+        target = runtime.actuation.desired()["eu"]
         assert target.instances == "stopped"
         actuator = build(
             CommandActuator.model_validate({"type": "command"}),
-            BuildContext(sites=daemon.config.sites),
+            BuildContext(sites=runtime.live.config.sites),
         )
-        outcome = await Reconciler(actuator).reconcile(daemon.actuation.desired())
+        outcome = await Reconciler(actuator).reconcile(runtime.actuation.desired())
         assert outcome.applied == ["stop site eu"], outcome
         assert expected in reason_file.read_text().split("; ")
         # Both of its locations down: each one's own blobs, said per location.
@@ -148,7 +148,7 @@ async def test_a_multi_location_site_counts_only_the_blobs_of_the_location_that_
             "until it returns"
         )
     finally:
-        daemon.store.close()
+        runtime.store.close()
         await monitor.close()
 
 
@@ -170,23 +170,23 @@ async def test_the_database_stops_mid_run_and_comes_back(tmp_path: Path) -> None
         await admin.close()
         dsn = server.dsn("postgres", user="trafficd_ro")
         path = write_config(tmp_path, replication_section(tmp_path, dsn))
-        daemon = Daemon(path, load(path))
-        monitor = ReplicationMonitor(daemon.config, daemon.metrics, clock=lambda: NOW)
+        runtime = Runtime.open(load(path), path)
+        monitor = ReplicationMonitor(runtime.live.config, runtime.metrics, clock=lambda: NOW)
         await refresh(monitor)
         assert monitor.error is None and monitor.figures is not None
-        assert sample(daemon, "trafficd_replication_up") == 1
+        assert sample(runtime, "trafficd_replication_up") == 1
         server.stop()
         await monitor.round()  # must not raise
         assert monitor.error is not None and "Quay's database" in monitor.error
         assert READONLY_PASSWORD not in monitor.error
-        assert sample(daemon, "trafficd_replication_up") == 0
-        assert sample(daemon, "trafficd_replication_at_risk_blobs", location="eustorage") == 2
+        assert sample(runtime, "trafficd_replication_up") == 0
+        assert sample(runtime, "trafficd_replication_at_risk_blobs", location="eustorage") == 2
         assert "as of the last read" in (monitor.at_risk("eu") or "")
         server.start()
         await monitor.round()
         assert monitor.error is None
-        assert sample(daemon, "trafficd_replication_up") == 1
-        daemon.store.close()
+        assert sample(runtime, "trafficd_replication_up") == 1
+        runtime.store.close()
     finally:
         if monitor is not None:
             await monitor.close()

@@ -1,6 +1,6 @@
 """The restore gate: a storage-drained site returns only to a location that still holds
 its blobs. Real PostgreSQL (Quay's tables) and a real S3 server (moto_server) holding
-blobs at Quay's own paths; the daemon's engine driven by hand-fed observations."""
+blobs at Quay's own paths; the runtime's engine driven by hand-fed observations."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from tests.probers.test_s3 import KEYS, create_bucket, s3_client
 from tests.replication.conftest import READONLY_PASSWORD, QuayDB
 from tests.test_api import healthy
 from trafficd.config import load
-from trafficd.daemon import Daemon
 from trafficd.probers import backend_for
 from trafficd.replication import PlacedBlob, ReplicationMonitor
 from trafficd.restoregate import GateResult, RestoreGate
+from trafficd.runtime.wiring import Runtime
 from trafficd.store import read_events
 
 pytestmark = pytest.mark.peers
@@ -74,30 +74,30 @@ class Clock:
 
 
 class World:
-    """A daemon whose site eu was drained because its bucket died."""
+    """A runtime whose site eu was drained because its bucket died."""
 
-    def __init__(self, daemon: Daemon, gate: RestoreGate, clock: Clock) -> None:
-        self.daemon, self.gate, self.clock = daemon, gate, clock
+    def __init__(self, runtime: Runtime, gate: RestoreGate, clock: Clock) -> None:
+        self.runtime, self.gate, self.clock = runtime, gate, clock
         self.results: list[GateResult] = []
 
     async def round(self, *, eu_storage: bool = True) -> None:
         """One interval: observations, the gate's check (on the engine's memory of the
         previous round, as the daemon's gate task sees it), the engine's round."""
         self.clock.now += 1
-        healthy(self.daemon, self.clock.now, eu_storage=eu_storage)
-        for result in await self.gate.round(self.daemon.engine):
-            self.daemon.gate_result(result)
+        healthy(self.runtime, self.clock.now, eu_storage=eu_storage)
+        for result in await self.gate.round(self.runtime.rounds.engine):
+            self.runtime.effects.gate_result(result)
             self.results.append(result)
-        self.daemon.tick(self.clock.now)
+        self.runtime.leader.tick(self.clock.now)
 
     async def close(self) -> None:
-        self.daemon.store.close()
-        await self.daemon.replication.close()
+        self.runtime.store.close()
+        await self.runtime.replication.close()
         for backend in self.gate.backends.values():
             await backend.close()
 
     def eu(self) -> dict[str, object]:
-        return next(s for s in self.daemon.sites_view() if s["name"] == "eu")
+        return next(s for s in self.runtime.views.sites() if s["name"] == "eu")
 
 
 @pytest.fixture
@@ -122,23 +122,23 @@ async def world_db(db: QuayDB) -> None:
 
 async def make_world(tmp: Path, moto: str, dsn: str, sample: int = 50) -> World:
     path = write_config(tmp, moto, dsn, sample)
-    daemon = Daemon(path, load(path))
+    runtime = Runtime.open(load(path), path)
     clock = Clock()
-    monitor = ReplicationMonitor(daemon.config, daemon.metrics, clock=clock)
-    backends = {n: backend_for(loc, timeout=2.0) for n, loc in daemon.config.storage.items()}
-    gate = RestoreGate(daemon.config, monitor, backends, daemon.metrics, clock=clock)
-    daemon.replication.monitor, daemon.replication.gate = monitor, gate
-    world = World(daemon, gate, clock)
+    monitor = ReplicationMonitor(runtime.live.config, runtime.metrics, clock=clock)
+    backends = {n: backend_for(loc, timeout=2.0) for n, loc in runtime.live.config.storage.items()}
+    gate = RestoreGate(runtime.live.config, monitor, backends, runtime.metrics, clock=clock)
+    runtime.replication.monitor, runtime.replication.gate = monitor, gate
+    world = World(runtime, gate, clock)
     for _ in range(3):
         await world.round(eu_storage=False)
-    assert daemon.engine.site("eu").state.value == "drained"
+    assert runtime.rounds.engine.site("eu").state.value == "drained"
     return world
 
 
 async def test_a_location_that_came_back_empty_keeps_its_site_drained(
     world: World, quay_db: QuayDB, moto: str
 ) -> None:
-    monitor = world.daemon.replication.monitor
+    monitor = world.runtime.replication.monitor
     assert monitor is not None
     placed = (await monitor.sample("eustorage", 100)).blobs
     assert len(placed) == 6  # the orphan is no blob
@@ -158,11 +158,11 @@ async def test_a_location_that_came_back_empty_keeps_its_site_drained(
     assert any(expected in r for r in eu["reasons"]), eu["reasons"]  # type: ignore[attr-defined]
     missing = sorted(b.name for b in placed[2:])
     assert list(world.results[0].examples) == missing
-    value = world.daemon.metrics.registry.get_sample_value(
+    value = world.runtime.metrics.registry.get_sample_value(
         "trafficd_restore_gate_missing_blobs", {"location": "eustorage"}
     )
     assert value == 4
-    events = [e for e in read_events(world.daemon.store.dir) if e["kind"] == "restore_gate"]
+    events = [e for e in read_events(world.runtime.store.dir) if e["kind"] == "restore_gate"]
     assert len(events) == 1  # checked every round, reported once while the outcome holds
     assert events[0]["missing"] == 4 and events[0]["sites"] == ["eu"]
     assert events[0]["passed"] is False
@@ -179,7 +179,7 @@ async def test_a_location_that_came_back_empty_keeps_its_site_drained(
 async def test_a_location_whose_blobs_are_all_there_restores_without_delay(
     world: World, quay_db: QuayDB, moto: str
 ) -> None:
-    monitor = world.daemon.replication.monitor
+    monitor = world.runtime.replication.monitor
     assert monitor is not None
     sample = await monitor.sample("eustorage", 100)
     await put_blobs(moto, "gate-eu", sample.blobs)
@@ -198,7 +198,7 @@ async def test_storage_that_cannot_be_checked_keeps_the_block(
         await backend.close()
     world.gate.backends = {
         n: backend_for(loc, timeout=1.0, endpoint=dead)
-        for n, loc in world.daemon.config.storage.items()
+        for n, loc in world.runtime.live.config.storage.items()
     }
     for _ in range(3):
         await world.round()
@@ -221,7 +221,7 @@ async def test_a_database_that_cannot_be_read_does_not_hold_the_site_hostage(
         assert world.eu()["state"] == "restoring"
         assert world.results[0].skipped is not None
         assert "cannot connect to Quay's database" in world.results[0].skipped
-        events = [e for e in read_events(world.daemon.store.dir) if e["kind"] == "restore_gate"]
+        events = [e for e in read_events(world.runtime.store.dir) if e["kind"] == "restore_gate"]
         assert events[0]["reason"].startswith("restore gate: skipped for eustorage")
         assert READONLY_PASSWORD not in str(events)
     finally:
