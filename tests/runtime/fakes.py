@@ -1,9 +1,19 @@
-"""Test doubles behind the runtime's real interfaces: a fake clock (its two readings), and
-later a scripted prober and a recording actuator. Nothing here sleeps or reads time."""
+"""Test doubles behind the runtime's real interfaces: a fake clock (its two readings), a
+scripted prober (probe tasks, probers/schedule.py's `ProbeTask`) and recording
+actuators (actuators/base.py's `Actuator`, reconciled by the real `Reconciler`).
+Nothing here sleeps or reads the system's time."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import Any
+
+from trafficd.actuators.base import Desired, DesiredSite, Plan, Role, TrafficReporting
 from trafficd.clock import EngineClock
+from trafficd.config.model import Config
+from trafficd.model import Observation, Probe
+from trafficd.probers.schedule import ProbeTask
 
 T0 = 1_800_000_000.0
 
@@ -27,3 +37,86 @@ class FakeClock:
 
     def step(self, seconds: float) -> None:
         self.offset += seconds
+
+
+@dataclass
+class ScriptedProber:
+    """Every probe of a configuration, answering as the test says: a site or location in
+    `down` fails (a site's endtoend also fails when its first location is down, as
+    Quay's storage check does), each observation stamped with the clock's wall time."""
+
+    clock: FakeClock
+    config: Config
+    down: set[str] = field(default_factory=set)
+
+    def tasks(self) -> list[ProbeTask]:
+        out = []
+        for name in sorted(self.config.sites):
+            for probe in (Probe.ENDTOEND, Probe.INSTANCE):
+                out.append(self._task(probe, name))
+        out += [self._task(Probe.STORAGE, loc) for loc in sorted(self.config.storage)]
+        return out
+
+    def _task(self, probe: Probe, subject: str) -> ProbeTask:
+        interval = self.config.probes.interval
+
+        def run() -> Awaitable[Observation]:
+            return self._answer(probe, subject)
+
+        return ProbeTask(f"{probe.value}/{subject}", probe, subject, interval, run)
+
+    async def _answer(self, probe: Probe, subject: str) -> Observation:
+        t, vantage = self.clock.wall(), self.config.vantage
+        if probe is Probe.STORAGE:
+            up = subject not in self.down
+            return Observation(t, vantage, probe, subject, up, reason=None if up else "connect")
+        if probe is Probe.INSTANCE or subject in self.down:
+            up = subject not in self.down
+            return Observation(t, vantage, probe, subject, up, 200 if up else 503)
+        storage = self.config.sites[subject].storage or []
+        ok = not storage or storage[0] not in self.down
+        services = {"auth": True, "database": True, "redis": True, "storage": ok}
+        status, reason = (200, None) if ok else (503, "storage")
+        return Observation(t, vantage, probe, subject, ok, status, reason, services)
+
+
+@dataclass
+class RecordingActuator(TrafficReporting):
+    """A backend held in memory: each site's weight (`traffic`) or whether its
+    instances run (`instances`); every change applied is recorded, in order."""
+
+    ident: str
+    role: Role  # "traffic" or "instances"
+    held: dict[str, Any] = field(default_factory=dict)
+    applied: list[str] = field(default_factory=list)
+
+    def serves(self, site: DesiredSite) -> bool:
+        return site.managed
+
+    def sends_traffic(self, current: Any, site: DesiredSite) -> bool:
+        return bool(self._have(current, site))
+
+    async def read(self) -> dict[str, Any]:
+        return dict(self.held)
+
+    def _want(self, site: DesiredSite) -> Any:
+        return site.weight if self.role == "traffic" else site.instances
+
+    def _have(self, current: Any, site: DesiredSite) -> Any:
+        default = site.configured_weight if self.role == "traffic" else "running"
+        return current.get(site.name, default)
+
+    def plan(self, current: Any, desired: Desired) -> Plan:
+        want = {n: self._want(s) for n, s in desired.items() if self.serves(s)}
+        change = {n: v for n, v in want.items() if self._have(current, desired[n]) != v}
+        return Plan([f"{n} {v}" for n, v in sorted(change.items())], payload=change)
+
+    async def apply(self, plan: Plan) -> None:
+        self.held.update(plan.payload)
+        self.applied += plan.changes
+
+    async def preflight(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None

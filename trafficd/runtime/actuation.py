@@ -110,19 +110,19 @@ class Actuation:
         at risk, as its audit event does (the command actuator's TRAFFICD_REASON)."""
         decision = self.rounds.decision
         assert decision is not None
-        targets = desired_state(self.live.config, decision.sites)
+        sites = desired_state(self.live.config, decision.sites)
         if self.replication.monitor is None:
-            return targets
-        for name, target in targets.items():
-            reasons = self.replication.with_risk(name, target.reasons, target.cause, target.state)
-            if len(reasons) != len(target.reasons):
-                targets[name] = dataclasses.replace(target, reasons=tuple(reasons))
-        return targets
+            return sites
+        for name, site in sites.items():
+            reasons = self.replication.with_risk(name, site.reasons, site.cause, site.state)
+            if len(reasons) != len(site.reasons):
+                sites[name] = dataclasses.replace(site, reasons=tuple(reasons))
+        return sites
 
     def check_traffic(self, now: float) -> None:
         self.confirmation.check(now, self.targets, self.desired)
 
-    def out_of_sync(self, target: DesiredSite) -> list[str]:
+    def out_of_sync(self, site: DesiredSite) -> list[str]:
         """The actuator targets that act on the site and do not hold its desired state."""
         out = []
         for rec in self.targets:
@@ -131,7 +131,7 @@ class Actuation:
             if outcome is None or outcome.in_sync:
                 continue
             part = rec.parts[name]
-            if isinstance(part, Serving) and part.serves(target):
+            if isinstance(part, Serving) and part.serves(site):
                 out.append(f"{rec.actuator.ident} {name}: {outcome.error or 'not in sync'}")
         return out
 

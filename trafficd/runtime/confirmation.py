@@ -21,16 +21,15 @@ from trafficd.runtime.live import Live
 from trafficd.runtime.rounds import Rounds
 
 
-def holders(target: DesiredSite, targets: Sequence[Reconciler]) -> list[Holder]:
+def holders(site: DesiredSite, targets: Sequence[Reconciler]) -> list[Holder]:
     """The traffic targets that do not confirm, from what they read back, that the site
     gets no traffic from them, as (actuator, target, why); empty: confirmed off."""
-    site = target.name
-    if not target.managed:
+    if not site.managed:
         return []  # observe mode: nothing is actuated, nothing to wait for
     out = []
     for rec in targets:
         part = next(iter(rec.parts.values()))
-        if part.role != "traffic" or not isinstance(part, Serving) or not part.serves(target):
+        if part.role != "traffic" or not isinstance(part, Serving) or not part.serves(site):
             continue
         name = rec.target or rec.actuator.ident
         traffic = rec.traffic.get(name)
@@ -38,7 +37,7 @@ def holders(target: DesiredSite, targets: Sequence[Reconciler]) -> list[Holder]:
         if traffic is None:
             why = outcome.error if outcome and outcome.error else "not read back yet"
             out.append((rec.actuator.ident, name, why))
-        elif traffic.get(site, False):
+        elif traffic.get(site.name, False):
             out.append((rec.actuator.ident, name, "still sends traffic"))
     return out
 
