@@ -50,8 +50,8 @@ class Actuation:
     def __init__(
         self,
         live: Live,
-        metrics: Metrics,
         clock: EngineClock,
+        metrics: Metrics,
         rounds: Rounds,
         effects: Effects,
         memory: Memory,
@@ -152,15 +152,7 @@ class Actuation:
             or outcome.error
             or (previous is not None and previous.in_sync != outcome.in_sync)
         ):
-            self.effects.audit(
-                "actuation",
-                actuator=outcome.actuator,
-                target=outcome.target,
-                applied=outcome.applied,
-                notes=outcome.notes,
-                error=outcome.error,
-                in_sync=outcome.in_sync,
-            )
+            self.effects.audit("actuation", **dataclasses.asdict(outcome))
         if rec.actuator.role == "traffic":
             # A confirmation counts from when it was read back, not the next round.
             self.check_traffic(self.clock.now())

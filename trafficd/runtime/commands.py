@@ -21,8 +21,6 @@ from trafficd.model import Decision, Override, Pause
 from trafficd.runtime.effects import Effects
 from trafficd.runtime.leader import Leader
 from trafficd.runtime.live import Live
-from trafficd.runtime.observations import Observations
-from trafficd.runtime.replication import Replication
 from trafficd.runtime.rounds import Rounds
 
 Action = Literal["drain", "undrain", "hold", "release", "pause", "resume"]
@@ -82,18 +80,10 @@ class Command:
 
 class Commands:
     def __init__(
-        self,
-        live: Live,
-        clock: EngineClock,
-        observations: Observations,
-        rounds: Rounds,
-        effects: Effects,
-        leader: Leader,
-        replication: Replication,
+        self, live: Live, clock: EngineClock, rounds: Rounds, effects: Effects, leader: Leader
     ) -> None:
-        self.live, self.clock, self.observations = live, clock, observations
-        self.rounds, self.effects, self.leader = rounds, effects, leader
-        self.replication = replication
+        self.live, self.clock, self.rounds = live, clock, rounds
+        self.effects, self.leader = effects, leader
 
     async def execute(self, command: Command) -> dict[str, Any]:
         """Takes the command (stored, audited, sent) and, where this instance decides,
@@ -168,15 +158,7 @@ class Commands:
 
     def _check_drain(self, site: str, override: Override, now: float, wall: float) -> None:
         """The would-be drain through the pure engine first: a refusal stores nothing."""
-        self.effects.expired(self.rounds.expire(wall))
-        refusal = self.rounds.trial(
-            self.observations.latest,
-            site,
-            override,
-            now,
-            wall,
-            restore_blocks=self.replication.restore_blocks(),
-        )
+        refusal = self.leader.trial(site, override, now, wall)
         if refusal is not None:
             self.effects.refused(refusal, t=now, who=override.who, action="drain")
             raise RefusedError(

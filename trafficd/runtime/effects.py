@@ -41,9 +41,9 @@ class Effects:
     def __init__(
         self,
         live: Live,
+        clock: EngineClock,
         store: Store,
         metrics: Metrics,
-        clock: EngineClock,
         rounds: Rounds,
         memory: Memory,
         replication: Replication,

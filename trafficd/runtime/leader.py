@@ -23,11 +23,10 @@ from typing import Any
 
 from trafficd.clock import EngineClock
 from trafficd.coordination import Coordinator, SharedStoreError
-from trafficd.model import Decision
+from trafficd.model import Decision, Override, Refusal
 from trafficd.runtime.actuation import Actuation
 from trafficd.runtime.effects import Effects
 from trafficd.runtime.live import Live
-from trafficd.runtime.memory import Memory
 from trafficd.runtime.observations import Observations
 from trafficd.runtime.replication import Replication
 from trafficd.runtime.rounds import Rounds
@@ -47,12 +46,12 @@ class Leader:
         rounds: Rounds,
         effects: Effects,
         actuation: Actuation,
-        memory: Memory,
         replication: Replication,
     ) -> None:
         self.live, self.clock, self.observations = live, clock, observations
         self.rounds, self.effects, self.actuation = rounds, effects, actuation
-        self.memory, self.replication = memory, replication
+        self.memory = actuation.memory  # what the actuators remember, shared as leader
+        self.replication = replication
         self.ready = False  # a decision every probe had its chance to inform
         self._started = clock.now()
         self._generation: str | None = None  # the shared store's, last seen
@@ -76,6 +75,14 @@ class Leader:
         if now - self._started >= self.live.config.probes.interval:
             self.ready = True
         return rnd.decision
+
+    def trial(self, site: str, override: Override, now: float, wall: float) -> Refusal | None:
+        """Would this drain be refused? A round on the would-be overrides, nothing kept
+        (the overrides expired by then go first, as in a round)."""
+        self.effects.expired(self.rounds.expire(wall))
+        blocks = self.replication.restore_blocks()
+        latest = self.observations.latest
+        return self.rounds.trial(latest, site, override, now, wall, restore_blocks=blocks)
 
     async def engine_loop(self) -> None:
         """With one vantage: a round as soon as new observations arrive (at most one per

@@ -27,6 +27,10 @@ from trafficd.model import (
 )
 from trafficd.runtime.observations import Key
 
+Inputs = tuple[
+    EngineState, Mapping[Key, Observation], EnginePolicy, dict[str, Override], Pause | None, float
+]
+
 
 @dataclass(frozen=True)
 class Round:
@@ -80,12 +84,7 @@ class Rounds:
         """One engine round at `now` (the engine clock) on `latest`."""
         expired = self.expire(wall)
         decision = decide(
-            self.engine,
-            latest,
-            self.policy,
-            dict(self.overrides),
-            self.pause,
-            now,
+            *self._inputs(latest, now),
             restore_blocks=restore_blocks,
             wall=wall,
             traffic_off=traffic_off,
@@ -104,18 +103,12 @@ class Rounds:
         restore_blocks: Mapping[str, str] | None,
     ) -> Refusal | None:
         """Would this drain be refused? Run through the pure engine; nothing is kept."""
-        return trial_drain(
-            self.engine,
-            latest,
-            self.policy,
-            dict(self.overrides),
-            self.pause,
-            now,
-            site,
-            override,
-            restore_blocks=restore_blocks,
-            wall=wall,
-        )
+        inputs = self._inputs(latest, now)
+        return trial_drain(*inputs, site, override, restore_blocks=restore_blocks, wall=wall)
+
+    def _inputs(self, latest: Mapping[Key, Observation], now: float) -> Inputs:
+        """What a round decides from, in `decide`'s order."""
+        return self.engine, latest, self.policy, dict(self.overrides), self.pause, now
 
     def command(self, site: str | None, override: Override | None, pause: Pause | None) -> None:
         """An operator's command taken: the site's override set or removed, the pause."""

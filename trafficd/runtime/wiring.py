@@ -64,16 +64,14 @@ class Runtime:
         memory = self.memory = Memory(saved.actuator_memory)
         observations = self.observations = Observations(clock)
         replication = self.replication = Replication(live, rounds)
-        effects = self.effects = Effects(live, store, metrics, clock, rounds, memory, replication)
+        effects = self.effects = Effects(live, clock, store, metrics, rounds, memory, replication)
         actuation = self.actuation = Actuation(
-            live, metrics, clock, rounds, effects, memory, replication, dry_run=dry_run
+            live, clock, metrics, rounds, effects, memory, replication, dry_run=dry_run
         )
-        self.leader = Leader(
-            live, clock, observations, rounds, effects, actuation, memory, replication
+        leader = self.leader = Leader(
+            live, clock, observations, rounds, effects, actuation, replication
         )
-        self.commands = Commands(
-            live, clock, observations, rounds, effects, self.leader, replication
-        )
+        self.commands = Commands(live, clock, rounds, effects, leader)
         self.views = Views(live, clock, store, observations, rounds, actuation, replication)
         self.supervisor = Supervisor(metrics)
         self.probing = Probing()
@@ -81,18 +79,13 @@ class Runtime:
 
     @classmethod
     def open(
-        cls,
-        config: Config,
-        config_path: Path,
-        *,
-        clock: EngineClock | None = None,
-        dry_run: bool = False,
+        cls, config: Config, path: Path, *, clock: EngineClock | None = None, dry_run: bool = False
     ) -> Runtime:
         """On the configuration's `state_dir` (relative to its file), a registry of its
         own, and the system's wall and monotonic clocks unless `clock` is given."""
         state_dir = Path(config.state_dir)
         if not state_dir.is_absolute():
-            state_dir = config_path.parent / state_dir
+            state_dir = path.parent / state_dir
         metrics = Metrics(CollectorRegistry())
         return cls(
             config,
