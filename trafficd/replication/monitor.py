@@ -1,6 +1,6 @@
 """The daemon's replication monitor: incremental rounds and a background re-scan.
 
-Beside the pipeline (daemon.py runs it in its own tasks). Every
+Beside the pipeline (runtime/replication.py runs it in its own tasks). Every
 `replication.interval` a round reads what changed in Quay's database since the
 last one (incremental.py) and the queue, under `statement_timeout`; a re-scan
 task pages through every blob on its own connection under `rescan_timeout`,

@@ -1,11 +1,12 @@
 """Named, guarded asyncio tasks: the runtime's loops, restarted when they die.
 
-Under the daemon (daemon.py spawns every loop of the configuration here) and
-above nothing: a task is a name and a factory of its coroutine. A task that
-raises is logged, counted in `trafficd_task_restarts_total{task}` and started
-again after `restart_delay`; it never takes the process down. A loop is meant
-to run until it is cancelled: one that returns is a bug, and is said so (a
-warning naming it) rather than silently gone. A `once` task (a reload) may end.
+Under the runtime's wiring (runtime/wiring.py spawns every loop of the
+configuration here, the daemon its reloads) and above nothing: a task is a
+name and a factory of its coroutine. A task that raises is logged, counted in
+`trafficd_task_restarts_total{task}` and started again after `restart_delay`;
+it never takes the process down. A loop is meant to run until it is
+cancelled: one that returns is a bug, and is said so (a warning naming it)
+rather than silently gone. A `once` task (a reload) may end.
 """
 
 from __future__ import annotations
