@@ -3,12 +3,12 @@
 Under the daemon (daemon.py: the process, its listeners, signals and reloads)
 and over every other module of this package. `Runtime` builds each part once
 on one configuration, one store, one metrics registry and one clock (an
-EngineClock: its monotonic reading for durations, wall time for display and
-operators' expiries; tests give it a fake one), and is what the API is
-served from (api.py's `Controller`; the tokens are the daemon's). `start` spawns the configuration's
-tasks (probe loops, engine loop, reconcile loops, preflight, notify,
-replication) under the supervisor; `stop` ends them; `configure` puts a
-reloaded configuration in force for every part at once.
+EngineClock: its engine reading for durations, wall time for display and
+operators' expiries; tests give it a fake one), and is what the API serves
+(api.py's `Controller`; the tokens are the daemon's). `start` spawns the
+configuration's tasks (probe loops, engine loop, reconcile loops, preflight,
+notify, replication) under the supervisor, `stop` ends them, `reload` puts a
+new configuration in force for every part at once, `close` saves a last time.
 """
 
 from __future__ import annotations
