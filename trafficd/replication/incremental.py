@@ -586,19 +586,20 @@ class Tracker:
         self, now: float, interval: float, confirm_interval: float, rescan_interval: float
     ) -> str | None:
         """What the background has to do: "rescan" when one runs, none has ended yet, a
-        count found changes the rounds did not see, PostgreSQL's counters show deletes or
-        updates since the last count (no sooner than `interval` after the previous re-scan
-        ended), or the last one ended `rescan_interval` ago; else "count" when a
-        transaction ended since the last confirmation and no count ran for
+        count found changes the rounds did not see, or the last one ended
+        `rescan_interval` ago; else "count" when PostgreSQL's counters show rows deleted
+        or updated since the last count (a hint: no sooner than `interval` after it), or
+        a transaction ended since the last confirmation and no count ran for
         `confirm_interval`; else None."""
         if self.rescan is not None or self.live is None or self.unseen_at is not None:
             return "rescan"
         if self.last_rescan_end is None or now - self.last_rescan_end >= rescan_interval:
             return "rescan"
-        if self.changes != self.changes_at_count and now - self.last_rescan_end >= interval:
-            return "rescan"
+        since = None if self.last_count is None else now - self.last_count
+        if self.changes != self.changes_at_count and (since is None or since >= interval):
+            return "count"
         if self.snapshot != self.confirmed_snapshot and (
-            self.last_count is None or now - self.last_count >= confirm_interval
+            since is None or since >= confirm_interval
         ):
             return "count"
         return None
