@@ -41,8 +41,7 @@ from trafficd.replication import (
     read_figures,
 )
 from trafficd.replication.base import connect
-from trafficd.replication.incremental import read_count, read_page
-from trafficd.replication.monitor import STATE_FILE
+from trafficd.replication.incremental import STATE_FILE, read_count, read_page
 from trafficd.replication.scan import read_status_from_state
 
 pytestmark = pytest.mark.peers

@@ -68,6 +68,7 @@ from trafficd.replication.base import (
 )
 
 VERSION = 2
+STATE_FILE = "replication-monitor.json"  # in state_dir: the daemon's, read by `status` too
 GAP_TTL = 600.0  # seconds an unseen id is waited for (longer: the next count's business)
 MAX_GAPS = 10_000  # per table; beyond, the oldest are given up on (the next count's too)
 ROUND_ROWS = 200_000  # ids read per table and round; more waits for the next round

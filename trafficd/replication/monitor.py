@@ -44,11 +44,16 @@ from trafficd.replication.base import (
     read_queue,
     sample_placed,
 )
-from trafficd.replication.incremental import FINGERPRINT_SQL, Tracker, read_count, read_page
+from trafficd.replication.incremental import (
+    FINGERPRINT_SQL,
+    STATE_FILE,
+    Tracker,
+    read_count,
+    read_page,
+)
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "replication-monitor.json"
 TOP_BLOB_SQL = "SELECT COALESCE(max(id), 0) FROM imagestorage"
 RETRY = 10.0  # seconds before a failed page is read again
 
