@@ -191,17 +191,20 @@ class Figures:
     dead_items: int
     stuck_items: int
     blobs: int = 0
-    # Placements beyond each blob's first: grows by one with every completed copy.
+    # Copies beyond each blob's first (at configured locations): grows by one with every
+    # completed copy.
     replica_placements: int = 0
     # How far the figures can be trusted. Exact figures have all three at their default.
-    # stale: rows were deleted or changed (garbage collection, removelocation) since
-    # the last full scan confirmed them, or none has yet: exact for every insert seen,
-    # not yet re-checked for deletes. partial: a one-shot read ran out of time; only
-    # `coverage` of the blobs (by id) were read, so every count is a lower bound.
+    # stale: not proven exact (the daemon's, incremental.py): a transaction ended since
+    # the count that confirmed them, so rows may have been deleted or changed since
+    # (every insert is counted), or a re-scan is reading such rows, or none has ended
+    # yet. partial: a one-shot read ran out of time; only `coverage` of the blobs (by
+    # id) were read, so every count is a lower bound.
     stale: bool = False
     partial: bool = False
     coverage: float = 1.0
-    confirmed_at: float | None = None  # start of the full scan that last confirmed them
+    # Every row deleted or changed before this is counted (the confirming count's start).
+    confirmed_at: float | None = None
     note: str | None = None  # why stale or partial, for people
     source: str | None = None  # where they come from, for people
 
@@ -542,5 +545,5 @@ def render_status(figures: Figures) -> str:
             "every count below is a lower bound" + (f" ({figures.note})" if figures.note else ""),
         )
     elif figures.stale:
-        lines.insert(0, f"STALE: {figures.note or 'not confirmed by a full scan yet'}")
+        lines.insert(0, f"STALE: {figures.note or 'not confirmed yet'}")
     return "\n".join(lines)

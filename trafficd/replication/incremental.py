@@ -178,6 +178,29 @@ def add_counts(into: Counts, other: Counts, sign: int = 1) -> None:
         into[name] = [a + sign * b for a, b in zip(into[name], values, strict=True)]
 
 
+# A one-shot page (status), location ids in a bit mask: each blob's placements reduced
+# to its mask first, from imagestorageplacement_storage_id_location_id alone, and only
+# then merge-joined with the blobs (one row a blob, not one a placement): 0.56 s
+# against 0.72 s for 10^6 blobs in 6 pages over 3 connections (median of 8,
+# bench/replication.py's data, a quiet machine).
+STATUS_PAGE_SQL = """
+    SELECT held, count(*) AS blobs, COALESCE(sum(size), 0)::bigint AS bytes
+    FROM (
+        SELECT COALESCE(s.image_size, 0) AS size, COALESCE(p.held, 0) AS held
+        FROM imagestorage s
+        LEFT JOIN (SELECT storage_id, bit_or(1::bigint << location_id) AS held
+                   FROM imagestorageplacement
+                   WHERE storage_id >= $1::bigint AND storage_id < $2::bigint
+                   GROUP BY storage_id) AS p ON p.storage_id = s.id
+        WHERE s.id >= $1::bigint AND s.id < $2::bigint
+          AND EXISTS (SELECT 1 FROM manifestblob mb
+                      WHERE mb.blob_id = s.id
+                        AND mb.blob_id >= $1::bigint AND mb.blob_id < $2::bigint)
+    ) AS per_blob
+    GROUP BY held
+"""
+
+
 def page_sql(*, small: bool, watermarked: bool) -> str:
     """The counted blobs of ids [$1, $2) per set of locations holding them. Watermarked
     (the re-scan): only rows known to the rounds ($3..$6: the high ids and gaps of
@@ -190,6 +213,8 @@ def page_sql(*, small: bool, watermarked: bool) -> str:
         if small
         else "array_remove(array_agg(p.location_id ORDER BY p.location_id), NULL)"
     )
+    if small and not watermarked:
+        return STATUS_PAGE_SQL
     # The id range is repeated on every table so each index is entered at the page's
     # first id, not read from its start (a merge join would: quadratic over the pages).
     return f"""
