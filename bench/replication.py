@@ -21,7 +21,8 @@ It times, and prints:
 - in a fresh process running the daemon's monitor: one full re-scan, one
   incremental round after 1,000 new pushes (each an imagestorage row, its
   placement, a manifest, its manifestblob and a queue item; plus 1,000 copies of
-  earlier blobs), checked against a one-pass read; its peak RSS;
+  earlier blobs), checked against a one-pass read; the count that confirms the
+  figures after it; its peak RSS;
 - the restore gate's sample; the query plans (EXPLAIN ANALYZE) of a status page,
   a re-scan page, a round's blob states and the queue.
 Targets on this 2-core machine: CLI 10^6 < 1 s, 10^7 < 5 s; the round after 10^3
@@ -294,7 +295,13 @@ async def monitor_child(config_path: str, admin_dsn: str) -> None:
         t0 = time.perf_counter()
         await monitor.round()
         out["round_after_pushes_s"] = time.perf_counter() - t0
+        out["stale_after_pushes"] = monitor.figures.stale if monitor.figures else None
+        t0 = time.perf_counter()
+        out["count_confirmed"] = await monitor.confirm()
+        out["count_s"] = time.perf_counter() - t0
+        await monitor.round()
         assert monitor.figures is not None
+        out["stale_after_count"] = monitor.figures.stale
         assert config.replication is not None
         truth = await read_status(
             config.replication,
@@ -317,7 +324,7 @@ async def monitor_child(config_path: str, admin_dsn: str) -> None:
 
 async def plans(server: Postgres, db: str, n: int) -> None:
     from trafficd.replication.base import PAGE_STREAMING, QUEUE_SQL, naive_utc, sample_placed
-    from trafficd.replication.incremental import CAUGHT_UP_STATES_SQL, page_sql
+    from trafficd.replication.incremental import CAUGHT_UP_STATES_SQL, COLUMNS, count_sql, page_sql
 
     # As trafficd's sessions run (base.connect): no parallel workers, 16 MB work_mem.
     conn = await asyncpg.connect(
@@ -351,6 +358,11 @@ async def plans(server: Postgres, db: str, n: int) -> None:
                 (touched, 2),
             ),
             ("the queue", QUEUE_SQL, (now, now)),
+            (
+                "a count's pass over imagestorageplacement",
+                count_sql(*COLUMNS["placements"], "id <= $1::bigint"),
+                (top_p,),
+            ),
         ):
             async with conn.transaction(readonly=True):
                 if "page" in title:
@@ -398,6 +410,12 @@ def bench(server: Postgres, n: int, runs: int, work: Path) -> None:
         f"  monitor: full re-scan {m['rescan_s']:.2f}s; idle round "
         f"{m['idle_round_s'] * 1000:.0f} ms; round after {PUSHES:,} pushes and {PUSHES:,} "
         f"copies {took * 1000:.0f} ms{verdict}; equal to a full read: {m['exact']}"
+    )
+    print(
+        f"  monitor: after the pushes the figures are stale {m['stale_after_pushes']} (not "
+        f"proven: a delete would not show); a count confirming them (every row of "
+        f"imagestorage, imagestorageplacement and manifestblob) {m['count_s']:.2f}s, "
+        f"confirmed {m['count_confirmed']}, then stale {m['stale_after_count']}"
     )
     print(
         f"  monitor process peak RSS {m['rss_peak_mb']:.0f} MB "

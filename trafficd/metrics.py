@@ -173,11 +173,13 @@ class Metrics:
         )
         self.replication_stale = gauge(
             "trafficd_replication_stale",
-            "1 while the figures wait for a full re-scan's confirmation (rows deleted since)",
+            "1 while the figures are not proven exact as of the last round "
+            "(a transaction ended since the count that confirmed them, or a re-scan runs)",
         )
         self.replication_confirmed = gauge(
             "trafficd_replication_confirmed_timestamp_seconds",
-            "start of the full re-scan that last confirmed the figures",
+            "the figures count every row deleted or changed before this moment "
+            "(the count that last confirmed them)",
         )
         self.replication_up = gauge(
             "trafficd_replication_up", "the last read of Quay's database succeeded"

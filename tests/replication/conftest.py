@@ -10,6 +10,7 @@ rows of `imagestoragereplication/<uuid>/` with naive UTC times.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import json
@@ -39,11 +40,24 @@ def postgres() -> Iterator[Postgres]:
     directory.chmod(0o755)
     server = Postgres(directory / "cluster", SUPERUSER_PASSWORD)
     server.start()
+    # No autovacuum: an automatic ANALYZE ends a transaction of its own (it writes
+    # pg_statistic), and the monitor's figures are exact only while no transaction has
+    # ended since their confirmation: one at a random moment would make tests of that flaky.
+    asyncio.run(_no_autovacuum(server))
     try:
         yield server
     finally:
         server.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+async def _no_autovacuum(server: Postgres) -> None:
+    conn = await asyncpg.connect(server.dsn(), password=SUPERUSER_PASSWORD)
+    try:
+        await conn.execute("ALTER SYSTEM SET autovacuum = off")
+        await conn.execute("SELECT pg_reload_conf()")
+    finally:
+        await conn.close()
 
 
 def digest_of(name: str) -> str:

@@ -41,7 +41,12 @@ async def locked(quay_db: QuayDB) -> AsyncIterator[None]:
 
 def test_pages_cover_every_id_and_the_last_is_open() -> None:
     assert pages(0, 10) == [(0, 1 << 62)]
-    assert pages(25, 10) == [(0, 10), (10, 20), (20, 1 << 62)]
+    assert pages(25, 10) == [(0, 9), (9, 18), (18, 1 << 62)]
+    # As many as a multiple of the connections reading them, of even sizes: 4 pages of
+    # 250,000 ids on 3 connections left one reading the last alone.
+    assert pages(1_000_000, 250_000, 3) == [
+        (i * 166_667, (i + 1) * 166_667 if i < 5 else 1 << 62) for i in range(6)
+    ]
 
 
 async def test_pages_equal_one_pass(quay_db: QuayDB) -> None:

@@ -390,10 +390,18 @@ class Replication(_Model):
     )
     interval: Duration = Field(60.0, gt=0, description="time between reads")
     statement_timeout: Duration = Field(5.0, gt=0, description="timeout of one query")
+    confirm_interval: Duration = Field(
+        300.0,
+        gt=0,
+        description="time between counts that confirm the figures while rows change "
+        "(one pass over three of Quay's tables: about half a full re-scan; rows deleted "
+        "or updated in PostgreSQL's counters start one sooner)",
+    )
     rescan_interval: Duration = Field(
         3600.0,
         gt=0,
-        description="longest time between full re-scans (deletes seen start one sooner)",
+        description="longest time between full re-scans (a count that finds rows "
+        "deleted or changed starts one sooner)",
     )
     rescan_timeout: Duration = Field(
         60.0, gt=0, description="timeout of one page of the background re-scan"

@@ -7,6 +7,8 @@ keep the daemon's figures from what changed. Never writes: every query runs in a
 read-only transaction under a statement timeout.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from trafficd.replication.base import (
     EXAMPLES,
     HOLDING_SQL,
@@ -36,7 +38,20 @@ from trafficd.replication.base import (
     render_status,
     sample_placed,
 )
-from trafficd.replication.monitor import ReplicationMonitor
+
+if TYPE_CHECKING:
+    from trafficd.replication.monitor import ReplicationMonitor
+
+
+def __getattr__(name: str) -> Any:
+    """The daemon's monitor, imported when first asked for: it brings the metrics
+    (prometheus_client), which the one-shot commands never use (the CLI's start-up)."""
+    if name == "ReplicationMonitor":
+        from trafficd.replication.monitor import ReplicationMonitor
+
+        return ReplicationMonitor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "EXAMPLES",

@@ -177,7 +177,9 @@ class LocationFigures:
     at_risk_blobs: int = 0
     at_risk_bytes: int = 0
     # False for a location of Quay's table that trafficd's config does not name but
-    # that holds placements (boot.py's built-in rows hold none and are not shown).
+    # that holds placements (boot.py's built-in rows hold none and are not shown). Its
+    # placements are no copies: its at-risk figures are the blobs no configured
+    # location holds.
     configured: bool = True
 
 
@@ -189,17 +191,20 @@ class Figures:
     dead_items: int
     stuck_items: int
     blobs: int = 0
-    # Placements beyond each blob's first: grows by one with every completed copy.
+    # Copies beyond each blob's first (at configured locations): grows by one with every
+    # completed copy.
     replica_placements: int = 0
     # How far the figures can be trusted. Exact figures have all three at their default.
-    # stale: rows were deleted or changed (garbage collection, removelocation) since
-    # the last full scan confirmed them, or none has yet: exact for every insert seen,
-    # not yet re-checked for deletes. partial: a one-shot read ran out of time; only
-    # `coverage` of the blobs (by id) were read, so every count is a lower bound.
+    # stale: not proven exact (the daemon's, incremental.py): a transaction ended since
+    # the count that confirmed them, so rows may have been deleted or changed since
+    # (every insert is counted), or a re-scan is reading such rows, or none has ended
+    # yet. partial: a one-shot read ran out of time; only `coverage` of the blobs (by
+    # id) were read, so every count is a lower bound.
     stale: bool = False
     partial: bool = False
     coverage: float = 1.0
-    confirmed_at: float | None = None  # start of the full scan that last confirmed them
+    # Every row deleted or changed before this is counted (the confirming count's start).
+    confirmed_at: float | None = None
     note: str | None = None  # why stale or partial, for people
     source: str | None = None  # where they come from, for people
 
@@ -376,33 +381,39 @@ def build_figures(
 ) -> Figures:
     """The figures of `status` from the counted blobs' sets. Shown: the `configured`
     locations (None: every row of Quay's table) and any other that holds placements,
-    marked as not configured. `state` says how fresh they are (Figures' own fields)."""
+    marked as not configured. Only a placement at a configured location counts as a
+    copy, as in check-removal: a blob at L whose other placements are all elsewhere
+    is at risk at L, and a location that is not configured shows the blobs no
+    configured location holds. `state` says how fresh they are (Figures' own fields)."""
+    known = set(names.values()) if configured is None else set(configured) | set(defaults)
     total_blobs = total_bytes = replicas = 0
     placed_blobs: dict[str, int] = dict.fromkeys(names.values(), 0)
     placed_bytes: dict[str, int] = dict.fromkeys(names.values(), 0)
-    only_blobs: dict[str, int] = dict.fromkeys(names.values(), 0)
-    only_bytes: dict[str, int] = dict.fromkeys(names.values(), 0)
+    alone_blobs: dict[str, int] = dict.fromkeys(names.values(), 0)
+    alone_bytes: dict[str, int] = dict.fromkeys(names.values(), 0)
     for held, (blobs, size) in sets.items():
         ids = [i for i in names if held >> i & 1]
+        copies = [i for i in ids if names[i] in known]
         total_blobs += blobs
         total_bytes += size
-        replicas += blobs * max(0, len(ids) - 1)
+        replicas += blobs * max(0, len(copies) - 1)
         for i in ids:
             placed_blobs[names[i]] += blobs
             placed_bytes[names[i]] += size
-        if len(ids) == 1:
-            only_blobs[names[ids[0]]] += blobs
-            only_bytes[names[ids[0]]] += size
-    known = set(names.values()) if configured is None else set(configured)
+            # What removing location i loses (check-removal): no copy at another
+            # configured location.
+            if not [c for c in copies if c != i]:
+                alone_blobs[names[i]] += blobs
+                alone_bytes[names[i]] += size
     locations = {}
     for name in sorted(known | set(defaults) | holding):
         default = name in defaults
         locations[name] = LocationFigures(
-            configured=name in known or default,
+            configured=name in known,
             backlog_blobs=total_blobs - placed_blobs.get(name, 0) if default else 0,
             backlog_bytes=total_bytes - placed_bytes.get(name, 0) if default else 0,
-            at_risk_blobs=only_blobs.get(name, 0),
-            at_risk_bytes=only_bytes.get(name, 0),
+            at_risk_blobs=alone_blobs.get(name, 0),
+            at_risk_bytes=alone_bytes.get(name, 0),
         )
     return Figures(
         locations=locations,
@@ -534,5 +545,5 @@ def render_status(figures: Figures) -> str:
             "every count below is a lower bound" + (f" ({figures.note})" if figures.note else ""),
         )
     elif figures.stale:
-        lines.insert(0, f"STALE: {figures.note or 'not confirmed by a full scan yet'}")
+        lines.insert(0, f"STALE: {figures.note or 'not confirmed yet'}")
     return "\n".join(lines)

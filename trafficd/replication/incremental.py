@@ -1,35 +1,52 @@
 """The daemon's replication figures, kept from what changed rather than re-read whole.
 
 Between Quay's database and the monitor (monitor.py). Quay's ids only grow, so a
-round reads the placements and manifest references inserted since the last one by
-id (`id > high`), takes the blobs they touch, and moves each of those blobs from
-the set of locations it had to the one it has now: a round costs what changed,
+round reads the placements, manifest references and blobs inserted since the last
+one by id (`id > high`), takes the blobs they touch, and moves each of those blobs
+from the set of locations it had to the one it has now: a round costs what changed,
 not what the registry holds (10^3 pushes at 10^7 blobs: a few thousand index
-lookups). What ids cannot show (rows deleted by garbage collection or
-`util.removelocation`, a size changed in place) a paged full re-scan catches, in
+lookups).
+
+What ids cannot show (rows deleted by garbage collection or `util.removelocation`,
+a size filled in place, a row inserted below the ids already read: a backfill with
+explicit ids, a transaction that held its id longer than `GAP_TTL`) no cheap read
+shows as it happens: PostgreSQL's row counters (`pg_stat_user_tables`) lag by up to
+10 s after a commit, longer while the writing session stays busy. So the figures
+are never called exact on their word. They are *confirmed*: a count (`COUNT_SQL`:
+the number of rows and sums of their columns, per table, over the rows the rounds
+know, in one snapshot: one pass over three tables, about half a re-scan) equal to
+what the rounds expect proves that nothing they cannot see happened since the
+previous count; from then the figures are exact but for what changed after it.
+A round's figures are exact, and shown so (not stale), only while the cluster's
+snapshot (`pg_current_snapshot()`: which transactions have ended) is still the
+confirming count's: no transaction has ended since, so no row changed. Otherwise
+they are stale: every insert seen is counted, and `confirmed_at` says since when
+a delete or an in-place change may be missing.
+
+A count that finds more or less than expected starts a paged full re-scan, in
 the background, on its own connection and its own longer timeout: it never
-blocks a round. Deletes and updates are seen in PostgreSQL's own counters
-(`pg_stat_user_tables`): from then until a re-scan that started after them ends,
-the figures are marked stale; they are exact for every insert seen, never
-invented.
+blocks a round. The re-scan reads blobs by id range (`rescan_page` blob ids a
+page), each page with the watermarks of the moment it starts, so it sees exactly
+the rows the rounds know; the rounds' changes to blobs a page has covered are
+added to the re-scan's sum (those made while the page runs are kept and added
+when it ends). When the last page ends, the re-scan's sum replaces the figures,
+confirmed as of the count it started with (its pages read the rows as they were
+then or later). PostgreSQL's row counters serve only as a hint that a re-scan is
+due (deletes shown there start one at once), never as proof.
 
 Exactness under concurrent commits: an id is assigned when a row is inserted and
 becomes visible when its transaction commits, so a round may see id 101 before
 id 100. Ids between the previous high mark and the new one that are not visible
 yet are kept as gaps and read again every round until they appear (or
-`GAP_TTL` passes: a rolled-back transaction's id never appears; the next
-re-scan covers a transaction slower than that). A blob's "before" is computed
-from the rows known at the previous round (ids up to the old high mark, gaps
-excluded) and its "after" from the rows known now, both read in one snapshot,
-so each change is counted once.
+`GAP_TTL` passes: a rolled-back transaction's id never appears; the next count
+finds a transaction slower than that). A blob's "before" is computed from the
+rows known at the previous round (ids up to the old high mark, gaps excluded)
+and its "after" from the rows known now, both read in one snapshot, so each
+change is counted once.
 
-A re-scan reads blobs by id range (`rescan_page` blobs a page), each page with
-the watermarks of the moment it starts, so it sees exactly the rows the rounds
-know; the rounds' changes to blobs a page has covered are added to the re-scan's
-sum (those made while the page runs are kept and added when it ends). When the
-last page ends, the re-scan's sum replaces the figures. The whole state (marks,
-gaps, both sums, the re-scan's cursor) is a few kilobytes, saved after every
-round and page: a restart resumes both where they were.
+The whole state (marks, gaps, expected counts, both sums, the re-scan's cursor)
+is a few kilobytes, saved after every round, count and page: a restart resumes
+them where they were.
 """
 
 from __future__ import annotations
@@ -50,17 +67,20 @@ from trafficd.replication.base import (
     add_sets,
 )
 
-VERSION = 1
-GAP_TTL = 600.0  # seconds an unseen id is waited for (longer: the re-scan's business)
-MAX_GAPS = 10_000  # per table; beyond, the oldest are dropped and the figures go stale
+VERSION = 2
+STATE_FILE = "replication-monitor.json"  # in state_dir: the daemon's, read by `status` too
+GAP_TTL = 600.0  # seconds an unseen id is waited for (longer: the next count's business)
+MAX_GAPS = 10_000  # per table; beyond, the oldest are given up on (the next count's too)
 ROUND_ROWS = 200_000  # ids read per table and round; more waits for the next round
 NO_END = 1 << 62  # the last page of a re-scan has no upper bound
 
-# The high ids of one snapshot. max(id) walks each primary key from its end.
+# The high ids of one snapshot, and the snapshot itself (which transactions have
+# ended: equal snapshots, equal rows). max(id) walks each primary key from its end.
 HIGH_SQL = """
     SELECT (SELECT COALESCE(max(id), 0) FROM imagestorageplacement) AS placements,
            (SELECT COALESCE(max(id), 0) FROM manifestblob) AS manifests,
-           (SELECT COALESCE(max(id), 0) FROM imagestorage) AS storages
+           (SELECT COALESCE(max(id), 0) FROM imagestorage) AS storages,
+           pg_current_snapshot()::text AS snapshot
 """
 # Rows inserted since the last round (and the gaps' rows that have appeared), by
 # primary key range.
@@ -70,6 +90,11 @@ NEW_PLACEMENTS_SQL = """
 """
 NEW_MANIFESTS_SQL = """
     SELECT id, blob_id AS blob FROM manifestblob
+    WHERE (id > $1::bigint AND id <= $2::bigint) OR id = ANY($3::bigint[])
+"""
+# Read for the counts only (a blob's size in the figures is read with its placements).
+NEW_STORAGES_SQL = """
+    SELECT id, COALESCE(image_size, 0) AS size FROM imagestorage
     WHERE (id > $1::bigint AND id <= $2::bigint) OR id = ANY($3::bigint[])
 """
 # Each touched blob before (the rows known at the previous round) and after (those
@@ -106,7 +131,8 @@ CAUGHT_UP_STATES_SQL = """
     FROM imagestorage s WHERE s.id = ANY($1::bigint[])
 """
 # Rows deleted or updated in the tables the figures come from, as PostgreSQL counts
-# them (readable by any role; flushed by the writing sessions within seconds).
+# them (readable by any role). A hint only, that a re-scan is due: the writing
+# sessions report them up to 10 s after they commit, or later while they stay busy.
 CHANGES_SQL = """
     SELECT COALESCE(sum(n_tup_del + n_tup_upd), 0)::bigint FROM pg_stat_user_tables
     WHERE relname IN ('imagestorage', 'imagestorageplacement', 'manifestblob')
@@ -123,6 +149,57 @@ FINGERPRINT_SQL = """
            || '/' || 'imagestorage'::regclass::oid::text
 """
 
+# The columns of each table the figures depend on; a count sums them (with the rows'
+# number) over the rows the rounds know. A row deleted, inserted unseen or changed in
+# any of them moves a sum.
+COLUMNS = {
+    "placements": ("imagestorageplacement", ("id", "storage_id", "location_id")),
+    "manifests": ("manifestblob", ("id", "blob_id")),
+    "storages": ("imagestorage", ("id", "COALESCE(image_size, 0)")),
+}
+
+
+def count_sql(table: str, columns: Iterable[str], where: str) -> str:
+    """One pass over `table` (a sequential scan): its rows' number and column sums."""
+    sums = ", ".join(f"COALESCE(sum({c}), 0)::bigint" for c in columns)
+    return f"SELECT count(*), {sums} FROM {table} WHERE {where}"
+
+
+Counts = dict[str, list[int]]
+"""Per table (placements, manifests, storages): [rows, sum of each column]."""
+
+
+def zero_counts() -> Counts:
+    return {name: [0] * (1 + len(columns)) for name, (_, columns) in COLUMNS.items()}
+
+
+def add_counts(into: Counts, other: Counts, sign: int = 1) -> None:
+    for name, values in other.items():
+        into[name] = [a + sign * b for a, b in zip(into[name], values, strict=True)]
+
+
+# A one-shot page (status), location ids in a bit mask: each blob's placements reduced
+# to its mask first, from imagestorageplacement_storage_id_location_id alone, and only
+# then merge-joined with the blobs (one row a blob, not one a placement): 0.56 s
+# against 0.72 s for 10^6 blobs in 6 pages over 3 connections (median of 8,
+# bench/replication.py's data, a quiet machine).
+STATUS_PAGE_SQL = """
+    SELECT held, count(*) AS blobs, COALESCE(sum(size), 0)::bigint AS bytes
+    FROM (
+        SELECT COALESCE(s.image_size, 0) AS size, COALESCE(p.held, 0) AS held
+        FROM imagestorage s
+        LEFT JOIN (SELECT storage_id, bit_or(1::bigint << location_id) AS held
+                   FROM imagestorageplacement
+                   WHERE storage_id >= $1::bigint AND storage_id < $2::bigint
+                   GROUP BY storage_id) AS p ON p.storage_id = s.id
+        WHERE s.id >= $1::bigint AND s.id < $2::bigint
+          AND EXISTS (SELECT 1 FROM manifestblob mb
+                      WHERE mb.blob_id = s.id
+                        AND mb.blob_id >= $1::bigint AND mb.blob_id < $2::bigint)
+    ) AS per_blob
+    GROUP BY held
+"""
+
 
 def page_sql(*, small: bool, watermarked: bool) -> str:
     """The counted blobs of ids [$1, $2) per set of locations holding them. Watermarked
@@ -136,6 +213,8 @@ def page_sql(*, small: bool, watermarked: bool) -> str:
         if small
         else "array_remove(array_agg(p.location_id ORDER BY p.location_id), NULL)"
     )
+    if small and not watermarked:
+        return STATUS_PAGE_SQL
     # The id range is repeated on every table so each index is entered at the page's
     # first id, not read from its start (a merge join would: quadratic over the pages).
     return f"""
@@ -216,10 +295,13 @@ def sets_from_json(doc: Iterable[Iterable[int]]) -> Sets:
 
 @dataclass
 class Rescan:
-    """A full re-scan in progress: blobs with ids below `cursor` are summed in `sets`."""
+    """A full re-scan in progress: blobs with ids below `cursor` are summed in `sets`.
+    It confirms the figures as of the count it started with (`confirms_at`, at the
+    cluster snapshot `confirms_snapshot`)."""
 
     started_at: float
-    changes_at_start: int
+    confirms_at: float
+    confirms_snapshot: str
     cursor: int = 0
     sets: Sets = field(default_factory=dict)
     pages: int = 0
@@ -237,6 +319,16 @@ class PageInFlight:
     changes: list[Change] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class CountInFlight:
+    """A count being read: the rounds' watermarks when it started and what they expected
+    it to find there."""
+
+    at: float
+    marks: dict[str, Mark]
+    expected: Counts
+
+
 @dataclass
 class Tracker:
     """The incremental state. `live` is None until a first full scan has ended."""
@@ -244,16 +336,33 @@ class Tracker:
     fingerprint: str = ""
     placements: Mark = field(default_factory=Mark)
     manifests: Mark = field(default_factory=Mark)
+    storages: Mark = field(default_factory=Mark)
     live: Sets | None = None
-    changes: int = 0  # deletes and updates seen (pg_stat_user_tables) at the last round
-    changed_at: float | None = None  # when a change was first seen since confirmation
+    # What a count at the current marks finds if nothing the rounds cannot see has
+    # happened since the last count (`counted`: one has run, else this is a partial sum).
+    expected: Counts = field(default_factory=zero_counts)
+    counted: bool = False
+    snapshot: str | None = None  # the cluster's snapshot at the last round
+    # The figures are exact but for what changed after `confirmed_at`, when the cluster's
+    # snapshot was `confirmed_snapshot`.
     confirmed_at: float | None = None
+    confirmed_snapshot: str | None = None
+    unseen_at: float | None = None  # a count found changes the rounds did not see
+    last_count: float | None = None  # when the last count started
+    changes: int = 0  # deletes and updates PostgreSQL counted (a hint), at the last round
+    changes_at_count: int = 0  # ... when the last count started
     rescan: Rescan | None = None
     last_rescan_end: float | None = None
-    dropped_gaps: bool = False  # gaps given up on overflow: stale until a re-scan
     page: PageInFlight | None = None  # not saved: a restart reads the page again
     catching_up: bool = False  # the last round read ROUND_ROWS ids: more are waiting
     saved_at: float | None = None
+
+    def marks(self) -> dict[str, Mark]:
+        return {
+            "placements": self.placements,
+            "manifests": self.manifests,
+            "storages": self.storages,
+        }
 
     # --- the state on disk -------------------------------------------------------------
 
@@ -262,20 +371,25 @@ class Tracker:
         return {
             "version": VERSION,
             "fingerprint": self.fingerprint,
-            "placements": self.placements.to_json(),
-            "manifests": self.manifests.to_json(),
+            **{name: mark.to_json() for name, mark in self.marks().items()},
             "live": None if self.live is None else sets_to_json(self.live),
-            "changes": self.changes,
-            "changed_at": self.changed_at,
+            "expected": self.expected,
+            "counted": self.counted,
+            "snapshot": self.snapshot,
             "confirmed_at": self.confirmed_at,
+            "confirmed_snapshot": self.confirmed_snapshot,
+            "unseen_at": self.unseen_at,
+            "last_count": self.last_count,
+            "changes": self.changes,
+            "changes_at_count": self.changes_at_count,
             "last_rescan_end": self.last_rescan_end,
-            "dropped_gaps": self.dropped_gaps,
             "saved_at": self.saved_at,
             "rescan": None
             if rescan is None
             else {
                 "started_at": rescan.started_at,
-                "changes_at_start": rescan.changes_at_start,
+                "confirms_at": rescan.confirms_at,
+                "confirms_snapshot": rescan.confirms_snapshot,
                 "cursor": rescan.cursor,
                 "sets": sets_to_json(rescan.sets),
                 "pages": rescan.pages,
@@ -287,22 +401,34 @@ class Tracker:
         if doc.get("version") != VERSION:
             raise ValueError(f"state version {doc.get('version')!r}, expected {VERSION}")
         r = doc.get("rescan")
+        expected = zero_counts()
+        for name, values in doc["expected"].items():
+            if name not in expected or len(values) != len(expected[name]):
+                raise ValueError(f"expected counts of {name!r}: not of this version")
+            expected[name] = [int(v) for v in values]
         return cls(
             fingerprint=str(doc["fingerprint"]),
             placements=Mark.from_json(doc["placements"]),
             manifests=Mark.from_json(doc["manifests"]),
+            storages=Mark.from_json(doc["storages"]),
             live=None if doc["live"] is None else sets_from_json(doc["live"]),
-            changes=int(doc["changes"]),
-            changed_at=doc.get("changed_at"),
+            expected=expected,
+            counted=bool(doc["counted"]),
+            snapshot=doc.get("snapshot"),
             confirmed_at=doc.get("confirmed_at"),
+            confirmed_snapshot=doc.get("confirmed_snapshot"),
+            unseen_at=doc.get("unseen_at"),
+            last_count=doc.get("last_count"),
+            changes=int(doc["changes"]),
+            changes_at_count=int(doc["changes_at_count"]),
             last_rescan_end=doc.get("last_rescan_end"),
-            dropped_gaps=bool(doc.get("dropped_gaps")),
             saved_at=doc.get("saved_at"),
             rescan=None
             if r is None
             else Rescan(
                 started_at=float(r["started_at"]),
-                changes_at_start=int(r["changes_at_start"]),
+                confirms_at=float(r["confirms_at"]),
+                confirms_snapshot=str(r["confirms_snapshot"]),
                 cursor=int(r["cursor"]),
                 sets=sets_from_json(r["sets"]),
                 pages=int(r["pages"]),
@@ -322,25 +448,36 @@ class Tracker:
             return cls.from_json(json.loads(path.read_text()))
         except FileNotFoundError:
             return None
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             return None  # unreadable or from another version: start afresh
 
     # --- how fresh the figures are ----------------------------------------------------
 
     @property
     def stale(self) -> bool:
-        return self.changed_at is not None or self.dropped_gaps or self.confirmed_at is None
+        """Not proven exact as of the last round: no full scan yet, a count found changes
+        a re-scan is still reading, or a transaction has ended since the confirmation."""
+        return (
+            self.live is None
+            or self.unseen_at is not None
+            or self.confirmed_snapshot is None
+            or self.snapshot != self.confirmed_snapshot
+        )
 
     def stale_note(self) -> str | None:
-        if self.confirmed_at is None:
+        if self.live is None or self.confirmed_at is None:
             return "no full scan has confirmed them yet"
-        if self.changed_at is not None:
+        if self.unseen_at is not None:
             return (
-                "rows were deleted or changed in Quay's database since the last full scan "
-                "(garbage collection, removelocation): a re-scan will confirm them"
+                "rows were deleted, changed or inserted below the ids already read "
+                "(garbage collection, removelocation, a backfill): a re-scan is reading them"
             )
-        if self.dropped_gaps:
-            return "too many ids went unseen: a re-scan will confirm them"
+        if self.stale:
+            return (
+                "rows changed since they were last confirmed (confirmed_at): every insert "
+                "is counted; a row deleted or changed since is counted once the next "
+                "count finds it"
+            )
         return None
 
     # --- one round -------------------------------------------------------------------
@@ -350,10 +487,17 @@ class Tracker:
         figures until a first full scan ends."""
         fingerprint = await conn.fetchval(FINGERPRINT_SQL)
         high = await conn.fetchrow(HIGH_SQL)
-        fresh = Tracker(fingerprint=fingerprint, changes=await conn.fetchval(CHANGES_SQL))
+        changes = await conn.fetchval(CHANGES_SQL)
+        fresh = Tracker(
+            fingerprint=fingerprint,
+            changes=changes,
+            changes_at_count=changes,
+            snapshot=high["snapshot"],
+        )
         for mark, table, top in (
             (fresh.placements, "imagestorageplacement", high["placements"]),
             (fresh.manifests, "manifestblob", high["manifests"]),
+            (fresh.storages, "imagestorage", high["storages"]),
         ):
             window = max(0, top - 1000)  # recent ids: a transaction may still hold some
             seen = {
@@ -368,19 +512,25 @@ class Tracker:
         applies it: to `live`, to the re-scan's sum for blobs it has passed, and to the
         page in flight's list for blobs in its range."""
         high = await conn.fetchrow(HIGH_SQL)
+        self.snapshot = high["snapshot"]
         changes = await conn.fetchval(CHANGES_SQL)
-        if changes != self.changes:
-            if changes < self.changes or self.changed_at is None:
-                # A counter that went back (statistics reset): nothing can be assumed.
-                self.changed_at = now
-            self.changes = changes
+        if changes < self.changes:
+            self.changes_at_count = -1  # statistics reset: nothing can be assumed
+        self.changes = changes
         new_p, p_high = await self._read(
             conn, NEW_PLACEMENTS_SQL, self.placements, high["placements"], now
         )
         new_m, m_high = await self._read(
             conn, NEW_MANIFESTS_SQL, self.manifests, high["manifests"], now
         )
-        self.catching_up = p_high.high < high["placements"] or m_high.high < high["manifests"]
+        new_s, s_high = await self._read(
+            conn, NEW_STORAGES_SQL, self.storages, high["storages"], now
+        )
+        self.catching_up = (
+            p_high.high < high["placements"]
+            or m_high.high < high["manifests"]
+            or s_high.high < high["storages"]
+        )
         touched = sorted({r["blob"] for r in new_p} | {r["blob"] for r in new_m})
         out: list[Change] = []
         if touched and not self.catching_up:
@@ -417,14 +567,24 @@ class Tracker:
                 after = mask_of(r["after"]) if r["counted_after"] else None
                 if before != after:
                     out.append(Change(r["id"], r["size"], before, after))
-        self.placements, self.manifests = p_high, m_high
+        self.placements, self.manifests, self.storages = p_high, m_high, s_high
+        add_counts(
+            self.expected,
+            {
+                "placements": _sums(((r["id"], r["blob"], r["location_id"]) for r in new_p), 3),
+                "manifests": _sums(((r["id"], r["blob"]) for r in new_m), 2),
+                "storages": _sums(((r["id"], r["size"]) for r in new_s), 2),
+            },
+        )
         self.apply(out)
         return out
 
     async def _read(
         self, conn: asyncpg.Connection, sql: str, mark: Mark, top: int, now: float
     ) -> tuple[list[asyncpg.Record], Mark]:
-        """The rows past `mark` (and its gaps that appeared) and the mark after them."""
+        """The rows past `mark` (and its gaps that appeared) and the mark after them. A
+        gap given up on (too old, or too many) is left to the next count: should its row
+        appear, the count finds it."""
         upto = min(top, mark.high + ROUND_ROWS)
         rows = await conn.fetch(sql, mark.high, upto, mark.ids())
         seen = {r["id"] for r in rows}
@@ -435,7 +595,6 @@ class Tracker:
         if len(gaps) > MAX_GAPS:
             for i in sorted(gaps, key=lambda i: gaps[i])[: len(gaps) - MAX_GAPS]:
                 del gaps[i]
-            self.dropped_gaps = True
         return rows, Mark(max(mark.high, upto), gaps)
 
     def apply(self, changes: Iterable[Change]) -> None:
@@ -447,26 +606,67 @@ class Tracker:
             elif self.page is not None and self.page.low <= change.blob < self.page.high:
                 self.page.changes.append(change)
 
-    # --- the re-scan -----------------------------------------------------------------
+    # --- counts and re-scans ---------------------------------------------------------
 
-    def due(self, now: float, interval: float, every: float) -> bool:
-        """A re-scan is due when none has ended yet, or rows changed (no sooner than
-        `interval` after the previous one ended), or the last confirmation is older
-        than `every`."""
-        if self.rescan is not None:
-            return True
-        if self.last_rescan_end is None or self.confirmed_at is None:
-            return True
-        since = now - self.last_rescan_end
-        if (self.changed_at is not None or self.dropped_gaps) and since >= interval:
-            return True
-        return now - self.confirmed_at >= every
+    def due(
+        self, now: float, interval: float, confirm_interval: float, rescan_interval: float
+    ) -> str | None:
+        """What the background has to do: "rescan" when one runs, none has ended yet, a
+        count found changes the rounds did not see, or the last one ended
+        `rescan_interval` ago; else "count" when PostgreSQL's counters show rows deleted
+        or updated since the last count (a hint: no sooner than `interval` after it), or
+        a transaction ended since the last confirmation and no count ran for
+        `confirm_interval`; else None."""
+        if self.rescan is not None or self.live is None or self.unseen_at is not None:
+            return "rescan"
+        if self.last_rescan_end is None or now - self.last_rescan_end >= rescan_interval:
+            return "rescan"
+        since = None if self.last_count is None else now - self.last_count
+        if self.changes != self.changes_at_count and (since is None or since >= interval):
+            return "count"
+        if self.snapshot != self.confirmed_snapshot and (
+            since is None or since >= confirm_interval
+        ):
+            return "count"
+        return None
+
+    def start_count(self, now: float) -> CountInFlight:
+        """A count of the rows the rounds know now (no await may come between this and
+        the count's query: the marks and what they expect are the count's)."""
+        self.last_count = now
+        self.changes_at_count = self.changes
+        expected = {name: list(values) for name, values in self.expected.items()}
+        marks = {name: mark.copy() for name, mark in self.marks().items()}
+        return CountInFlight(now, marks, expected)
+
+    def end_count(
+        self, count: CountInFlight, snapshot: str, found: Counts, *, rescan: bool = False
+    ) -> bool:
+        """What a count found, against what the rounds expected; True when equal. Equal:
+        nothing the rounds cannot see happened since the previous count, and the figures
+        are confirmed as of this one. Else (or with `rescan`) a re-scan starts, confirming
+        them as of this count when it ends. Either way, what it found is what the next
+        count expects, plus the rows the rounds read meanwhile."""
+        same = self.counted and found == count.expected
+        add_counts(self.expected, found)
+        add_counts(self.expected, count.expected, -1)
+        self.counted = True
+        if self.rescan is not None:  # never expected: counts run between re-scans
+            return same
+        if same and self.live is not None:
+            self.confirmed_at, self.confirmed_snapshot = count.at, snapshot
+        if not same and self.live is not None:
+            self.unseen_at = count.at
+        if rescan or not same:
+            self.rescan = Rescan(
+                started_at=count.at, confirms_at=count.at, confirms_snapshot=snapshot
+            )
+        return same
 
     def start_page(self, now: float, size: int, top_blob: int) -> PageInFlight:
         """The next page, at the rounds' current watermarks (no await may come between
         this and the page's query: the watermarks are the page's)."""
-        if self.rescan is None:
-            self.rescan = Rescan(started_at=now, changes_at_start=self.changes)
+        assert self.rescan is not None, "a re-scan starts with a count"
         low = self.rescan.cursor
         high = low + size if low + size <= top_blob else NO_END
         self.page = PageInFlight(low, high, self.placements.copy(), self.manifests.copy())
@@ -486,18 +686,47 @@ class Tracker:
         self.rescan.pages += 1
         if page.high < NO_END:
             return False
+        # Every page read the rows as they were at the count or later: the sum is exact
+        # but for what changed after the count (the next count finds it).
         rescan, self.rescan = self.rescan, None
         self.live = rescan.sets
-        self.confirmed_at = rescan.started_at
+        self.confirmed_at, self.confirmed_snapshot = rescan.confirms_at, rescan.confirms_snapshot
+        self.unseen_at = None
         self.last_rescan_end = now
-        self.dropped_gaps = False
-        # Changes seen after the re-scan started may lie behind its cursor: still stale.
-        self.changed_at = None if self.changes == rescan.changes_at_start else now
         return True
 
     def abandon_page(self) -> None:
         """A page that failed (timed out, connection lost): read again later, whole."""
         self.page = None
+
+
+def _sums(rows: Iterable[tuple[int, ...]], width: int) -> list[int]:
+    """[rows, sum of each of `width` columns] of rows a round read, as a count sums them."""
+    out = [0] * (1 + width)
+    for row in rows:
+        out[0] += 1
+        for i, value in enumerate(row, 1):
+            out[i] += value
+    return out
+
+
+async def read_count(conn: asyncpg.Connection, count: CountInFlight) -> tuple[str, Counts]:
+    """A count, in one snapshot: the cluster's snapshot, and per table the rows the
+    rounds know (up to its high mark, its gaps excepted) and their column sums."""
+    found = zero_counts()
+    async with conn.transaction(readonly=True, isolation="repeatable_read"):
+        # First: the snapshot of the rows read below (a repeatable read's first statement).
+        snapshot = await conn.fetchval("SELECT pg_current_snapshot()::text")
+        for name, (table, columns) in COLUMNS.items():
+            mark = count.marks[name]
+            row = await conn.fetchrow(count_sql(table, columns, "id <= $1::bigint"), mark.high)
+            found[name] = list(row)
+            if mark.gaps:  # rows of gaps that appeared since: not known to the rounds yet
+                gap = await conn.fetchrow(
+                    count_sql(table, columns, "id = ANY($1::bigint[])"), mark.ids()
+                )
+                found[name] = [a - b for a, b in zip(found[name], gap, strict=True)]
+    return snapshot, found
 
 
 async def read_page(conn: asyncpg.Connection, page: PageInFlight, names: Mapping[int, str]) -> Sets:

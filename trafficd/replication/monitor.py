@@ -1,14 +1,17 @@
-"""The daemon's replication monitor: incremental rounds and a background re-scan.
+"""The daemon's replication monitor: incremental rounds, background counts and re-scans.
 
 Beside the pipeline (runtime/replication.py runs it in its own tasks). Every
 `replication.interval` a round reads what changed in Quay's database since the
-last one (incremental.py) and the queue, under `statement_timeout`; a re-scan
-task pages through every blob on its own connection under `rescan_timeout`,
-`rescan_page` blobs a statement, so a slow page never delays a round. The
-figures are exported as `trafficd_replication_*` and added to the reasons of a
-storage drain; `trafficd_replication_stale` says when they wait for a re-scan's
-confirmation. The state is saved in `state_dir` (replication-monitor.json) after
-every round and page.
+last one (incremental.py) and the queue, under `statement_timeout`. A background
+task, on its own connection under `rescan_timeout`, confirms the figures with a
+count of the rows they come from (every `confirm_interval` while rows change) and
+pages through every blob when a count finds what the rounds could not see
+(`rescan_page` blobs a statement), so neither ever delays a round. The figures
+are exported as `trafficd_replication_*` and added to the reasons of a storage
+drain; `trafficd_replication_stale` says when they are not proven exact as of
+the round, `trafficd_replication_confirmed_timestamp_seconds` since when. The
+state is saved in `state_dir` (replication-monitor.json) after every round,
+count and page.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -40,11 +44,16 @@ from trafficd.replication.base import (
     read_queue,
     sample_placed,
 )
-from trafficd.replication.incremental import FINGERPRINT_SQL, Tracker, read_page
+from trafficd.replication.incremental import (
+    FINGERPRINT_SQL,
+    STATE_FILE,
+    Tracker,
+    read_count,
+    read_page,
+)
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "replication-monitor.json"
 TOP_BLOB_SQL = "SELECT COALESCE(max(id), 0) FROM imagestorage"
 RETRY = 10.0  # seconds before a failed page is read again
 
@@ -141,7 +150,7 @@ class ReplicationMonitor:
             log.info("replication: Quay's database answers again")
         self.error = None
         self._save()
-        if self.tracker.due(now, self.settings.interval, self.settings.rescan_interval):
+        if self._due(now) is not None:
             self._scan_wanted.set()
         live = self.tracker.live
         if live is None:
@@ -191,19 +200,62 @@ class ReplicationMonitor:
         m.replication_last_success.set(now)
         m.replication_up.set(1)
 
-    # --- the re-scan -------------------------------------------------------------------
+    # --- counts and the re-scan ------------------------------------------------------
+
+    def _due(self, now: float) -> str | None:
+        s = self.settings
+        return self.tracker.due(now, s.interval, s.confirm_interval, s.rescan_interval)
 
     async def _scan_connection(self) -> asyncpg.Connection:
         if self._scan_conn is None or self._scan_conn.is_closed():
             self._scan_conn = await connect(self.settings, self.settings.rescan_timeout)
         return self._scan_conn
 
-    async def scan_page(self) -> bool:
-        """One page of the re-scan (starting one when none runs); True when it completed
-        the re-scan. A page that fails or times out is read again later: the figures
-        stay as they were, marked stale, never half-replaced."""
+    async def _scan_failed(self, exc: ReplicationError, what: str) -> ReplicationError:
+        error = f"{what}: {exc}"
+        if self.scan_error != error:
+            log.warning("replication: %s (the figures wait for it, marked stale)", error)
+        self.scan_error = error
+        await self._close_scan()
+        return ReplicationError(error)
+
+    async def _count(self, *, rescan: bool) -> bool:
+        """A count of the rows the figures come from (incremental.read_count): True when
+        it found what the rounds expected. Starts a re-scan when not (or `rescan`)."""
         if not self.tracker.fingerprint:
             raise ReplicationError("no round has read Quay's database yet")
+        try:
+            conn = await self._scan_connection()
+            count = self.tracker.start_count(self.clock())
+            try:
+                snapshot, found = await read_count(conn, count)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                raise ReplicationError(f"reading a count failed: {_why(exc)}") from None
+        except ReplicationError as exc:
+            raise await self._scan_failed(exc, "count") from None
+        same = self.tracker.end_count(count, snapshot, found, rescan=rescan)
+        self.scan_error = None
+        self._save()
+        if not same and self.tracker.live is not None:
+            log.info(
+                "replication: a count found rows deleted, changed or inserted below the ids "
+                "already read: a re-scan reads them"
+            )
+        return same
+
+    async def confirm(self) -> bool:
+        """One count (tests, and the scan loop): True when it confirmed the figures. A
+        count that cannot be read leaves them as they were, marked stale."""
+        if self.tracker.rescan is not None:
+            return False  # the re-scan confirms them when it ends
+        return await self._count(rescan=False)
+
+    async def scan_page(self) -> bool:
+        """One page of the re-scan (starting one, with its count, when none runs); True
+        when it completed the re-scan. A page that fails or times out is read again
+        later: the figures stay as they were, marked stale, never half-replaced."""
+        if self.tracker.rescan is None:
+            await self._count(rescan=True)
         try:
             conn = await self._scan_connection()
             async with _snapshot(conn):
@@ -216,12 +268,7 @@ class ReplicationMonitor:
                 raise ReplicationError(f"reading a page failed: {_why(exc)}") from None
         except ReplicationError as exc:
             self.tracker.abandon_page()
-            error = f"re-scan: {exc}"
-            if self.scan_error != error:
-                log.warning("replication: %s (the figures wait for it, marked stale)", error)
-            self.scan_error = error
-            await self._close_scan()
-            raise ReplicationError(error) from None
+            raise await self._scan_failed(exc, "re-scan") from None
         done = self.tracker.end_page(page, sets, self.clock())
         self.scan_error = None
         self._save()
@@ -239,13 +286,19 @@ class ReplicationMonitor:
             await self._scan_wanted.wait()
             self._scan_wanted.clear()
             try:
-                await self.scan()
+                # A count that finds changes starts a re-scan: done in the same turn.
+                while (work := self._due(self.clock())) is not None:
+                    if work == "rescan":
+                        await self.scan()
+                    else:
+                        await self.confirm()
+                        if self.tracker.rescan is None:
+                            break  # counted; the next is due confirm_interval from now
             except ReplicationError:
                 await asyncio.sleep(RETRY)
                 self._scan_wanted.set()
                 continue
-            # Rounds during the scan asked for it (it was running): not another one. The
-            # next round asks again only if one is due (rows deleted since it started).
+            # Rounds meanwhile asked for it: not again. The next round asks if one is due.
             self._scan_wanted.clear()
             await self.round()  # the confirmed figures, exported at once
 
@@ -272,12 +325,21 @@ class ReplicationMonitor:
         if self.error:
             notes.append(f"as of the last read; now: {self.error}")
         elif self.figures.stale:
-            notes.append("stale: a re-scan has not confirmed them yet")
+            notes.append(f"stale: {self._stale_short()}")
         stale = f" ({'; '.join(notes)})" if notes else ""
         return (
             f"replication: {'; '.join(parts)}: "
             f"pulls of them fail from every site until it returns{stale}"
         )
+
+    def _stale_short(self) -> str:
+        t = self.tracker
+        if t.unseen_at is not None:
+            return "a re-scan is reading rows deleted or changed since"
+        if t.confirmed_at is None:
+            return "no full scan has confirmed them yet"
+        since = datetime.fromtimestamp(t.confirmed_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return f"rows deleted or changed since {since} are not counted yet"
 
     async def sample(self, location: str, n: int) -> Sample:
         """A sample for the restore gate, on the monitor's connection."""

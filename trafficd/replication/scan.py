@@ -5,7 +5,8 @@ Beside the pipeline, used by the CLI (cli.py). A single query over 10^7 blobs
 outlasts any sensible statement timeout. So the blobs are read by id range,
 `SCAN_PAGE` ids a statement, over `PARALLEL` connections at once, each page in its
 own snapshot (a blob lives in one page and is counted once, as it was when its
-page was read). `status` stops at its deadline (the configured
+page was read); as many pages as a multiple of `PARALLEL`, so the connections end
+together. `status` stops at its deadline (the configured
 `statement_timeout`): what it has read then is printed as partial figures, marked
 with the share of blob ids covered, every count a lower bound. `check-removal`
 has no deadline but every page must finish within `statement_timeout`: it is
@@ -116,29 +117,49 @@ async def read_status_from_state(
     )
 
 
-def pages(top: int, size: int) -> list[tuple[int, int]]:
-    """Id ranges covering every blob id; the last has no end (blobs pushed meanwhile)."""
-    out = [(low, low + size) for low in range(0, top + 1, size)]
+def pages(top: int, size: int, parallel: int = 1) -> list[tuple[int, int]]:
+    """Id ranges covering every blob id, at most `size` ids each, as many as a multiple
+    of `parallel` (the connections reading them end together); the last has no end
+    (blobs pushed meanwhile)."""
+    count = max(1, -(-(top + 1) // size))
+    count = -(-count // parallel) * parallel if top >= parallel else count
+    step = -(-(top + 1) // count)
+    out = [(low, low + step) for low in range(0, top + 1, step)]
     if out:
         out[-1] = (out[-1][0], NO_END)
     return out or [(0, NO_END)]
 
 
+async def _connections(settings: Replication, n: int) -> list[asyncpg.Connection]:
+    """`n` sessions, opened at once."""
+    opened = await asyncio.gather(*(connect(settings) for _ in range(n)), return_exceptions=True)
+    conns = [c for c in opened if isinstance(c, asyncpg.Connection)]
+    for failed in opened:
+        if isinstance(failed, BaseException):
+            for conn in conns:
+                conn.terminate()
+            raise failed
+    return conns
+
+
 async def _run_pages(
-    settings: Replication,
+    conns: Sequence[asyncpg.Connection],
     work: Callable[[asyncpg.Connection, tuple[int, int]], Awaitable[T]],
     ranges: list[tuple[int, int]],
     deadline: float | None,
+    first: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
 ) -> dict[tuple[int, int], T]:
-    """`work` on every range, PARALLEL connections at once, until done or `deadline`
-    (monotonic time): the results of the ranges that finished."""
+    """`work` on every range, over `conns` at once (the first of them runs `first`
+    before), until done or `deadline` (monotonic time): the results of the ranges that
+    finished. The connections are closed."""
     done: dict[tuple[int, int], T] = {}
     todo = list(reversed(ranges))
     errors: list[ReplicationError] = []
 
-    async def worker() -> None:
-        conn = await connect(settings)
+    async def worker(conn: asyncpg.Connection, prelude: bool) -> None:
         try:
+            if prelude and first is not None:
+                await first(conn)
             while todo and not errors:
                 page = todo.pop()
                 try:
@@ -148,7 +169,7 @@ async def _run_pages(
         finally:
             conn.terminate()  # at once: a query cut at the deadline is cancelled with it
 
-    tasks = [asyncio.create_task(worker()) for _ in range(min(PARALLEL, len(ranges)))]
+    tasks = [asyncio.create_task(worker(conn, i == 0)) for i, conn in enumerate(conns)]
     timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
     _, pending = await asyncio.wait(tasks, timeout=timeout)
     for task in pending:
@@ -179,20 +200,28 @@ async def read_status(
     page: int = SCAN_PAGE,
 ) -> Figures:
     """Every figure, read in pages within `budget` seconds (default: the statement
-    timeout); partial (and said so) if the budget runs out first."""
+    timeout); partial (and said so) if the budget runs out first. The connections
+    open at once; the first reads the locations and the top id (the pages' ranges),
+    then, while the others start on the pages, the queue, then pages too."""
     started = time.monotonic()
     deadline = started + (budget if budget is not None else settings.statement_timeout)
-    conn = await connect(settings)
+    conns = await _connections(settings, PARALLEL)
     try:
-        async with _snapshot(conn):
-            names = await _location_names(conn)
-            holding = {r["name"] for r in await conn.fetch(HOLDING_SQL)}
-            queue = await read_queue(conn, now)
-            top = await conn.fetchval(TOP_SQL)
-    finally:
-        conn.terminate()
+        async with _snapshot(conns[0]):
+            names = await _location_names(conns[0])
+            top = await conns[0].fetchval(TOP_SQL)
+    except BaseException:
+        for conn in conns:
+            conn.terminate()
+        raise
     small = small_ids(names)
     sql = page_sql(small=small, watermarked=False)
+    meta: dict[str, Any] = {}
+
+    async def queue_and_holders(c: asyncpg.Connection) -> None:
+        async with _snapshot(c):
+            meta["holding"] = {r["name"] for r in await c.fetch(HOLDING_SQL)}
+            meta["queue"] = await read_queue(c, now)
 
     async def one(c: asyncpg.Connection, r: tuple[int, int]) -> Sets:
         async with c.transaction(readonly=True, isolation="repeatable_read"):
@@ -204,8 +233,12 @@ async def read_status(
             add_sets(sets, held if small else mask_of(held), row["blobs"], row["bytes"])
         return sets
 
-    ranges = pages(top, page)
-    done = await _run_pages(settings, one, ranges, deadline)
+    ranges = pages(top, page, PARALLEL)
+    done = await _run_pages(conns, one, ranges, deadline, first=queue_and_holders)
+    if "queue" not in meta:
+        raise ReplicationError(
+            f"the replication queue could not be read within {deadline - started:g}s"
+        )
     total: Sets = {}
     for sets in done.values():
         for mask, (blobs, bytes_) in sets.items():
@@ -224,8 +257,8 @@ async def read_status(
         names,
         defaults,
         configured,
-        holding,
-        queue,
+        meta["holding"],
+        meta["queue"],
         source="Quay's database, read in pages",
         **partial,
     )
@@ -277,8 +310,8 @@ async def check_removal_paged(
         async with c.transaction(readonly=True, isolation="repeatable_read"):
             return await c.fetchrow(REMOVAL_PAGE_SQL, here, r[0], r[1], staying)
 
-    ranges = pages(top, page)
-    done = await _run_pages(settings, one, ranges, None)
+    ranges = pages(top, page, PARALLEL)
+    done = await _run_pages(await _connections(settings, PARALLEL), one, ranges, None)
     if len(done) != len(ranges):  # never expected: an answer without every page is a guess
         raise ReplicationError(f"only {len(done)} of {len(ranges)} pages of blob ids were read")
     placed = lost = lost_bytes = 0
