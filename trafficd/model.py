@@ -277,7 +277,10 @@ class Evidence:
 
     abstaining: frozenset[str]
     locations: Tallies  # only observations new since the previous round
-    global_storage: bool  # every location failing, on the latest fresh observations
+    # Every location failing, on the latest fresh observations: direct probes fail from
+    # a quorum (a vantage that knows it cannot reach a location counts only beside one
+    # that sees it fail), or Quay's debug text names it.
+    global_storage: bool
     corroboration: Mapping[str, Tally]  # per site: FAIL = site says storage false (or hangs)
     checks: Mapping[str, Tallies]  # check -> site -> tally, new observations only
     global_checks: frozenset[str]  # checks failing on every reachable site
@@ -288,6 +291,10 @@ class Evidence:
     # Per site: the vantages' endtoend answers had every service but storage healthy
     # (the site answers; only storage fails), counted like `endtoend`.
     storage_only: Mapping[str, int] = field(default_factory=dict)
+    # Per vantage, the locations it knows it cannot reach (vantage_unreachable): its
+    # direct probe failed while a site's storage: true proved the location healthy. Kept
+    # until its direct probe passes again (EngineState.unreachable).
+    unreachable: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
 # --- the engine's memory and its decisions ----------------------------------------
@@ -332,6 +339,8 @@ class EngineState:
     locations: Mapping[str, LocationMemory] = field(default_factory=dict)
     drains: tuple[float, ...] = ()  # automatic drain times, for max_drains
     last_round: float = NEVER
+    # Per vantage, the locations it knows it cannot reach (Evidence.unreachable).
+    unreachable: Mapping[str, frozenset[str]] = field(default_factory=dict)
     # The previous round's decisions, reused for sites whose memory did not change
     # (a cache of derived data: it keeps 1,000-site rounds fast).
     decisions: Mapping[str, SiteDecision] = field(default_factory=dict)

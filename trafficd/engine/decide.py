@@ -627,7 +627,7 @@ def decide(
     a site missing from it stays draining. Without it (None) the grace counts from the
     drain itself."""
     stopped = stopped_sites(previous, policy)
-    evidence = gather(latest, policy, now, previous.last_round, stopped)
+    evidence = gather(latest, policy, now, previous.last_round, stopped, previous.unreachable)
     rnd = _Round(
         previous,
         evidence,
@@ -664,6 +664,7 @@ def decide(
         locations=rnd.locations,
         drains=rnd.drains,
         last_round=now,
+        unreachable=evidence.unreachable,
         decisions=sites,
     )
     return Decision(
