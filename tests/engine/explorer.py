@@ -59,6 +59,16 @@ class Truth:
     storage_every: int  # storage probes run every k rounds
     instance_every: int  # instance probes run every k rounds
     faults: list[Fault] = field(default_factory=list)
+    # Per vantage, the round its storage probes are offset by: vantages are separate
+    # processes whose probe loops start at random offsets (probers.schedule), so storage
+    # probes slower than rounds (probes.storage_interval) report in different rounds.
+    # (Site probes run at probes.interval, one per round: `instance_every` > 1 stands
+    # for a slow or lost answer, not an offset.)
+    phase: dict[str, int] = field(default_factory=dict)
+
+    def probes_storage(self, v: str, r: int) -> bool:
+        """Whether vantage v's storage probes run in round r."""
+        return (r + self.phase.get(v, 0)) % self.storage_every == 0
 
     @property
     def locations(self) -> tuple[str, ...]:
@@ -145,7 +155,7 @@ class Truth:
         stopped = set(stopped)
         out = []
         for v in self.vantages:
-            if r % self.storage_every == 0:
+            if self.probes_storage(v, r):
                 for loc in self.locations:
                     cut = self.cut("cut_location", v, loc)
                     if self.dead(loc, r) or cut is not None:
@@ -220,6 +230,7 @@ class Sight:
     proven: set[tuple[str, str]] = field(default_factory=set)  # (vantage, location)
     failing: set[tuple[str, str]] = field(default_factory=set)  # (vantage, location)
     stopped: set[str] = field(default_factory=set)  # sites trafficd stopped (no evidence)
+    _looks: dict[tuple[int, str], bool] = field(default_factory=dict)  # this round's
 
     @property
     def quorum(self) -> int:
@@ -229,9 +240,10 @@ class Sight:
         """Round r's direct probes (when they run) and what they prove; `stopped`: the
         sites trafficd had stopped, or was starting again, when the round began."""
         t, self.stopped = self.truth, stopped
-        if r % t.storage_every:
-            return
+        self._looks = {}
         for v in t.vantages:
+            if not t.probes_storage(v, r):
+                continue
             for loc in t.locations:
                 if not t.probe_fails(v, loc, r):
                     self.proven.discard((v, loc))
@@ -272,14 +284,15 @@ class Sight:
         """Whether `loc` looks failed to the vantages, dead or not: a quorum's direct
         probes fail, one at least without proof of a cut, and no site shows it healthy;
         or Quay's debug text names it."""
-        if self.shown_healthy(loc, r, self.quorum):
-            return False
-        if self.named(loc, r):
-            return True
-        seen = any(
-            (v, loc) not in self.proven for v in self.truth.vantages if (v, loc) in self.failing
-        )
-        return seen and self.hidden(loc) >= self.quorum
+        looks = self._looks.get((r, loc))
+        if looks is None:
+            seen = any(
+                (v, loc) not in self.proven for v in self.truth.vantages if (v, loc) in self.failing
+            )
+            looks = self._looks[r, loc] = not self.shown_healthy(loc, r, self.quorum) and (
+                self.named(loc, r) or (seen and self.hidden(loc) >= self.quorum)
+            )
+        return looks
 
     def looks_global(self, r: int) -> bool:
         """Every location looks failed, though not every one is dead."""
