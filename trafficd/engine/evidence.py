@@ -116,6 +116,7 @@ def gather(
     since: float,
     stopped: frozenset[str] = frozenset(),
     unreachable: Mapping[str, frozenset[str]] | None = None,
+    waiting: Mapping[str, float] | None = None,
 ) -> Evidence:
     """Verdicts at `now`. Counters advance only on observations newer than `since` (the
     previous round), so that one observation is never counted as several rounds.
@@ -124,8 +125,8 @@ def gather(
     Their failing probes are trafficd's own doing: they say nothing about whether a
     failure elsewhere is local or global, nor about a vantage being cut off.
 
-    `unreachable`: the previous round's `Evidence.unreachable` (what each vantage knew
-    it cannot reach)."""
+    `unreachable`, `waiting`: the previous round's `Evidence.unreachable` (what each
+    vantage knew it cannot reach) and `Evidence.waiting`."""
     cutoff = now - policy.stale_after
     # Storage probes may run at their own, slower interval: each kind is stale after
     # three of its own intervals, or a global outage looks local between two probes.
@@ -149,6 +150,7 @@ def gather(
     failed: list[tuple[str, str]] = []
     passed: list[tuple[str, str]] = []
     unreachable_before = unreachable or {}
+    waiting_before = waiting or {}
     checks = {"instance": _Votes(), "registry": _Votes(), "database": _Votes(), "redis": _Votes()}
     # Per check and vantage: sites known and sites fine, to tell local from global.
     known: dict[tuple[str, str], int] = {}
@@ -205,12 +207,13 @@ def gather(
             votes = current.ok if ok else current.fail
             votes[subject] = votes.get(subject, 0) + 1
             if o.t > since:
-                votes = locations.ok if ok else locations.fail
-                votes[subject] = votes.get(subject, 0) + 1
                 if not ok:
                     failed.append((v, subject))
                 elif v in unreachable_before:
                     passed.append((v, subject))
+            if o.t > (waiting_before.get(subject, since) if waiting_before else since):
+                votes = locations.ok if ok else locations.fail
+                votes[subject] = votes.get(subject, 0) + 1
             continue
         elif subject in stopped:
             continue  # failing by trafficd's own doing: no evidence either way
@@ -234,6 +237,7 @@ def gather(
         return Tallies(votes.fail, votes.ok, keys, q)
 
     location_tallies = tallies(locations, policy.locations)
+    waiting_now = _waiting(locations, waiting_before, policy, since)
     proven = frozenset(site for site in corroboration.ok if site not in stopped)
     unreachable_now = _unreachable(unreachable_before, policy, failed, passed, proven)
     global_storage = bool(policy.locations) and _everywhere(
@@ -270,7 +274,27 @@ def gather(
         named={site: tuple(sets) for site, sets in named.items()},
         storage_only=storage_only,
         unreachable=unreachable_now,
+        waiting=waiting_now,
     )
+
+
+def _waiting(
+    locations: _Votes, before: Mapping[str, float], policy: EnginePolicy, since: float
+) -> dict[str, float]:
+    """The locations whose votes this round were too few to decide, and since when their
+    votes wait (a location without new votes keeps waiting)."""
+    quorum = policy.quorum
+    out: dict[str, float] = {}
+    if before:  # rare: only while some vantage's votes wait (a reload may drop a location)
+        wanted = set(policy.locations)
+        out = {loc: t for loc, t in before.items() if loc in wanted}
+    fail, ok = locations.fail, locations.ok
+    for loc in {*fail, *ok} if len(fail) + len(ok) else ():
+        if fail.get(loc, 0) >= quorum or ok.get(loc, 0) >= quorum:
+            out.pop(loc, None)
+        else:
+            out.setdefault(loc, since)
+    return out
 
 
 def _everywhere(

@@ -141,7 +141,12 @@ class Rounds:
         if set(sites) != {spec.name for spec in self.policy.sites}:
             return False  # the leader runs another configuration
         evidence = gather(
-            latest, self.policy, now, engine.last_round, unreachable=engine.unreachable
+            latest,
+            self.policy,
+            now,
+            engine.last_round,
+            unreachable=engine.unreachable,
+            waiting=engine.waiting,
         )
         self.decision = Decision(engine, sites, (), (), evidence)
         return True
