@@ -367,10 +367,17 @@ class Engine:
     def restart(self) -> None:
         self.state = engine_from_json(json.loads(json.dumps(engine_to_json(self.state))))
 
-    def command(self, kind: str, site: str) -> str | None:
+    def command(self, kind: str, site: str, stop_instances: bool = False) -> str | None:
+        """An operator's command; `stop_instances`: a drain's --stop-instances."""
         wall = self.clock.wall()
         if kind in ("drain", "hold"):
-            override = Override(kind=kind, reason="explorer", who="ops", at=wall)
+            override = Override(
+                kind=kind,
+                reason="explorer",
+                who="ops",
+                at=wall,
+                stop_instances=stop_instances and kind == "drain",
+            )
             if kind == "drain":
                 refusal = trial_drain(
                     self.state,
