@@ -62,6 +62,8 @@ def main() -> int:
     print(f"largest combination: {max((len(c) for c in covered), default=0)} kinds")
     if failed is not None:
         print(f"VIOLATION: {failed}")
+        for note in getattr(failed, "__notes__", ()):  # hypothesis: the history's steps
+            print(note)
         return 1
     print("violations: none")
     return 0

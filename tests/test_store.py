@@ -35,6 +35,8 @@ def test_state_round_trip(tmp_path: Path) -> None:
         },
         drains=(10.0,),
         last_round=12.0,
+        unreachable={"v1": frozenset({"usstorage"})},  # what the vantage knows it cannot reach
+        waiting={"eustorage": 11.0},  # votes too few to decide, waiting for the next round's
     )
     overrides = {"us": Override("hold", "release day", "admin", 5.0, expires=3605.0)}
     pause = Pause("dns migration", "ops", 7.0, hands_off=True)
@@ -46,6 +48,8 @@ def test_state_round_trip(tmp_path: Path) -> None:
     assert loaded.engine.sites == engine.sites
     assert loaded.engine.locations == engine.locations
     assert loaded.engine.last_round == 12.0
+    assert loaded.engine.unreachable == engine.unreachable
+    assert loaded.engine.waiting == engine.waiting
     assert loaded.overrides == overrides
     assert loaded.pause == pause
     assert loaded.actuator_memory == {"command": {"believed": {"eu": "stopped"}}}

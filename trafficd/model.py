@@ -276,8 +276,13 @@ class Evidence:
     """Verdicts for one round."""
 
     abstaining: frozenset[str]
-    locations: Tallies  # only observations new since the previous round
-    global_storage: bool  # every location failing, on the latest fresh observations
+    # Only observations new since the previous round, or since `waiting` says for the
+    # location: votes too few to decide wait for the next round's.
+    locations: Tallies
+    # Every location failing, on the latest fresh observations: direct probes fail from
+    # a quorum (a vantage that knows it cannot reach a location counts only beside one
+    # that sees it fail), or Quay's debug text names it.
+    global_storage: bool
     corroboration: Mapping[str, Tally]  # per site: FAIL = site says storage false (or hangs)
     checks: Mapping[str, Tallies]  # check -> site -> tally, new observations only
     global_checks: frozenset[str]  # checks failing on every reachable site
@@ -288,6 +293,15 @@ class Evidence:
     # Per site: the vantages' endtoend answers had every service but storage healthy
     # (the site answers; only storage fails), counted like `endtoend`.
     storage_only: Mapping[str, int] = field(default_factory=dict)
+    # Per vantage, the locations it knows it cannot reach (vantage_unreachable): its
+    # direct probe failed while a site's storage: true proved the location healthy. Kept
+    # until its direct probe passes again (EngineState.unreachable).
+    unreachable: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # Per location whose direct probes' new votes were too few to decide (vantages probe
+    # storage at their own times, at storage_interval): since when they wait, to be
+    # counted with the next round's (EngineState.waiting). A quorum must never need
+    # its votes to arrive in one round.
+    waiting: Mapping[str, float] = field(default_factory=dict)
 
 
 # --- the engine's memory and its decisions ----------------------------------------
@@ -332,6 +346,10 @@ class EngineState:
     locations: Mapping[str, LocationMemory] = field(default_factory=dict)
     drains: tuple[float, ...] = ()  # automatic drain times, for max_drains
     last_round: float = NEVER
+    # Per vantage, the locations it knows it cannot reach (Evidence.unreachable); per
+    # location, since when its too few votes wait (Evidence.waiting).
+    unreachable: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    waiting: Mapping[str, float] = field(default_factory=dict)
     # The previous round's decisions, reused for sites whose memory did not change
     # (a cache of derived data: it keeps 1,000-site rounds fast).
     decisions: Mapping[str, SiteDecision] = field(default_factory=dict)

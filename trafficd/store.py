@@ -100,6 +100,8 @@ def engine_to_json(state: EngineState) -> dict[str, Any]:
         },
         "drains": list(state.drains),
         "last_round": _time(state.last_round),
+        "unreachable": {v: sorted(locs) for v, locs in sorted(state.unreachable.items())},
+        "waiting": dict(sorted(state.waiting.items())),
     }
 
 
@@ -117,6 +119,11 @@ def engine_from_json(obj: Mapping[str, Any]) -> EngineState:
         },
         drains=tuple(float(t) for t in obj.get("drains", ())),
         last_round=_untime(obj.get("last_round")),
+        unreachable={
+            str(v): frozenset(str(loc) for loc in locs)
+            for v, locs in dict(obj.get("unreachable", {})).items()
+        },
+        waiting={str(loc): float(t) for loc, t in dict(obj.get("waiting", {})).items()},
     )
 
 

@@ -59,6 +59,16 @@ class Truth:
     storage_every: int  # storage probes run every k rounds
     instance_every: int  # instance probes run every k rounds
     faults: list[Fault] = field(default_factory=list)
+    # Per vantage, the round its storage probes are offset by: vantages are separate
+    # processes whose probe loops start at random offsets (probers.schedule), so storage
+    # probes slower than rounds (probes.storage_interval) report in different rounds.
+    # (Site probes run at probes.interval, one per round: `instance_every` > 1 stands
+    # for a slow or lost answer, not an offset.)
+    phase: dict[str, int] = field(default_factory=dict)
+
+    def probes_storage(self, v: str, r: int) -> bool:
+        """Whether vantage v's storage probes run in round r."""
+        return (r + self.phase.get(v, 0)) % self.storage_every == 0
 
     @property
     def locations(self) -> tuple[str, ...]:
@@ -121,6 +131,22 @@ class Truth:
             for f in self.faults
         )
 
+    # --- what the vantages can see (the limits of the evidence) ---------------------
+
+    def checked(self, site: str) -> tuple[str, ...]:
+        """The locations the site's Quay checks: every preferred one (v3.18), else the first."""
+        prefs = self.sites[site]
+        return prefs if self.v318 else prefs[:1]
+
+    def answering(self, site: str, stopped: set[str]) -> list[str]:
+        """The vantages the site's Quay answers (its endtoend has a body)."""
+        if site in stopped or self.has("instances_down", site):
+            return []
+        return [v for v in self.vantages if self.cut("cut_site", v, site) is None]
+
+    def probe_fails(self, v: str, loc: str, r: int) -> bool:
+        return self.dead(loc, r) or self.cut("cut_location", v, loc) is not None
+
     # --- observations --------------------------------------------------------------
 
     def observations(self, r: int, t: float, stopped: Iterable[str]) -> list[Observation]:
@@ -129,7 +155,7 @@ class Truth:
         stopped = set(stopped)
         out = []
         for v in self.vantages:
-            if r % self.storage_every == 0:
+            if self.probes_storage(v, r):
                 for loc in self.locations:
                     cut = self.cut("cut_location", v, loc)
                     if self.dead(loc, r) or cut is not None:
@@ -188,6 +214,120 @@ class Truth:
         return out
 
 
+@dataclass
+class Sight:
+    """What the vantages have seen of the locations, and so the limits of the evidence.
+
+    Direct probes run every `storage_every` rounds: `failing` is each vantage's last direct
+    probe, not the truth of this round. `proven`: a vantage whose direct probe failed
+    while a site's storage: true proved the location healthy knows it is cut from it
+    (vantage_unreachable), until its direct probe passes again; it cannot see that
+    location at all: its failing probe neither confirms nor denies a failure. Without
+    such proof a failing direct probe looks like a dead location. The sites' answers
+    (endtoend, every round) are this round's."""
+
+    truth: Truth
+    proven: set[tuple[str, str]] = field(default_factory=set)  # (vantage, location)
+    failing: set[tuple[str, str]] = field(default_factory=set)  # (vantage, location)
+    stopped: set[str] = field(default_factory=set)  # sites trafficd stopped (no evidence)
+    _looks: dict[tuple[int, str], bool] = field(default_factory=dict)  # this round's
+
+    @property
+    def quorum(self) -> int:
+        return len(self.truth.vantages) // 2 + 1
+
+    def learn(self, r: int, stopped: set[str]) -> None:
+        """Round r's direct probes (when they run) and what they prove; `stopped`: the
+        sites trafficd had stopped, or was starting again, when the round began."""
+        t, self.stopped = self.truth, stopped
+        self._looks = {}
+        for v in t.vantages:
+            if not t.probes_storage(v, r):
+                continue
+            for loc in t.locations:
+                if not t.probe_fails(v, loc, r):
+                    self.proven.discard((v, loc))
+                    self.failing.discard((v, loc))
+                    continue
+                self.failing.add((v, loc))
+                if self.shown_healthy(loc, r, 1):
+                    self.proven.add((v, loc))
+
+    def shown_healthy(self, loc: str, r: int, by: int) -> bool:
+        """Whether a site whose Quay checks `loc` answers storage: true to `by` vantages:
+        Quay itself reaches `loc`. Sites trafficd stopped are no evidence."""
+        t = self.truth
+        return any(
+            loc in t.checked(site)
+            and not any(t.dead(x, r) for x in t.checked(site))
+            and len(t.answering(site, self.stopped)) >= by
+            for site in t.sites
+        )
+
+    def named(self, loc: str, r: int) -> bool:
+        """Quay's debug text names `loc`: it is dead and a site that checks it answers."""
+        t = self.truth
+        return (
+            t.debug
+            and t.dead(loc, r)
+            and any(
+                loc in t.checked(site) and len(t.answering(site, self.stopped)) >= self.quorum
+                for site in t.sites
+            )
+        )
+
+    def hidden(self, loc: str) -> int:
+        """How many vantages' last direct probe of `loc` failed."""
+        return sum(1 for v in self.truth.vantages if (v, loc) in self.failing)
+
+    def looks_failed(self, loc: str, r: int) -> bool:
+        """Whether `loc` looks failed to the vantages, dead or not: a quorum's direct
+        probes fail, one at least without proof of a cut, and no site shows it healthy;
+        or Quay's debug text names it."""
+        looks = self._looks.get((r, loc))
+        if looks is None:
+            seen = any(
+                (v, loc) not in self.proven for v in self.truth.vantages if (v, loc) in self.failing
+            )
+            looks = self._looks[r, loc] = not self.shown_healthy(loc, r, self.quorum) and (
+                self.named(loc, r) or (seen and self.hidden(loc) >= self.quorum)
+            )
+        return looks
+
+    def looks_global(self, r: int) -> bool:
+        """Every location looks failed, though not every one is dead."""
+        t = self.truth
+        return all(self.looks_failed(loc, r) for loc in t.locations) and not all(
+            t.dead(loc, r) for loc in t.locations
+        )
+
+    def unseen_death(self, r: int) -> bool:
+        """A dead location no vantage can see die, and no debug text names it: each
+        vantage knows itself cut from it (to them it is the cut they know of, not an
+        outage), or it died since their last direct probe."""
+        t = self.truth
+        return any(t.dead(loc, r) and not self.looks_failed(loc, r) for loc in t.locations)
+
+    def first_in_doubt(self, site: str, r: int) -> bool:
+        """Whether the site's first location, alive, cannot be told from dead, so that the
+        site's storage: false may be its own failure: no debug text says which location
+        that answer is about, and the first either looks failed, or is hidden from a
+        quorum of vantages (each knows itself cut) while no other location it checks
+        looks failed to take the blame."""
+        t = self.truth
+        first = t.sites[site][0]
+        if t.debug or t.dead(first, r):
+            return False
+        if self.looks_failed(first, r):
+            return True
+        if self.hidden(first) < self.quorum or self.shown_healthy(first, r, self.quorum):
+            return False
+        others = [loc for loc in t.checked(site) if loc != first]
+        return any(t.dead(loc, r) for loc in others) and not any(
+            self.looks_failed(loc, r) for loc in others
+        )
+
+
 def make_policy(truth: Truth, **kw: Any) -> EnginePolicy:
     vantages = truth.vantages
     return EnginePolicy(
@@ -227,10 +367,17 @@ class Engine:
     def restart(self) -> None:
         self.state = engine_from_json(json.loads(json.dumps(engine_to_json(self.state))))
 
-    def command(self, kind: str, site: str) -> str | None:
+    def command(self, kind: str, site: str, stop_instances: bool = False) -> str | None:
+        """An operator's command; `stop_instances`: a drain's --stop-instances."""
         wall = self.clock.wall()
         if kind in ("drain", "hold"):
-            override = Override(kind=kind, reason="explorer", who="ops", at=wall)
+            override = Override(
+                kind=kind,
+                reason="explorer",
+                who="ops",
+                at=wall,
+                stop_instances=stop_instances and kind == "drain",
+            )
             if kind == "drain":
                 refusal = trial_drain(
                     self.state,
@@ -302,6 +449,11 @@ class History:
         default_factory=set
     )  # sites whose first location a vantage was cut from
     blurred: dict[str, list[bool]] = field(default_factory=dict)  # see _blurred, per round
+    sight: Sight | None = None  # what the vantages have seen (made by the first check)
+    # Per round (and per site): Sight.looks_global, Sight.unseen_death, Sight.first_in_doubt.
+    looks_global: list[bool] = field(default_factory=list)
+    unseen_death: list[bool] = field(default_factory=list)
+    first_in_doubt: dict[str, list[bool]] = field(default_factory=dict)
 
 
 def check(
@@ -312,12 +464,19 @@ def check(
     history: History,
     r: int,
     active_before: int,
+    stopped: set[str],
 ) -> list[str]:
-    """The invariants of issue 17 after round r; returns the violations."""
+    """The invariants of issue 17 after round r; returns the violations. `stopped`: the
+    sites trafficd had stopped, or was starting again, when the round began."""
     problems: list[str] = []
     lag = max(truth.storage_every, truth.instance_every)
     sites = sorted(truth.sites)
+    sight = history.sight = history.sight or Sight(truth)
+    sight.learn(r, stopped)
+    history.looks_global.append(sight.looks_global(r))
+    history.unseen_death.append(sight.unseen_death(r))
     for s in sites:
+        history.first_in_doubt.setdefault(s, []).append(sight.first_in_doubt(s, r))
         history.own.setdefault(s, []).append(truth.own_failure(s, r))
         history.touched.setdefault(s, []).append(truth.touched(s, r))
         history.overridden.setdefault(s, []).append(s in engine.overrides)
@@ -339,13 +498,23 @@ def check(
             problems.append(f"5: automatic {t.site} {t.from_state}->{t.to_state} under pause")
         if t.to_state is State.DRAINING and t.from_state is State.ACTIVE:
             own = recent(history.own[t.site], lag + 1)
-            # 1. No site is drained automatically unless its own failure is true.
-            if not any(own):
+            # 1. No site is drained automatically unless its own failure is true. Beyond
+            # the evidence: its first location, alive but cut from the vantages, cannot be
+            # told from dead (Sight.first_in_doubt).
+            if not any(own) and not (
+                t.cause is Cause.STORAGE and any(recent(history.first_in_doubt[t.site], lag + 1))
+            ):
                 problems.append(f"1: {t.site} drained ({t.cause}) without its own failure")
             # 3. A global failure drains nothing (beyond a site's own, local failure).
-            if t.cause is Cause.STORAGE and all(
-                all(truth.dead(loc, k) for loc in truth.locations)
-                for k in range(max(0, r - lag), r + 1)
+            # Beyond the evidence: a location died where no vantage can see it (each knows
+            # itself cut from it), with no debug text naming it.
+            if (
+                t.cause is Cause.STORAGE
+                and all(
+                    all(truth.dead(loc, k) for loc in truth.locations)
+                    for k in range(max(0, r - lag), r + 1)
+                )
+                and not any(recent(history.unseen_death, lag + 1))
             ):
                 problems.append(f"3: {t.site} drained for storage in a global storage outage")
             if t.cause is Cause.DATABASE and not truth.has("database_cut", t.site):
@@ -367,6 +536,9 @@ def check(
             len(own) == window
             and all(o is not None and o == own[-1] for o in own)
             and not any(recent(history.global_, window))
+            # Beyond the evidence: every location looks failed to the vantages (a cut no
+            # site's Quay has shown them looks like a dead location): a global outage.
+            and not any(recent(history.looks_global, window))
             and not any(recent(history.overridden[s], window))
             and s not in history.cut_first
             and not any(recent(history.blurred[s], window))

@@ -28,6 +28,7 @@ from tests.engine.explorer import (
     make_policy,
     signature,
 )
+from trafficd.engine.decide import stopped_sites
 from trafficd.model import State
 
 # CI: >= 2,000 histories in about a minute (derandomized by the test-wide profile).
@@ -53,6 +54,9 @@ class Explorer(RuleBasedStateMachine):
             own, other = f"l{name}", f"l{names[(i + 1) % n]}"
             sites[name] = (own, other) if shared else (own,)
         vantages = tuple(f"v{i}" for i in range(data.draw(st.integers(1, 3), label="vantages")))
+        # Storage probes slower than rounds report in the same round, or each vantage's in
+        # its own (Truth.phase).
+        staggered = data.draw(st.booleans(), label="vantages' storage probes staggered")
         self.truth = Truth(
             sites=sites,
             vantages=vantages,
@@ -60,6 +64,7 @@ class Explorer(RuleBasedStateMachine):
             debug=data.draw(st.booleans(), label="debug"),
             storage_every=data.draw(st.sampled_from([1, 1, 2, 3]), label="storage every"),
             instance_every=data.draw(st.sampled_from([1, 1, 2]), label="instance every"),
+            phase={v: i for i, v in enumerate(vantages)} if staggered else {},
         )
         self.policy = make_policy(
             self.truth,
@@ -97,9 +102,34 @@ class Explorer(RuleBasedStateMachine):
             fault = Fault(kind, site)
         else:
             fault = Fault(kind)
-        if fault not in t.faults:
-            t.faults.append(fault)
-            self.kinds.add(kind)
+        self._start(fault)
+
+    @rule(data=st.data())
+    def cut_then_kill(self, data: st.DataObject) -> None:
+        """A bias: vantages cut from one site's first location, some rounds later (while
+        the sites' Quay still shows it healthy, or at once) the next sites' first
+        locations die, around the ring of preference lists. Every location then fails
+        from the cut vantages, yet only the dead ones' sites fail on their own; drawn
+        uniformly, such histories are too rare to be found."""
+        t = self.truth
+        names = sorted(t.sites)
+        start = data.draw(st.integers(0, len(names) - 1), label="ring starts at")
+        kills = data.draw(st.integers(1, len(names) - 1), label="ring kills")
+        cut = data.draw(
+            st.lists(st.sampled_from(t.vantages), min_size=1, unique=True), label="cut vantages"
+        )
+        reason = data.draw(st.sampled_from(["timeout", "refused"]), label="cut shows as")
+        first = t.sites[names[start]][0]
+        for v in sorted(cut):
+            self._start(Fault("cut_location", first, v, reason))
+        for i in range(1, kills + 1):
+            self.advance(data.draw(st.integers(0, 3), label="rounds before the next death"))
+            self._start(Fault("location_dead", t.sites[names[(start + i) % len(names)]][0]))
+
+    def _start(self, fault: Fault) -> None:
+        if fault not in self.truth.faults:
+            self.truth.faults.append(fault)
+            self.kinds.add(fault.kind)
 
     @precondition(lambda self: bool(self.truth.faults))
     @rule(data=st.data())
@@ -115,7 +145,10 @@ class Explorer(RuleBasedStateMachine):
     )
     def command(self, kind: str, data: st.DataObject) -> None:
         site = data.draw(st.sampled_from(sorted(self.truth.sites)), label="command site")
-        answers = {name: e.command(kind, site) for name, e in self.engines.items()}
+        # A drain with --stop-instances: a site trafficd stopped itself, in the evidence
+        # of the other sites' failures (as a storage drain's stopped site is).
+        stop = kind == "drain" and data.draw(st.booleans(), label="--stop-instances")
+        answers = {name: e.command(kind, site, stop) for name, e in self.engines.items()}
         assert len(set(answers.values())) == 1, answers  # 8, 9: the trials agree
         self.kinds.add(kind)
 
@@ -136,13 +169,16 @@ class Explorer(RuleBasedStateMachine):
         for _ in range(n):
             base = self.engines["base"]
             before = sum(1 for s in self.truth.sites if base.state.site(s).state is State.ACTIVE)
+            stopped = set(stopped_sites(base.state, self.policy))
             decisions = {name: e.round(self.truth, self.r) for name, e in self.engines.items()}
             d = decisions["base"]
             # 8 and 9: wall-clock steps and restarts change no decision.
             assert signature(decisions["disturbed"]) == signature(d), (
                 f"8/9: round {self.r} differs after {self.disturbed}"
             )
-            self.problems += check(self.truth, self.policy, base, d, self.history, self.r, before)
+            self.problems += check(
+                self.truth, self.policy, base, d, self.history, self.r, before, stopped
+            )
             self.r += 1
 
     @invariant()

@@ -66,10 +66,37 @@ def test_every_location_failing_at_once_is_global_and_drains_nothing() -> None:
     assert sim.states() == {"eu": "active", "us": "active"}
     assert d.evidence.global_storage
     assert any(r.startswith("global: every storage location") for r in d.sites["eu"].reasons)
-    # When the sites fail too, the vantage cannot tell a global failure from being cut off.
+    # When both sites answer storage: false, Quay itself fails both locations: the vantage
+    # reached the sites, so it is not cut off, and the outage is global.
     d = sim.rounds(5, storage=both, endtoend={"eu": STORAGE_FALSE, "us": STORAGE_FALSE})[-1]
     assert sim.states() == {"eu": "active", "us": "active"}
+    assert not d.evidence.abstaining
+    assert any(r.startswith("global: every storage location") for r in d.sites["eu"].reasons)
+    # When it reaches no site either, it cannot tell a global failure from being cut off.
+    d = sim.rounds(5, storage=both, endtoend={"eu": "timeout", "us": "connect"})[-1]
+    assert sim.states() == {"eu": "active", "us": "active"}
     assert any(r.startswith("abstain: vantage(s) v1") for r in d.sites["eu"].reasons)
+
+
+def test_a_known_cut_is_no_part_of_a_global_outage_until_the_probe_passes() -> None:
+    sites = {"eu": ("eustorage", "usstorage"), "us": ("usstorage", "eustorage")}
+    sim = Sim(make_policy(sites, min_active_sites=0, max_drains=5))
+    # The direct probe fails while eu's storage: true proves eustorage healthy.
+    d = sim.rounds(2, storage={"eustorage": False})[-1]
+    assert d.evidence.unreachable == {"v1": frozenset({"eustorage"})}
+    # Then usstorage dies: every location fails from here, but one of them is the cut.
+    both = {"eustorage": False, "usstorage": False}
+    d = sim.rounds(4, storage=both, endtoend={"eu": STORAGE_FALSE, "us": STORAGE_FALSE})[-1]
+    assert not d.evidence.global_storage
+    assert sim.states() == {"eu": "active", "us": "draining"}
+    # Once the direct probe passes, the cut is forgotten: both failing again is global.
+    sim2 = Sim(make_policy(sites, min_active_sites=0, max_drains=5))
+    sim2.rounds(2, storage={"eustorage": False})
+    d = sim2.round()
+    assert d.evidence.unreachable == {}
+    d = sim2.rounds(4, storage=both, endtoend={"eu": STORAGE_FALSE, "us": STORAGE_FALSE})[-1]
+    assert d.evidence.global_storage
+    assert sim2.states() == {"eu": "active", "us": "active"}
 
 
 def test_database_false_everywhere_is_global() -> None:

@@ -140,6 +140,13 @@ class Rounds:
         self.engine = engine
         if set(sites) != {spec.name for spec in self.policy.sites}:
             return False  # the leader runs another configuration
-        evidence = gather(latest, self.policy, now, engine.last_round)
+        evidence = gather(
+            latest,
+            self.policy,
+            now,
+            engine.last_round,
+            unreachable=engine.unreachable,
+            waiting=engine.waiting,
+        )
         self.decision = Decision(engine, sites, (), (), evidence)
         return True
