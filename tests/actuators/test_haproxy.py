@@ -9,6 +9,7 @@ persistence cookie, which HAProxy honours for a server in `drain` state.
 
 from __future__ import annotations
 
+import dataclasses
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from trafficd.actuators import build
 from trafficd.actuators.base import BuildContext, Reconciler
 from trafficd.config.model import HAProxyActuator, Site
 from trafficd.metrics import Metrics
+from trafficd.model import State
 
 pytestmark = pytest.mark.peers
 
@@ -134,4 +136,31 @@ async def test_residual_sessions_of_a_drained_server(
     )
     await r.reconcile(ALL_UP)  # back in traffic: nothing residual any more
     assert metrics.registry.get_sample_value("trafficd_site_residual_sessions", labels) == 0
+    await r.actuator.close()
+
+
+async def test_a_returning_site_gets_its_steps_weight_before_it_is_ready(
+    pair: tuple[HAProxyPeer, HAProxyPeer],
+) -> None:
+    """During a gradual return the server holds the step's weight (10 of 100), set before
+    `state ready`; real requests through the frontend follow the weights."""
+    first, _ = pair
+    r = lb((first,), Metrics(CollectorRegistry()))
+    assert (await r.reconcile(EU_DOWN)).in_sync
+    assert first.admin_states()["eu"] == 1 and first.weights()["eu"] == 100
+    step = {**ALL_UP, "eu": dataclasses.replace(ALL_UP["eu"], state=State.ACTIVE, weight=10)}
+    outcome = await r.reconcile(step)
+    assert outcome.in_sync
+    socket = first.admin_socket
+    assert outcome.applied == [
+        f"{socket}: set server quay/eu weight 10",
+        f"{socket}: set server quay/eu state ready",
+    ]
+    assert first.admin_states() == {"us": 0, "eu": 0}
+    assert first.weights() == {"us": 100, "eu": 10}
+    hits = first.hits(110)  # one round of roundrobin at weights 100 and 10
+    assert hits == {"us": 100, "eu": 10}
+    outcome = await r.reconcile(ALL_UP)  # the last step: the configured weight
+    assert outcome.applied == [f"{socket}: set server quay/eu weight 100"]
+    assert first.weights() == {"us": 100, "eu": 100}
     await r.actuator.close()

@@ -5,7 +5,9 @@ balancers), so a reload that lost runtime state is seen and re-applied.
 The mode follows the drain's cause (docs/design.md): failure drains get `state
 maint` plus `shutdown sessions server` (every request there fails, so
 keep-alive clients must move now), manual drains `state drain` (graceful),
-active sites `state ready` and their configured weight.
+active sites `state ready` and their desired weight: the configured one, or a
+step's during a gradual return (set before the state, so a returning server
+never takes traffic at its old weight).
 
 Each socket is a target of its own (`split`): a load balancer that is down is
 reported and the others still get the change. Once a site's server is out on a
@@ -200,15 +202,18 @@ class HAProxy(Actuator, Splitting, TrafficReporting):
                     plan.notes.append(f"{self.ident}: {socket}: no server {backend}/{server}")
                     continue
                 mode = "ready" if target.name in keep else wanted_mode(target)
+                # The desired weight: a step's during a gradual return (10 of 100), else the
+                # configured one; a last server kept serving keeps its configured weight.
+                weight = target.weight if target.active else target.configured_weight
                 commands = []
+                if mode == "ready" and state.weight != weight:
+                    # Before `state ready`: a returning server never takes a moment of
+                    # traffic at the weight it had before its drain.
+                    commands.append(f"set server {backend}/{server} weight {weight}")
                 if state.mode != mode:
                     commands.append(f"set server {backend}/{server} state {mode}")
                     if mode == "maint":
                         commands.append(f"shutdown sessions server {backend}/{server}")
-                if mode == "ready" and state.weight != target.configured_weight:
-                    commands.append(
-                        f"set server {backend}/{server} weight {target.configured_weight}"
-                    )
                 for command in commands:
                     plan.changes.append(f"{socket}: {command}")
                     plan.payload.append((socket, command))
