@@ -10,6 +10,8 @@ are checked without a server.
 from __future__ import annotations
 
 import dataclasses
+import json
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -103,17 +105,47 @@ async def test_a_server_without_lua_records_is_never_given_one(plain_pdns: Power
     await r.actuator.close()
 
 
+def txt(peer: PowerDNSPeer) -> set[str]:
+    import dns.message
+    import dns.query
+
+    query = dns.message.make_query(NAME, "TXT")
+    answer = dns.query.udp(query, "127.0.0.1", port=peer.dns_port, timeout=2)
+    return {rr.to_text() for rrset in answer.answer for rr in rrset}
+
+
+def add_lua_txt(peer: PowerDNSPeer) -> None:
+    """Someone's own LUA record at the name, of another type, beside trafficd's."""
+    (lua,) = [r for r in peer.rrsets() if r["type"] == "LUA"]
+    records = [*lua["records"], {"content": "TXT \"'hello from lua'\"", "disabled": False}]
+    patch = {"rrsets": [{**lua, "changetype": "REPLACE", "records": records}]}
+    request = urllib.request.Request(
+        f"{peer.api}/api/v1/servers/localhost/zones/{ZONE}",
+        method="PATCH",
+        data=json.dumps(patch).encode(),
+        headers={"X-API-Key": PowerDNSPeer.API_KEY, "Content-Type": "application/json"},
+    )
+    urllib.request.urlopen(request, timeout=5).read()
+
+
 @pytest.mark.peers
 async def test_weighted_off_goes_back_to_plain_rrsets(lua_pdns: PowerDNSPeer) -> None:
+    """Both ways keep someone's LUA record of another type at the name."""
     weighted = reconciler(lua_pdns)
+    assert (await weighted.reconcile(EU_DOWN)).in_sync
+    add_lua_txt(lua_pdns)
+    assert txt(lua_pdns) == {'"hello from lua"'}
     assert (await weighted.reconcile(EU_STEP)).in_sync
+    assert txt(lua_pdns) == {'"hello from lua"'}
     await weighted.actuator.close()
     plain = reconciler(lua_pdns, weighted=False)
     outcome = await plain.reconcile(EU_STEP)
     assert outcome.in_sync
-    assert f"{NAME} LUA: removed (weighted: false)" in outcome.applied
-    assert {rr["type"] for rr in lua_pdns.rrsets()} == {"A"}
+    assert f"{NAME} LUA A: removed (weighted: false)" in outcome.applied
+    assert {rr["type"] for rr in lua_pdns.rrsets()} == {"A", "LUA"}
     assert lua_pdns.addresses() == set(ADDRESSES.values())  # every address in each answer
+    assert txt(lua_pdns) == {'"hello from lua"'}
+    assert (await plain.reconcile(EU_STEP)).applied == []
     await plain.actuator.close()
 
 

@@ -60,6 +60,7 @@ class Zone:
     # record trafficd did not write (any other Lua code): it may answer anything.
     lua: Mapping[str, Mapping[str, int] | None]
     lua_ttl: int | None = None  # None: no LUA RRset at the name
+    lua_other: tuple[str, ...] = ()  # its records of other types (TXT, ...): kept as they are
 
     def served(self) -> dict[str, frozenset[str]]:
         """The addresses the name can answer with, per type."""
@@ -163,6 +164,7 @@ class PowerDNS(Actuator, Splitting, TrafficReporting):
         plain = {t: (self.config.ttl, frozenset[str]()) for t in ADDRESS_TYPES}
         lua: dict[str, Mapping[str, int] | None] = {}
         lua_ttl = None
+        other: list[str] = []
         for rrset in zone.get("rrsets", []):
             if rrset.get("name") != self.config.name:
                 continue
@@ -174,11 +176,13 @@ class PowerDNS(Actuator, Splitting, TrafficReporting):
                 lua_ttl = ttl
                 for content in records:
                     parsed = parse_lua(content)
-                    if parsed is not None:
-                        rdtype, weights = parsed
-                        # Two records of one type: not trafficd's; answered as PowerDNS likes.
-                        lua[rdtype] = None if rdtype in lua else weights
-        return Zone(plain, lua, lua_ttl)
+                    if parsed is None:
+                        other.append(content)
+                        continue
+                    rdtype, weights = parsed
+                    # Two records of one type: not trafficd's; answered as PowerDNS likes.
+                    lua[rdtype] = None if rdtype in lua else weights
+        return Zone(plain, lua, lua_ttl, tuple(other))
 
     def plan(self, current: Zone, desired: Desired) -> Plan:
         targets, notes = plan_address_sets(current.served(), desired, ident=self.ident)
@@ -209,9 +213,10 @@ class PowerDNS(Actuator, Splitting, TrafficReporting):
             else:
                 rrset["changetype"] = "DELETE"
             plan.payload.append(rrset)
-        if current.lua_ttl is not None:
-            plan.changes.append(f"{self.config.name} LUA: removed (weighted: false)")
-            plan.payload.append({"name": self.config.name, "type": "LUA", "changetype": "DELETE"})
+        if current.lua:
+            types = "/".join(sorted(current.lua))
+            plan.changes.append(f"{self.config.name} LUA {types}: removed (weighted: false)")
+            plan.payload.append(self._lua_rrset(current, [], current.lua_ttl or self.config.ttl))
 
     def _plan_lua(
         self, current: Zone, targets: Mapping[str, frozenset[str]], desired: Desired, plan: Plan
@@ -233,19 +238,8 @@ class PowerDNS(Actuator, Splitting, TrafficReporting):
             plan.changes += changes or [
                 f"{self.config.name} LUA: ttl {current.lua_ttl} -> {self.config.ttl}"
             ]
-            rrset: dict[str, Any] = {"name": self.config.name, "type": "LUA"}
-            if want:
-                rrset.update(
-                    ttl=self.config.ttl,
-                    changetype="REPLACE",
-                    records=[
-                        {"content": lua_content(t, w), "disabled": False}
-                        for t, w in sorted(want.items())
-                    ],
-                )
-            else:
-                rrset["changetype"] = "DELETE"
-            plan.payload.append(rrset)
+            records = [lua_content(t, w) for t, w in sorted(want.items())]
+            plan.payload.append(self._lua_rrset(current, records, self.config.ttl))
         for rdtype, (_, had) in current.plain.items():
             if had:  # answered beside the LUA record: the weights would not hold
                 plan.changes.append(
@@ -254,6 +248,20 @@ class PowerDNS(Actuator, Splitting, TrafficReporting):
                 plan.payload.append(
                     {"name": self.config.name, "type": rdtype, "changetype": "DELETE"}
                 )
+
+    def _lua_rrset(self, current: Zone, records: list[str], ttl: int) -> dict[str, Any]:
+        """The name's LUA RRset holding `records` and, as they were, its LUA records of
+        other types (someone's TXT); deleted when that leaves nothing."""
+        contents = [*records, *current.lua_other]
+        if not contents:
+            return {"name": self.config.name, "type": "LUA", "changetype": "DELETE"}
+        return {
+            "name": self.config.name,
+            "type": "LUA",
+            "ttl": ttl,
+            "changetype": "REPLACE",
+            "records": [{"content": c, "disabled": False} for c in contents],
+        }
 
     @staticmethod
     def _weights(
