@@ -317,7 +317,7 @@ class PowerDNSPeer:
 
     API_KEY = "pdns-test-api-key-0123"
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, *, lua_records: bool = False) -> None:
         import sqlite3
 
         self.dir = tmp / "pdns"
@@ -347,6 +347,7 @@ negquery-cache-ttl=0
 query-cache-ttl=0
 zone-cache-refresh-interval=0
 security-poll-suffix=
+{"enable-lua-records=yes" if lua_records else ""}
 """)
         self.proc: subprocess.Popen[bytes] | None = None
         self.api = f"http://127.0.0.1:{self.api_port}"
@@ -400,3 +401,14 @@ security-poll-suffix=
             dns.message.make_query(NAME, "A"), "127.0.0.1", port=self.dns_port, timeout=2
         )
         return {rr.to_text() for rrset in answer.answer for rr in rrset}
+
+    def rrsets(self, name: str = NAME) -> list[dict[str, Any]]:
+        """The zone's RRsets at `name`, as the API gives them."""
+        import json
+
+        request = urllib.request.Request(
+            f"{self.api}/api/v1/servers/localhost/zones/{ZONE}",
+            headers={"X-API-Key": self.API_KEY},
+        )
+        zone = json.loads(urllib.request.urlopen(request, timeout=5).read())
+        return [r for r in zone["rrsets"] if r["name"] == name]

@@ -206,6 +206,19 @@ def _json_object(obj: object) -> Mapping[str, Any]:
     return obj
 
 
+@dataclass(frozen=True)
+class Responses:
+    """A site's HTTP responses as its load balancers counted them (the canary of a return).
+
+    Cumulative counters, summed over every HAProxy socket serving the site: `total`
+    is every response (`hrsp_1xx` to `hrsp_5xx` and `hrsp_other`), `errors` the 5xx
+    ones. The engine compares two readings to get a step's share of errors.
+    """
+
+    total: int
+    errors: int
+
+
 # "Never happened": the time of a transition or drain that has not been.
 NEVER = float("-inf")
 

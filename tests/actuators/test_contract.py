@@ -3,11 +3,13 @@
 Every scenario runs against each actuator through `Reconciler`, and checks
 what the backend itself serves: plain DNS answers from BIND and PowerDNS,
 `show servers state` and real HTTP through HAProxy's frontend, Route 53's
-record list.
+record list. PowerDNS runs twice: with plain RRsets, and with `weighted: true`
+(a LUA record, answering one address per query).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -20,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from tests.peers import NAME, ZONE, FaultProxy, HAProxyPeer, Named, PowerDNSPeer, moto_server
 from trafficd.actuators import build
 from trafficd.actuators.base import DesiredSite, Reconciler
+from trafficd.actuators.powerdns import parse_lua
 from trafficd.config.model import (
     HAProxyActuator,
     PowerDNSActuator,
@@ -53,6 +56,8 @@ def targets(**states: tuple[State, Cause | None]) -> dict[str, DesiredSite]:
 
 ALL_UP = targets()
 EU_DOWN = targets(eu=(State.DRAINED, Cause.STORAGE))
+# eu on the first step of a gradual return: active at 10 of its configured 100.
+EU_STEP = {**ALL_UP, "eu": dataclasses.replace(ALL_UP["eu"], weight=10)}
 EU_MANUAL = targets(eu=(State.DRAINING, Cause.MANUAL))
 BOTH_DOWN = targets(eu=(State.DRAINED, Cause.STORAGE), us=(State.DRAINED, Cause.STORAGE))
 
@@ -70,6 +75,10 @@ class Harness:
     async def tamper(self) -> None:
         """A hand edit that the next reconcile must correct."""
         raise NotImplementedError
+
+    async def weights(self) -> dict[str, int] | None:
+        """The weight the backend holds for each site; None for plain address sets."""
+        return None
 
     async def break_backend(self) -> None:
         raise NotImplementedError
@@ -167,10 +176,15 @@ class HAProxyHarness(Harness):
 
     async def serving(self) -> set[str]:
         by_state = {name for name, admin in self._states().items() if int(admin) == 0}
-        hits = self.peer.hits(20)
+        # One round of roundrobin at least: every ready server answers some of them.
+        weights = self.peer.weights()
+        hits = self.peer.hits(max(20, sum(weights[name] for name in by_state)))
         # Real requests through the frontend reach exactly the serving servers.
         assert set(hits) == by_state, (hits, by_state)
         return by_state
+
+    async def weights(self) -> dict[str, int] | None:
+        return self.peer.weights()
 
     async def tamper(self) -> None:
         import socket as sock
@@ -202,8 +216,11 @@ class HAProxyHarness(Harness):
 class PowerDNSHarness(Harness):
     kind = "powerdns"
 
-    def __init__(self, tmp: Path, proxy: FaultProxy) -> None:
-        self.peer = PowerDNSPeer(tmp)
+    def __init__(self, tmp: Path, proxy: FaultProxy, *, weighted: bool = False) -> None:
+        self.weighted = weighted
+        if weighted:
+            self.kind = "powerdns-lua"
+        self.peer = PowerDNSPeer(tmp, lua_records=weighted)
         self.peer.start()
         self.peer.create_zone()
         self.proxy = proxy
@@ -220,11 +237,25 @@ class PowerDNSHarness(Harness):
                 "zone": ZONE,
                 "name": NAME,
                 "ttl": 30,
+                "weighted": self.weighted,
             }
         )
 
     async def serving(self) -> set[str]:
-        return sites_of(self.peer.addresses())
+        if not self.weighted:
+            return sites_of(self.peer.addresses())
+        # One address per answer, picked by weight: enough answers to see a site at
+        # 10 beside 100 (missed by all 300 with a chance of (10/11)^300, about 4e-13).
+        return sites_of(set().union(*(self.peer.addresses() for _ in range(300))))
+
+    async def weights(self) -> dict[str, int] | None:
+        if not self.weighted:
+            return None
+        (record,) = [r for r in self.peer.rrsets() if r["type"] == "LUA"]
+        (content,) = [r["content"] for r in record["records"]]
+        parsed = parse_lua(content)
+        assert parsed is not None and parsed[1] is not None, content
+        return {name: w for a, w in parsed[1].items() for name in sites_of({a})}
 
     async def tamper(self) -> None:
         import json
@@ -250,10 +281,10 @@ class PowerDNSHarness(Harness):
             headers={"X-API-Key": PowerDNSPeer.API_KEY, "Content-Type": "application/json"},
         )
         urllib.request.urlopen(request, timeout=5).read()
-        assert "198.51.100.99" in self.peer.addresses()
+        assert any("198.51.100.99" in self.peer.addresses() for _ in range(50))
 
     async def drift_gone(self) -> bool:
-        return "198.51.100.99" not in self.peer.addresses()
+        return all("198.51.100.99" not in self.peer.addresses() for _ in range(50))
 
     async def break_backend(self) -> None:
         self.proxy.mode = "status500"
@@ -302,6 +333,9 @@ class Route53Harness(Harness):
     async def serving(self) -> set[str]:
         records = await self.records()
         return {name for name, r in records.items() if r["Weight"] > 0 and name in ADDRESSES}
+
+    async def weights(self) -> dict[str, int] | None:
+        return {name: r["Weight"] for name, r in (await self.records()).items()}
 
     async def tamper(self) -> None:
         async with get_session().create_client(
@@ -395,7 +429,7 @@ async def route53_zone(moto: str) -> str:
     return zone_id
 
 
-@pytest.fixture(params=["rfc2136", "haproxy", "powerdns", "route53"])
+@pytest.fixture(params=["rfc2136", "haproxy", "powerdns", "powerdns-lua", "route53"])
 async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
     kind = request.param
     proxies: list[FaultProxy] = []
@@ -404,12 +438,12 @@ async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         h = BindHarness(tmp_path)
     elif kind == "haproxy":
         h = HAProxyHarness(tmp_path)
-    elif kind == "powerdns":
+    elif kind in ("powerdns", "powerdns-lua"):
         peer_dir = tmp_path / "p"
         peer_dir.mkdir()
         proxy = await FaultProxy("http://placeholder").start()
         proxies.append(proxy)
-        h = PowerDNSHarness(peer_dir, proxy)
+        h = PowerDNSHarness(peer_dir, proxy, weighted=kind == "powerdns-lua")
         proxy.upstream = h.peer.api
     else:
         moto_url = request.getfixturevalue("moto")
@@ -454,6 +488,27 @@ async def test_drain_restore_and_idempotence(harness: Harness) -> None:
     labels = {**target, "result": "success"}
     assert metrics.registry.get_sample_value("trafficd_actuations_total", labels) == 2
     assert metrics.registry.get_sample_value("trafficd_actuator_in_sync", target) == 1
+    await r.actuator.close()
+
+
+async def test_a_returning_site_on_its_first_step(harness: Harness) -> None:
+    """eu at 10 of 100: backends with weights hold 10 (HAProxy, Route 53, PowerDNS's LUA
+    record); plain address sets (BIND, PowerDNS's RRsets) serve it whole from the first
+    step above 0, and the last step changes nothing there: all or nothing."""
+    r, _ = reconciler(harness)
+    assert (await r.reconcile(EU_DOWN)).in_sync
+    assert await harness.serving() == {"us"}
+    step = await r.reconcile(EU_STEP)
+    assert step.in_sync and step.applied
+    assert await harness.serving() == {"us", "eu"}
+    weighted = await harness.weights()
+    assert weighted in (None, {"us": 100, "eu": 10}), weighted
+    assert (weighted is None) == (harness.kind in ("rfc2136", "powerdns"))
+    assert (await r.reconcile(EU_STEP)).applied == []
+    full = await r.reconcile(ALL_UP)
+    assert full.in_sync and bool(full.applied) == (weighted is not None)
+    assert await harness.weights() in (None, {"us": 100, "eu": 100})
+    assert await harness.serving() == {"us", "eu"}
     await r.actuator.close()
 
 

@@ -4,11 +4,15 @@ Two HAProxy processes in front of the same two backends (a pair of load
 balancers): each socket is reconciled on its own, so one that is down is
 reported while the other still follows. After a drain, `show stat` tells how
 many new sessions the drained server still takes: here clients that carry a
-persistence cookie, which HAProxy honours for a server in `drain` state.
+persistence cookie, which HAProxy honours for a server in `drain` state. The
+same counters give the canary of a gradual return: each site's responses and
+5xx ones, summed over both load balancers (the backends are Python's
+http.server, which answers 501 to a method it does not know).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +23,10 @@ from prometheus_client import CollectorRegistry
 from tests.actuators.test_contract import ALL_UP, EU_DOWN, EU_MANUAL
 from tests.peers import HAProxyPeer, free_port
 from trafficd.actuators import build
-from trafficd.actuators.base import BuildContext, Reconciler
+from trafficd.actuators.base import BuildContext, Reconciler, read_canary
 from trafficd.config.model import HAProxyActuator, Site
 from trafficd.metrics import Metrics
+from trafficd.model import State
 
 pytestmark = pytest.mark.peers
 
@@ -77,12 +82,15 @@ def lb(peers: tuple[HAProxyPeer, ...], metrics: Metrics) -> Reconciler:
     return Reconciler(actuator, metrics, attempts=2, max_backoff=0.1)
 
 
-def get(peer: HAProxyPeer, cookie: str | None = None) -> str:
-    request = urllib.request.Request(f"http://127.0.0.1:{peer.frontend}/")
+def get(peer: HAProxyPeer, cookie: str | None = None, method: str = "GET") -> str:
+    request = urllib.request.Request(f"http://127.0.0.1:{peer.frontend}/", method=method)
     if cookie:
         request.add_header("Cookie", cookie)
-    with urllib.request.urlopen(request, timeout=2) as resp:
-        return str(resp.read().decode())
+    try:
+        with urllib.request.urlopen(request, timeout=2) as resp:
+            return str(resp.read().decode())
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code}"
 
 
 async def test_a_dead_socket_is_reported_and_the_live_one_follows(
@@ -134,4 +142,61 @@ async def test_residual_sessions_of_a_drained_server(
     )
     await r.reconcile(ALL_UP)  # back in traffic: nothing residual any more
     assert metrics.registry.get_sample_value("trafficd_site_residual_sessions", labels) == 0
+    await r.actuator.close()
+
+
+async def test_a_returning_site_gets_its_steps_weight_before_it_is_ready(
+    pair: tuple[HAProxyPeer, HAProxyPeer],
+) -> None:
+    """During a gradual return the server holds the step's weight (10 of 100), set before
+    `state ready`; real requests through the frontend follow the weights."""
+    first, _ = pair
+    r = lb((first,), Metrics(CollectorRegistry()))
+    assert (await r.reconcile(EU_DOWN)).in_sync
+    assert first.admin_states()["eu"] == 1 and first.weights()["eu"] == 100
+    step = {**ALL_UP, "eu": dataclasses.replace(ALL_UP["eu"], state=State.ACTIVE, weight=10)}
+    outcome = await r.reconcile(step)
+    assert outcome.in_sync
+    socket = first.admin_socket
+    assert outcome.applied == [
+        f"{socket}: set server quay/eu weight 10",
+        f"{socket}: set server quay/eu state ready",
+    ]
+    assert first.admin_states() == {"us": 0, "eu": 0}
+    assert first.weights() == {"us": 100, "eu": 10}
+    hits = first.hits(110)  # one round of roundrobin at weights 100 and 10
+    assert hits == {"us": 100, "eu": 10}
+    outcome = await r.reconcile(ALL_UP)  # the last step: the configured weight
+    assert outcome.applied == [f"{socket}: set server quay/eu weight 100"]
+    assert first.weights() == {"us": 100, "eu": 100}
+    await r.actuator.close()
+
+
+async def test_the_canary_sums_each_sites_responses_over_every_socket(
+    pair: tuple[HAProxyPeer, HAProxyPeer],
+) -> None:
+    first, second = pair
+    r = lb((first, second), Metrics(CollectorRegistry()))
+    assert (await r.reconcile(ALL_UP)).in_sync
+    before = (await read_canary([r.actuator])).responses  # cumulative: the start-up checks'
+    assert set(before) == {"eu", "us"} and before["eu"].errors == before["us"].errors == 0
+    for peer, gets, errors in ((first, 3, 1), (second, 2, 2)):
+        for _ in range(gets):
+            assert get(peer, "SRV=eu") == "eu"
+        for _ in range(errors):
+            assert get(peer, "SRV=eu", method="PATCH") == "HTTP 501"
+    assert get(first, "SRV=us") == "us"
+    canary = await read_canary([r.actuator])
+    assert not canary.incomplete
+    eu, us = canary.responses["eu"], canary.responses["us"]
+    assert (eu.total - before["eu"].total, eu.errors) == (8, 3)  # 5 GET and 3 PATCH
+    assert (us.total - before["us"].total, us.errors) == (1, 0)
+    # Two haproxy actuators of one socket each count the same as one of both sockets.
+    apart = [lb((peer,), Metrics(CollectorRegistry())).actuator for peer in (first, second)]
+    assert await read_canary(apart) == canary
+    # A socket that cannot be read: no reading for its sites that round, not a partial one.
+    second.stop()
+    canary = await read_canary([r.actuator])
+    assert canary.responses == {}
+    assert canary.incomplete == {"eu": (second.admin_socket,), "us": (second.admin_socket,)}
     await r.actuator.close()

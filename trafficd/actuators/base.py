@@ -19,7 +19,9 @@ which sites it acts on. `TrafficReporting`: whether, as read back, each site
 it serves still gets traffic: the daemon stops a site's instances only once
 every traffic target confirms that site's traffic off. `Fencing`: takes a new
 leader's token. `Remembering`: its memory, kept across restarts. `Notifying`:
-sends the daemon's events on.
+sends the daemon's events on. `ResponseCounting`: a load balancer that counts
+its sites' HTTP responses (HAProxy's `show stat`); `read_canary` sums them per
+site over every such actuator: the canary the engine judges a gradual return by.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import asyncio
 import copy
 import ipaddress
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
@@ -36,7 +38,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from trafficd.config.model import Config, Site, SiteCommand, SiteKubernetes
 from trafficd.metrics import Metrics
-from trafficd.model import Cause, SiteDecision, State
+from trafficd.model import Cause, Responses, SiteDecision, State
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +226,17 @@ class Notifying(Protocol):
     async def notify(self, event: Mapping[str, Any]) -> str | None: ...
 
 
+@runtime_checkable
+class ResponseCounting(Protocol):
+    """A load balancer that counts its sites' HTTP responses: the canary of a return."""
+
+    def canary_sites(self) -> Iterable[str]:
+        """The sites it can count responses for."""
+        ...
+
+    async def responses(self) -> Canary: ...
+
+
 _View = TypeVar("_View")
 
 
@@ -316,6 +329,49 @@ def dns_sends_traffic(current: Mapping[str, frozenset[str]], target: DesiredSite
     """Whether the name, as read back, still answers with one of the site's addresses."""
     served = set().union(*current.values()) if current else set()
     return any(a in served for a in target.addresses)
+
+
+@dataclass(frozen=True)
+class Canary:
+    """Per site, the HTTP responses every load balancer socket serving it counted.
+
+    `responses` holds only the sites read on every socket. A site that a socket
+    could not give (`incomplete`: site -> those sockets) has no reading at all that
+    round: a partial sum would look like fewer responses than the last round's, and a
+    step judged on part of the traffic could pass on the healthy part alone.
+    """
+
+    responses: Mapping[str, Responses] = field(default_factory=dict)
+    incomplete: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+async def read_canary(actuators: Iterable[Actuator]) -> Canary:
+    """The canary of every actuator that counts responses, summed per site.
+
+    Never raises: an actuator whose reading fails makes its sites incomplete."""
+    sources = [a for a in actuators if isinstance(a, ResponseCounting)]
+    readings: list[Canary | BaseException] = await asyncio.gather(
+        *(a.responses() for a in sources), return_exceptions=True
+    )
+    totals: dict[str, tuple[int, int]] = {}
+    incomplete: dict[str, tuple[str, ...]] = {}
+    for source, reading in zip(sources, readings, strict=True):
+        if isinstance(reading, BaseException):
+            if not isinstance(reading, Exception):
+                raise reading  # a cancellation
+            log.warning("%s: canary not read: %s", source.ident, type(reading).__name__)
+            for site in source.canary_sites():
+                incomplete[site] = (*incomplete.get(site, ()), source.ident)
+            continue
+        for site, r in reading.responses.items():
+            total, errors = totals.get(site, (0, 0))
+            totals[site] = (total + r.total, errors + r.errors)
+        for site, sockets in reading.incomplete.items():
+            incomplete[site] = (*incomplete.get(site, ()), *sockets)
+    return Canary(
+        {s: Responses(t, e) for s, (t, e) in sorted(totals.items()) if s not in incomplete},
+        dict(sorted(incomplete.items())),
+    )
 
 
 class Reconciler:

@@ -5,28 +5,39 @@ balancers), so a reload that lost runtime state is seen and re-applied.
 The mode follows the drain's cause (docs/design.md): failure drains get `state
 maint` plus `shutdown sessions server` (every request there fails, so
 keep-alive clients must move now), manual drains `state drain` (graceful),
-active sites `state ready` and their configured weight.
+active sites `state ready` and their desired weight: the configured one, or a
+step's during a gradual return (set before the state, so a returning server
+never takes traffic at its old weight).
 
 Each socket is a target of its own (`split`): a load balancer that is down is
 reported and the others still get the change. Once a site's server is out on a
 socket, `show stat` tells how many new sessions it still takes
 (`trafficd_site_residual_sessions{site, target}`): clients whose resolvers
 cached the old DNS answer, sent there by a load balancer in front of it.
+
+`responses()` reads the same `show stat` for the canary of a gradual return:
+each site's server's `hrsp_*` counters (every response, and the 5xx ones),
+summed over every socket. A socket that cannot be read leaves its sites
+without a reading that round (`base.Canary`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import csv
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from trafficd.actuators.base import (
     Actuator,
     ActuatorError,
     BuildContext,
+    Canary,
     Desired,
     DesiredSite,
     Plan,
+    ResponseCounting,
     Role,
     Splitting,
     TrafficReporting,
@@ -34,11 +45,15 @@ from trafficd.actuators.base import (
 )
 from trafficd.config.model import HAProxyActuator
 from trafficd.config.types import split_host_port
-from trafficd.model import Cause
+from trafficd.model import Cause, Responses
+
+log = logging.getLogger(__name__)
 
 # srv_admin_state bits (HAProxy's server.h): forced and inherited maintenance, forced drain.
 ADMIN_FMAINT, ADMIN_IMAINT, ADMIN_CMAINT, ADMIN_FDRAIN = 0x01, 0x02, 0x04, 0x08
 MAX_REPLY = 4 * 1024 * 1024
+# `show stat` columns of a server's HTTP responses by class: their sum is every response.
+RESPONSE_COLUMNS = ("hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other")
 
 
 @dataclass(frozen=True)
@@ -65,7 +80,7 @@ def wanted_mode(target: DesiredSite) -> str:
     return "drain" if target.cause is Cause.MANUAL else "maint"
 
 
-class HAProxy(Actuator, Splitting, TrafficReporting):
+class HAProxy(Actuator, Splitting, TrafficReporting, ResponseCounting):
     role: Role = "traffic"
 
     def __init__(self, config: HAProxyActuator, context: BuildContext | None = None) -> None:
@@ -157,17 +172,60 @@ class HAProxy(Actuator, Splitting, TrafficReporting):
             self._residual(socket, current[socket])
         return current
 
-    async def _sessions(self, socket: str) -> dict[tuple[str, str], int]:
-        """stot of every server (`show stat -1 4 -1`: servers only, CSV)."""
+    async def _stat(self, socket: str) -> dict[tuple[str, str], dict[str, str]]:
+        """Every server's row of `show stat -1 4 -1` (servers only, CSV)."""
         text = await self.command(socket, "show stat -1 4 -1")
         if not text.startswith("# "):
             raise ActuatorError(f"{self.ident}: {socket}: unexpected answer to show stat")
-        rows = csv.DictReader(text[2:].splitlines())
-        out = {}
-        for row in rows:
-            if row.get("pxname") and row.get("svname") and (row.get("stot") or "").isdigit():
-                out[(row["pxname"], row["svname"])] = int(row["stot"])
-        return out
+        return {
+            (row["pxname"], row["svname"]): row
+            for row in csv.DictReader(text[2:].splitlines())
+            if row.get("pxname") and row.get("svname")
+        }
+
+    async def _sessions(self, socket: str) -> dict[tuple[str, str], int]:
+        """stot of every server."""
+        return {
+            key: int(row["stot"])
+            for key, row in (await self._stat(socket)).items()
+            if (row.get("stot") or "").isdigit()
+        }
+
+    def canary_sites(self) -> Iterable[str]:
+        return self.servers.keys()
+
+    async def responses(self) -> Canary:
+        """Each site's server's responses, summed over every socket (read at once).
+
+        A socket without the site's server counts nothing for it; one that cannot be
+        read, or whose counters are not numbers, makes the site incomplete."""
+        stats = await asyncio.gather(
+            *(self._stat(socket) for socket in self.sockets), return_exceptions=True
+        )
+        totals = dict.fromkeys(self.servers, (0, 0))
+        incomplete: dict[str, tuple[str, ...]] = {}
+        for socket, stat in zip(self.sockets, stats, strict=True):
+            if isinstance(stat, BaseException):
+                if not isinstance(stat, ActuatorError):
+                    raise stat
+                log.warning("%s: canary: %s", self.ident, stat)
+                for site in self.servers:
+                    incomplete[site] = (*incomplete.get(site, ()), socket)
+                continue
+            for site, key in self.servers.items():
+                row = stat.get(key)
+                if row is None:
+                    continue
+                counts = [row.get(column) or "" for column in RESPONSE_COLUMNS]
+                if not all(c.isdigit() for c in counts):  # not an HTTP backend
+                    incomplete[site] = (*incomplete.get(site, ()), socket)
+                    continue
+                total, errors = totals[site]
+                totals[site] = (total + sum(map(int, counts)), errors + int(row["hrsp_5xx"]))
+        return Canary(
+            {s: Responses(t, e) for s, (t, e) in totals.items() if s not in incomplete},
+            incomplete,
+        )
 
     def _residual(self, socket: str, states: dict[tuple[str, str], ServerState]) -> None:
         """New sessions of each site's server since it was first read out of traffic here."""
@@ -200,15 +258,18 @@ class HAProxy(Actuator, Splitting, TrafficReporting):
                     plan.notes.append(f"{self.ident}: {socket}: no server {backend}/{server}")
                     continue
                 mode = "ready" if target.name in keep else wanted_mode(target)
+                # The desired weight: a step's during a gradual return (10 of 100), else the
+                # configured one; a last server kept serving keeps its configured weight.
+                weight = target.weight if target.active else target.configured_weight
                 commands = []
+                if mode == "ready" and state.weight != weight:
+                    # Before `state ready`: a returning server never takes a moment of
+                    # traffic at the weight it had before its drain.
+                    commands.append(f"set server {backend}/{server} weight {weight}")
                 if state.mode != mode:
                     commands.append(f"set server {backend}/{server} state {mode}")
                     if mode == "maint":
                         commands.append(f"shutdown sessions server {backend}/{server}")
-                if mode == "ready" and state.weight != target.configured_weight:
-                    commands.append(
-                        f"set server {backend}/{server} weight {target.configured_weight}"
-                    )
                 for command in commands:
                     plan.changes.append(f"{socket}: {command}")
                     plan.payload.append((socket, command))

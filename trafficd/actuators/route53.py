@@ -2,11 +2,13 @@
 
 Each site has a weighted record (`SetIdentifier` = the site's name or its
 `set_identifier`) holding its addresses or an alias target; a drained site's
-weight becomes 0, an active site's its configured weight. Weights are never
-all set to 0, since Route 53 then answers with every record, the failed site
-included. Reads `ListResourceRecordSets` first and sends all changes in one
-`ChangeResourceRecordSets` batch whose DELETE names the exact current record,
-so a concurrent edit makes the batch fail instead of being overwritten.
+weight becomes 0, an active site's its desired weight: the configured one, or a
+step's during a gradual return (10 beside another site's 100: one answer in
+eleven). Weights are never all set to 0, since Route 53 then answers with
+every record, the failed site included. Reads `ListResourceRecordSets` first
+and sends all changes in one `ChangeResourceRecordSets` batch whose DELETE
+names the exact current record, so a concurrent edit makes the batch fail
+instead of being overwritten.
 """
 
 from __future__ import annotations
@@ -185,7 +187,7 @@ class Route53(Actuator, Splitting, TrafficReporting):
 
     def plan(self, current: Current, desired: Desired) -> Plan:
         plan = Plan(payload=[])
-        weights = {t.name: t.configured_weight if t.active else 0 for t in desired.values()}
+        weights = {t.name: t.weight for t in desired.values()}  # a return's step, or 0
         for t in desired.values():
             if not t.managed:  # observe mode: whatever Route 53 holds stays
                 weights[t.name] = int(current.get(t.set_identifier or t.name, {}).get("Weight", 0))

@@ -266,6 +266,12 @@ class PowerDNSActuator(_Actuator):
     ttl: int = Field(30, ge=0, description="TTL of the records")
     tls_ca_file: str | None = Field(None, description="CA bundle for the API's TLS")
     timeout: Duration = Field(5.0, gt=0, description="timeout of one API call")
+    weighted: bool = Field(
+        False,
+        description="answer with a LUA record (pickwrandom) weighted by each site's weight, "
+        "so a returning site gets its step's share, instead of plain A/AAAA RRsets; the "
+        "server needs enable-lua-records (or the zone's ENABLE-LUA-RECORDS metadata)",
+    )
 
 
 class Route53Actuator(_Actuator):

@@ -280,17 +280,31 @@ frontend fe
     def admin_states(self, backend: str = "quay") -> dict[str, int]:
         return haproxy_admin_states(self.admin_socket, backend)
 
+    def weights(self, backend: str = "quay") -> dict[str, int]:
+        return haproxy_weights(self.admin_socket, backend)
 
-def haproxy_admin_states(admin_socket: str, backend: str = "quay") -> dict[str, int]:
-    """srv_admin_state of each server of `backend`, from `show servers state` (0 = ready)."""
+
+def _servers_state(admin_socket: str, backend: str) -> list[list[str]]:
+    """The rows of `show servers state BACKEND`: be_id be_name srv_id srv_name srv_addr
+    srv_op_state srv_admin_state srv_uweight ..."""
     with socket.socket(socket.AF_UNIX) as s:
         s.connect(admin_socket)
         s.sendall(f"show servers state {backend}\n".encode())
         data = b""
         while chunk := s.recv(65536):
             data += chunk
-    rows = [line.split() for line in data.decode().splitlines()[2:] if line.strip()]
-    return {f[3]: int(f[6]) for f in rows if len(f) > 6}
+    return [line.split() for line in data.decode().splitlines()[2:] if line.strip()]
+
+
+def haproxy_admin_states(admin_socket: str, backend: str = "quay") -> dict[str, int]:
+    """srv_admin_state of each server of `backend`, from `show servers state` (0 = ready)."""
+    return {f[3]: int(f[6]) for f in _servers_state(admin_socket, backend) if len(f) > 6}
+
+
+def haproxy_weights(admin_socket: str, backend: str = "quay") -> dict[str, int]:
+    """The weight HAProxy holds for each server of `backend` (srv_uweight, what `set
+    server B/S weight` sets)."""
+    return {f[3]: int(f[7]) for f in _servers_state(admin_socket, backend) if len(f) > 7}
 
 
 class Prometheus:
