@@ -36,6 +36,9 @@ class Cause(StrEnum):
     INSTANCE = "instance"
     REGISTRY = "registry"
     MANUAL = "manual"
+    # Live traffic through the load balancer answered 5xx above policy.return_max_error_ratio
+    # while the site returned in steps: no probe sees it, so it ends with the hold-down.
+    CANARY = "canary"
 
 
 # Reasons of a failed probe that mean "the site could not be reached": for a
@@ -129,6 +132,19 @@ class Observation:
         if self.storage_faults:
             out["storage_faults"] = dict(self.storage_faults)
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class Responses:
+    """The HTTP responses live traffic got from one site, as its load balancer counts them:
+    cumulative since the counters started (HAProxy's `show stat` of the site's server,
+    summed over every socket serving it; a reload restarts them from zero).
+
+    The runtime reads them; the engine's canary compares them with the counts it kept at
+    the start of a return step (`decide(..., canary=...)`)."""
+
+    total: int  # every response: hrsp_1xx .. hrsp_5xx and hrsp_other
+    errors: int  # 5xx responses (hrsp_5xx)
 
 
 @dataclass(frozen=True)
