@@ -327,6 +327,13 @@ class SiteMemory:
     # The last failing votes seen per check: a reason quotes them when a round brings
     # no new observation (staggered rounds, a drained site's stopped probes).
     seen: Mapping[str, str] = field(default_factory=dict)
+    # The gradual return (policy.return_steps): the percent of its weight the active site
+    # is at while it returns in steps, 0 once it has its whole weight (or is out). The
+    # percent, not the step's number, so that a reload changing the steps never raises
+    # a site's weight at once.
+    returning: int = 0
+    step_since: float = NEVER  # the step's start; a troubled round starts it over
+    step_responses: Responses | None = None  # the canary's counters at the step's start
 
 
 _FRESH_SITE = SiteMemory()
@@ -374,15 +381,31 @@ class Refusal:
 
 
 @dataclass(frozen=True)
+class ReturnStep:
+    """A returning site reached a step of policy.return_steps: the first when it turns
+    active, then one more each healthy `return_step`; the last (100%) ends the return."""
+
+    site: str
+    step: int  # 1-based number of the step in policy.return_steps
+    percent: int  # the step's percent of the site's configured weight
+    weight: int  # the weight the site now takes
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class SiteDecision:
     site: str
     state: State
     cause: Cause | None
-    weight: int
+    weight: int  # the traffic weight to give: 0 unless active; a return step's share of it
     instances: str  # "running" | "stopped"
     actuate: bool  # False for sites in observe mode
     would_drain: bool
     reasons: tuple[str, ...]
+    # While an active site returns in steps (policy.return_steps): the 1-based number of
+    # its step and that step's percent of its configured weight; None otherwise.
+    return_step: int | None = None
+    return_percent: int | None = None
 
 
 @dataclass(frozen=True)
@@ -392,3 +415,4 @@ class Decision:
     transitions: tuple[Transition, ...]
     refusals: tuple[Refusal, ...]
     evidence: Evidence
+    steps: tuple[ReturnStep, ...] = ()  # return steps reached this round

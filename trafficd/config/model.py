@@ -221,7 +221,9 @@ class Policy(_Model):
             if after <= before:
                 raise ValueError(f"must be strictly increasing ({after} after {before})")
         if steps[-1] != 100:
-            raise ValueError(f"the last step must be 100 (the site's whole weight), not {steps[-1]}")
+            raise ValueError(
+                f"the last step must be 100 (the site's whole weight), not {steps[-1]}"
+            )
         return steps
 
 
