@@ -280,7 +280,10 @@ class Engine:
         weights = {s: d.weight for s, d in (self.decision.sites if self.decision else {}).items()}
         for site in truth.sites:
             seen = self.responses.get(site, Responses(0, 0))
-            total = 10 * weights.get(site, 100)  # enough for the canary to judge a round
+            # At least a hundred requests a round while it takes any: enough for the canary
+            # to judge one round even at a 1% step.
+            weight = weights.get(site, 100)
+            total = max(100, 10 * weight) if weight else 0
             errors = total // 2 if truth.has(ERRORS_5XX, site) else 0
             self.responses[site] = Responses(seen.total + total, seen.errors + errors)
 
