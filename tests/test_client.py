@@ -84,8 +84,8 @@ def test_status_table_and_events() -> None:
         },
     ]
     table = render_status(sites).splitlines()
-    assert table[0].split()[:5] == ["SITE", "STATE", "CAUSE", "WEIGHT", "SINCE"]
-    assert table[1].split()[:4] == ["eu", "drained", "storage", "0"]
+    assert table[0].split()[:6] == ["SITE", "STATE", "CAUSE", "WEIGHT", "STEP", "SINCE"]
+    assert table[1].split()[:5] == ["eu", "drained", "storage", "0", "-"]
     assert "us-east: endtoend=FAIL(storage)" in table[1]
     assert "hold by admin: release" in table[2]
     line = render_event(
@@ -103,6 +103,18 @@ def test_status_table_and_events() -> None:
         {"time": "T", "kind": "refused", "site": "eu", "rule": "min_active_sites", "reasons": ["x"]}
     )
     assert line == "T  refused     eu: refused by min_active_sites  x"
+
+
+def test_status_shows_a_returning_sites_step_and_weight() -> None:
+    site = {"name": "eu", "state": "active", "weight": 13, "return_step": 2, "return_percent": 50}
+    assert render_status([site]).splitlines()[1].split()[:5] == [
+        "eu",
+        "active",
+        "-",
+        "13",
+        "2",
+    ]
+    assert "2 (50%)" in render_status([site])
 
 
 def test_status_shows_out_of_sync_targets_and_blocked_shutdowns() -> None:

@@ -23,7 +23,8 @@ sites:
     mode: observe
     storage_check: all
 probes: {interval: 2s, timeout: 1s}
-policy: {fall: 4, rise: 6, hold_down: 30s, max_drains: 2}
+policy: {fall: 4, rise: 6, hold_down: 30s, max_drains: 2, return_steps: [10, 50, 100],
+         return_step: 1m, return_max_error_ratio: 0.02, return_min_requests: 500}
 """
 
 
@@ -40,3 +41,5 @@ def test_engine_policy_is_the_configuration_as_plain_data(tmp_path: Path) -> Non
     assert (policy.vantages, policy.quorum) == (("us-east",), 1)
     assert (policy.interval, policy.fall, policy.rise) == (2.0, 4, 6)
     assert (policy.hold_down, policy.max_drains) == (30.0, 2)
+    assert (policy.return_steps, policy.return_step) == ((10, 50, 100), 60.0)
+    assert (policy.return_max_error_ratio, policy.return_min_requests) == (0.02, 500)

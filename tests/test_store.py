@@ -8,8 +8,27 @@ from pathlib import Path
 
 import pytest
 
-from trafficd.model import Cause, EngineState, LocationMemory, Override, Pause, SiteMemory, State
-from trafficd.store import SavedState, StateFileError, Store, read_events
+from trafficd.model import (
+    NEVER,
+    Cause,
+    EngineState,
+    LocationMemory,
+    Override,
+    Pause,
+    Responses,
+    SiteDecision,
+    SiteMemory,
+    State,
+)
+from trafficd.store import (
+    SavedState,
+    StateFileError,
+    Store,
+    decisions_from_json,
+    decisions_to_json,
+    memory_from_json,
+    read_events,
+)
 
 
 def test_state_round_trip(tmp_path: Path) -> None:
@@ -28,6 +47,15 @@ def test_state_round_trip(tmp_path: Path) -> None:
                 refused="paused",
             ),
             "us": SiteMemory(),  # 'never' timestamps are -inf in memory, null on disk
+            # Returning in steps: at 50% since t=20, the canary's counters at that start.
+            "ap": SiteMemory(
+                state=State.ACTIVE,
+                since=14.0,
+                active_since=14.0,
+                returning=50,
+                step_since=20.0,
+                step_responses=Responses(total=412, errors=3),
+            ),
         },
         locations={
             "eustorage": LocationMemory(down=4, seen="1 failing, 0 ok, quorum 1"),
@@ -55,6 +83,29 @@ def test_state_round_trip(tmp_path: Path) -> None:
     assert loaded.actuator_memory == {"command": {"believed": {"eu": "stopped"}}}
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".state.")] == []
     store.close()
+
+
+def test_a_state_file_from_before_the_gradual_return_loads_as_not_returning() -> None:
+    old = {"state": "active", "cause": None, "since": 1.0, "active_since": 1.0}
+    memory = memory_from_json(old)
+    assert (memory.returning, memory.step_since, memory.step_responses) == (0, NEVER, None)
+
+
+def test_a_returning_sites_decision_survives_the_shared_store() -> None:
+    decision = SiteDecision(
+        site="eu",
+        state=State.ACTIVE,
+        cause=None,
+        weight=10,
+        instances="running",
+        actuate=True,
+        would_drain=False,
+        reasons=("returning: step 1 (weight 10) of 3",),
+        return_step=1,
+        return_percent=10,
+    )
+    sent = json.loads(json.dumps(decisions_to_json({"eu": decision})))
+    assert decisions_from_json(sent) == {"eu": decision}
 
 
 def test_unreadable_state_is_an_error_naming_the_file(tmp_path: Path) -> None:

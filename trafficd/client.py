@@ -232,7 +232,7 @@ def render_coordination(view: dict[str, Any]) -> str:
 
 
 def render_status(sites: list[dict[str, Any]]) -> str:
-    rows = [("SITE", "STATE", "CAUSE", "WEIGHT", "SINCE", "OVERRIDE", "HEALTH", "REASONS")]
+    rows = [("SITE", "STATE", "CAUSE", "WEIGHT", "STEP", "SINCE", "OVERRIDE", "HEALTH", "REASONS")]
     for s in sites:
         health = []
         for vantage, probes in sorted(s.get("health", {}).items()):
@@ -248,6 +248,8 @@ def render_status(sites: list[dict[str, Any]]) -> str:
                 s["state"],
                 s.get("cause") or "-",
                 str(s.get("weight", 0)),
+                # While the site returns in steps: which step, and its share of the weight.
+                f"{s['return_step']} ({s.get('return_percent')}%)" if s.get("return_step") else "-",
                 _age(s.get("since")),
                 f"{o['kind']} by {o['who']}: {o['reason']}" if o else "-",
                 "; ".join(health) or "-",

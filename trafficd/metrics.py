@@ -35,6 +35,11 @@ class Metrics:
             "trafficd_site_cause", "1 for the current drain cause", ("site", "cause")
         )
         self.site_weight = gauge("trafficd_site_weight", "desired traffic weight", ("site",))
+        self.site_return_step = gauge(
+            "trafficd_site_return_step",
+            "the return step (1-based, of policy.return_steps) the site is at; 0: not returning",
+            ("site",),
+        )
         self.site_would_drain = gauge(
             "trafficd_site_would_drain", "observe-mode site that would be drained", ("site",)
         )

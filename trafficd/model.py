@@ -36,6 +36,9 @@ class Cause(StrEnum):
     INSTANCE = "instance"
     REGISTRY = "registry"
     MANUAL = "manual"
+    # Live traffic through the load balancer answered 5xx above policy.return_max_error_ratio
+    # while the site returned in steps: no probe sees it, so it ends with the hold-down.
+    CANARY = "canary"
 
 
 # Reasons of a failed probe that mean "the site could not be reached": for a
@@ -131,6 +134,19 @@ class Observation:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class Responses:
+    """The HTTP responses live traffic got from one site, as its load balancer counts them:
+    cumulative since the counters started (HAProxy's `show stat` of the site's server,
+    summed over every socket serving it; a reload restarts them from zero).
+
+    The runtime reads them; the engine's canary compares them with the counts it kept at
+    the start of a return step (`decide(..., canary=...)`)."""
+
+    total: int  # every response: hrsp_1xx .. hrsp_5xx and hrsp_other
+    errors: int  # 5xx responses (hrsp_5xx)
+
+
 @dataclass(frozen=True)
 class Override:
     """An operator's command on one site: a manual drain or a hold."""
@@ -204,19 +220,6 @@ def _json_object(obj: object) -> Mapping[str, Any]:
     if not isinstance(obj, Mapping):
         raise ValueError(f"expected an object, not {type(obj).__name__}")
     return obj
-
-
-@dataclass(frozen=True)
-class Responses:
-    """A site's HTTP responses as its load balancers counted them (the canary of a return).
-
-    Cumulative counters, summed over every HAProxy socket serving the site: `total`
-    is every response (`hrsp_1xx` to `hrsp_5xx` and `hrsp_other`), `errors` the 5xx
-    ones. The engine compares two readings to get a step's share of errors.
-    """
-
-    total: int
-    errors: int
 
 
 # "Never happened": the time of a transition or drain that has not been.
@@ -338,6 +341,13 @@ class SiteMemory:
     # The last failing votes seen per check: a reason quotes them when a round brings
     # no new observation (staggered rounds, a drained site's stopped probes).
     seen: Mapping[str, str] = field(default_factory=dict)
+    # The gradual return (policy.return_steps): the percent of its weight the active site
+    # is at while it returns in steps, 0 once it has its whole weight (or is out). The
+    # percent, not the step's number, so that a reload changing the steps never raises
+    # a site's weight at once.
+    returning: int = 0
+    step_since: float = NEVER  # the step's start; a troubled round starts it over
+    step_responses: Responses | None = None  # the canary's counters at the step's start
 
 
 _FRESH_SITE = SiteMemory()
@@ -389,15 +399,31 @@ class Refusal:
 
 
 @dataclass(frozen=True)
+class ReturnStep:
+    """A returning site reached a step of policy.return_steps: the first when it turns
+    active, then one more each healthy `return_step`; the last (100%) ends the return."""
+
+    site: str
+    step: int  # 1-based number of the step in policy.return_steps
+    percent: int  # the step's percent of the site's configured weight
+    weight: int  # the weight the site now takes
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class SiteDecision:
     site: str
     state: State
     cause: Cause | None
-    weight: int
+    weight: int  # the traffic weight to give: 0 unless active; a return step's share of it
     instances: str  # "running" | "stopped"
     actuate: bool  # False for sites in observe mode
     would_drain: bool
     reasons: tuple[str, ...]
+    # While an active site returns in steps (policy.return_steps): the 1-based number of
+    # its step and that step's percent of its configured weight; None otherwise.
+    return_step: int | None = None
+    return_percent: int | None = None
 
 
 @dataclass(frozen=True)
@@ -407,3 +433,4 @@ class Decision:
     transitions: tuple[Transition, ...]
     refusals: tuple[Refusal, ...]
     evidence: Evidence
+    steps: tuple[ReturnStep, ...] = ()  # return steps reached this round

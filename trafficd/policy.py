@@ -41,4 +41,8 @@ def engine_policy(config: Config) -> EnginePolicy:
         restore_timeout=p.restore_timeout,
         damping_window=p.damping_window,
         max_hold_down=p.max_hold_down,
+        return_steps=tuple(p.return_steps),
+        return_step=p.return_step,
+        return_max_error_ratio=p.return_max_error_ratio,
+        return_min_requests=p.return_min_requests,
     )

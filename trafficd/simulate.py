@@ -13,8 +13,10 @@ act on them: `manual` (an operator's drain, undrain, hold, release, pause,
 resume; a drain is tried first and a refusal stores nothing, like the API's
 409), `clock` (`step`: seconds the wall clock jumps; observations are then
 stamped with the stepped wall time, as probers do, and the daemon's
-EngineClock takes the step out) and `restart` (the engine state is saved
-and loaded, as across a daemon restart).
+EngineClock takes the step out), `restart` (the engine state is saved
+and loaded, as across a daemon restart) and `responses` (a site's
+cumulative HTTP response counters as its load balancer counts them, the
+engine's canary input; a timeline without any has no load balancer).
 """
 
 from __future__ import annotations
@@ -28,10 +30,10 @@ from trafficd.clock import EngineClock
 from trafficd.config.types import parse_duration
 from trafficd.engine import EnginePolicy, decide
 from trafficd.engine.decide import trial_drain
-from trafficd.model import EngineState, Observation, Override, Pause, Probe
+from trafficd.model import EngineState, Observation, Override, Pause, Probe, Responses
 from trafficd.store import engine_from_json, engine_to_json
 
-EVENT_KINDS = ("manual", "clock", "restart")
+EVENT_KINDS = ("manual", "clock", "restart", "responses")
 
 
 class TimelineError(ValueError):
@@ -101,6 +103,13 @@ def _event(obj: dict[str, Any]) -> dict[str, Any]:
             parse_duration(obj["for"])
     elif kind == "clock" and not isinstance(obj.get("step"), int | float):
         raise ValueError("a clock event needs step (seconds the wall clock jumps)")
+    elif kind == "responses":
+        if not isinstance(obj.get("site"), str):
+            raise ValueError("a responses event needs its site")
+        for key in ("total", "errors"):
+            value = obj.get(key)
+            if type(value) is not int or value < 0:
+                raise ValueError(f"a responses event needs {key}, a count (0 or more)")
     return obj
 
 
@@ -186,10 +195,15 @@ def simulate(
 
     `carry_forward` is for audit logs, which record an observation only when it
     changes: each one stands, fresh, until the next change for its probe.
-    `events`: manual commands, wall-clock steps and restarts, at their times.
+    `events`: manual commands, wall-clock steps, restarts and response counters, at
+    their times.
     `every_round`: also yield each round's site decisions ({"t", "sites"}).
     """
     state = EngineState()
+    # The load balancer's response counters per site; None until the timeline gives
+    # some (no load balancer: only the probes decide a return).
+    canary: dict[str, Responses] | None = None
+    weights = {spec.name: spec.weight for spec in policy.sites}
     latest: dict[tuple[str, Probe, str], Observation] = {}
     events = sorted(events or [], key=lambda e: e[0])
     operator = _Operator()
@@ -213,6 +227,9 @@ def simulate(
                     steps[0] += float(obj["step"])
                 elif obj["kind"] == "restart":
                     state = engine_from_json(json.loads(json.dumps(engine_to_json(state))))
+                elif obj["kind"] == "responses":
+                    canary = {} if canary is None else canary
+                    canary[str(obj["site"])] = Responses(int(obj["total"]), int(obj["errors"]))
                 else:
                     refused = operator.apply(obj, state, latest, policy, clock.now(), clock.wall())
                     if refused is not None:
@@ -226,9 +243,17 @@ def simulate(
             if carry_forward:
                 latest = {k: replace(o, t=now) for k, o in latest.items()}
             decision = decide(
-                state, latest, policy, operator.overrides, operator.pause, now, wall=clock.wall()
+                state,
+                latest,
+                policy,
+                operator.overrides,
+                operator.pause,
+                now,
+                wall=clock.wall(),
+                canary=canary,
             )
             state = decision.state
+            weights = {name: d.weight for name, d in decision.sites.items()}
             now = mono[0]
             if every_round:
                 yield {
@@ -238,6 +263,8 @@ def simulate(
                             "state": d.state.value,
                             "cause": d.cause.value if d.cause else None,
                             "instances": d.instances,
+                            "weight": d.weight,
+                            "return_step": d.return_step,
                             "reasons": list(d.reasons),
                         }
                         for name, d in decision.sites.items()
@@ -259,10 +286,19 @@ def simulate(
                     "refused": refusal.rule,
                     "reasons": list(refusal.reasons),
                 }
+            for step in decision.steps:
+                yield {
+                    "t": now,
+                    "site": step.site,
+                    "step": step.step,
+                    "percent": step.percent,
+                    "weight": step.weight,
+                    "reasons": list(step.reasons),
+                }
     final = {}
     for spec in policy.sites:
         memory = state.site(spec.name)
-        weight = spec.weight if memory.state.value == "active" else 0
+        weight = weights.get(spec.name, spec.weight) if memory.state.value == "active" else 0
         final[spec.name] = {"state": memory.state.value, "weight": weight}
     yield {"final": final}
 
@@ -283,6 +319,8 @@ def audit_records(
     for obj in replay:
         if "to" in obj:
             out.append({"kind": "transition", "automatic": True, **obj})
+        elif "step" in obj:
+            out.append({"kind": "return_step", **obj})
         elif "refused" in obj:
             rule = obj["refused"]
             out.append(
@@ -303,7 +341,12 @@ def render_text(obj: dict[str, Any]) -> str:
         return "final: " + ", ".join(
             f"{site}={v['state']} (weight {v['weight']})" for site, v in obj["final"].items()
         )
-    what = f"{obj['from']} -> {obj['to']}" if "to" in obj else f"refused by {obj['refused']}"
+    if "to" in obj:
+        what = f"{obj['from']} -> {obj['to']}"
+    elif "step" in obj:
+        what = f"return step {obj['step']} ({obj['percent']}%, weight {obj['weight']})"
+    else:
+        what = f"refused by {obj['refused']}"
     if "command" in obj:
         what = f"{obj['command']} {what}"
     reasons = "; ".join(obj["reasons"])

@@ -38,6 +38,7 @@ from trafficd.model import (
     LocationMemory,
     Override,
     Pause,
+    Responses,
     SiteDecision,
     SiteMemory,
     State,
@@ -71,6 +72,13 @@ def memory_to_json(m: SiteMemory) -> dict[str, Any]:
         "manual": m.manual,
         "seen": dict(m.seen),
         "refused": m.refused,
+        "returning": m.returning,
+        "step_since": _time(m.step_since),
+        "step_responses": (
+            None
+            if m.step_responses is None
+            else {"total": m.step_responses.total, "errors": m.step_responses.errors}
+        ),
     }
 
 
@@ -88,6 +96,16 @@ def memory_from_json(obj: Mapping[str, Any]) -> SiteMemory:
         manual=bool(obj.get("manual", False)),
         seen={str(k): str(v) for k, v in dict(obj.get("seen", {})).items()},
         refused=None if obj.get("refused") is None else str(obj["refused"]),
+        # Absent from files written before the gradual return: not returning.
+        returning=int(obj.get("returning") or 0),
+        step_since=_untime(obj.get("step_since")),
+        step_responses=(
+            None
+            if obj.get("step_responses") is None
+            else Responses(
+                int(obj["step_responses"]["total"]), int(obj["step_responses"]["errors"])
+            )
+        ),
     )
 
 
@@ -138,6 +156,8 @@ def decisions_to_json(sites: Mapping[str, SiteDecision]) -> dict[str, Any]:
             "actuate": d.actuate,
             "would_drain": d.would_drain,
             "reasons": list(d.reasons),
+            "return_step": d.return_step,
+            "return_percent": d.return_percent,
         }
         for name, d in sorted(sites.items())
     }
@@ -154,6 +174,8 @@ def decisions_from_json(obj: Mapping[str, Any]) -> dict[str, SiteDecision]:
             actuate=bool(d["actuate"]),
             would_drain=bool(d["would_drain"]),
             reasons=tuple(str(r) for r in d.get("reasons", ())),
+            return_step=None if d.get("return_step") is None else int(d["return_step"]),
+            return_percent=None if d.get("return_percent") is None else int(d["return_percent"]),
         )
         for name, d in obj.items()
     }

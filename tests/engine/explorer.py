@@ -6,7 +6,11 @@ locations are dead, which vantage is cut from what, whose instances are down,
 which site lost the database, whether the database or Redis is down for all.
 It turns that into the observations each vantage would report (v3.17 or v3.18
 storage semantics, Quay's debug text or not, storage and instance probes at
-their own intervals), and states the invariants of issue 17 in its own terms.
+their own intervals), and the live traffic each site's load balancer counts
+(`Responses`, the engine's canary input: each round a site takes requests in
+proportion to its weight, half of them 5xx under the `errors_5xx` fault), and
+states the invariants of issue 17 (and those of issue 21's gradual return) in
+its own terms.
 
 Two engines run every history side by side: `base`, and `disturbed`, whose
 wall clock is stepped by the history's clock events (invariant 8) and whose
@@ -23,8 +27,18 @@ from typing import Any
 
 from trafficd.clock import EngineClock
 from trafficd.engine import EnginePolicy, SiteSpec, decide
-from trafficd.engine.decide import SAFETY_RULES, trial_drain
-from trafficd.model import Cause, Decision, EngineState, Observation, Override, Pause, Probe, State
+from trafficd.engine.decide import SAFETY_RULES, step_weight, trial_drain
+from trafficd.model import (
+    Cause,
+    Decision,
+    EngineState,
+    Observation,
+    Override,
+    Pause,
+    Probe,
+    Responses,
+    State,
+)
 from trafficd.store import engine_from_json, engine_to_json
 
 FAULTS = (
@@ -37,6 +51,9 @@ FAULTS = (
     "global_database",
     "global_redis",
 )
+# Only in the gradual return's explorer (its own rule): a site's Quay answers half of the
+# requests live traffic sends it 5xx while its probes pass (the canary's input).
+ERRORS_5XX = "errors_5xx"
 EVENTS = ("drain", "undrain", "hold", "release", "pause", "resume", "wall_step", "restart")
 
 
@@ -340,6 +357,7 @@ def make_policy(truth: Truth, **kw: Any) -> EnginePolicy:
         quorum=len(vantages) // 2 + 1,
         interval=1.0,
         storage_interval=float(truth.storage_every),
+        return_min_requests=50,
         **kw,
     )
 
@@ -357,6 +375,8 @@ class Engine:
         self.clock = EngineClock(wall=lambda: self.mono + self.step, monotonic=lambda: self.mono)
         self.decision: Decision | None = None
         self.command_refusals: list[tuple[str, str]] = []
+        # The load balancer's counters per site: what live traffic got from each.
+        self.responses: dict[str, Responses] = {}
 
     def stopped(self) -> list[str]:
         d = self.decision
@@ -401,12 +421,26 @@ class Engine:
             self.pause = None
         return None
 
+    def serve(self, truth: Truth) -> None:
+        """One round of live traffic: each site takes requests in proportion to the weight
+        this engine gave it last round; under `errors_5xx` half of them fail."""
+        weights = {s: d.weight for s, d in (self.decision.sites if self.decision else {}).items()}
+        for site in truth.sites:
+            seen = self.responses.get(site, Responses(0, 0))
+            # At least a hundred requests a round while it takes any: enough for the canary
+            # to judge one round even at a 1% step.
+            weight = weights.get(site, 100)
+            total = max(100, 10 * weight) if weight else 0
+            errors = total // 2 if truth.has(ERRORS_5XX, site) else 0
+            self.responses[site] = Responses(seen.total + total, seen.errors + errors)
+
     def round(self, truth: Truth, r: int) -> Decision:
         self.mono = 1000.0 + r * self.policy.interval
         wall = self.clock.wall()
         for o in truth.observations(r, wall, self.stopped()):
             stamped = self.clock.stamp(o.t)
             self.latest[o.key] = o if stamped == o.t else _at(o, stamped)
+        self.serve(truth)
         self.decision = decide(
             self.state,
             self.latest,
@@ -415,6 +449,7 @@ class Engine:
             self.pause,
             self.clock.now(),
             wall=self.clock.wall(),
+            canary=dict(self.responses),
         )
         self.state = self.decision.state
         return self.decision
@@ -428,11 +463,15 @@ def _at(o: Observation, t: float) -> Observation:
 
 def signature(d: Decision) -> tuple[Any, ...]:
     """What must not change with wall-clock steps or restarts: every transition, every
-    refusal, every site's state, cause and instances."""
+    refusal, every return step, every site's state, cause, instances and weight."""
     return (
         tuple((t.site, t.from_state, t.to_state, t.cause, t.automatic) for t in d.transitions),
         tuple((x.site, x.rule) for x in d.refusals),
-        tuple((s, sd.state, sd.cause, sd.instances) for s, sd in sorted(d.sites.items())),
+        tuple((x.site, x.step, x.weight) for x in d.steps),
+        tuple(
+            (s, sd.state, sd.cause, sd.instances, sd.weight, sd.return_step)
+            for s, sd in sorted(d.sites.items())
+        ),
     )
 
 
@@ -454,6 +493,11 @@ class History:
     looks_global: list[bool] = field(default_factory=list)
     unseen_death: list[bool] = field(default_factory=list)
     first_in_doubt: dict[str, list[bool]] = field(default_factory=dict)
+    errors: dict[str, list[bool]] = field(default_factory=dict)  # errors_5xx, per round
+    # Per site: its return step after the previous round (None: not returning) and the
+    # unpaused rounds it has spent at that step.
+    step: dict[str, tuple[int | None, int]] = field(default_factory=dict)
+    began: dict[str, int] = field(default_factory=dict)  # the round each return began
 
 
 def check(
@@ -481,6 +525,7 @@ def check(
         history.touched.setdefault(s, []).append(truth.touched(s, r))
         history.overridden.setdefault(s, []).append(s in engine.overrides)
         history.blurred.setdefault(s, []).append(_blurred(truth, s, engine))
+        history.errors.setdefault(s, []).append(truth.has(ERRORS_5XX, s))
         if any(f.kind == "cut_location" and f.target == truth.sites[s][0] for f in truth.faults):
             history.cut_first.add(s)
     history.global_.append(truth.global_failure(r))
@@ -498,11 +543,16 @@ def check(
             problems.append(f"5: automatic {t.site} {t.from_state}->{t.to_state} under pause")
         if t.to_state is State.DRAINING and t.from_state is State.ACTIVE:
             own = recent(history.own[t.site], lag + 1)
-            # 1. No site is drained automatically unless its own failure is true. Beyond
-            # the evidence: its first location, alive but cut from the vantages, cannot be
-            # told from dead (Sight.first_in_doubt).
-            if not any(own) and not (
-                t.cause is Cause.STORAGE and any(recent(history.first_in_doubt[t.site], lag + 1))
+            # 1. No site is drained automatically unless its own failure is true (for the
+            # canary, see 12). Beyond the evidence: its first location, alive but cut from
+            # the vantages, cannot be told from dead (Sight.first_in_doubt).
+            if (
+                not any(own)
+                and t.cause is not Cause.CANARY
+                and not (
+                    t.cause is Cause.STORAGE
+                    and any(recent(history.first_in_doubt[t.site], lag + 1))
+                )
             ):
                 problems.append(f"1: {t.site} drained ({t.cause}) without its own failure")
             # 3. A global failure drains nothing (beyond a site's own, local failure).
@@ -519,12 +569,17 @@ def check(
                 problems.append(f"3: {t.site} drained for storage in a global storage outage")
             if t.cause is Cause.DATABASE and not truth.has("database_cut", t.site):
                 problems.append(f"3: {t.site} drained for the database, which fails for all")
+            # 12. Only live traffic's 5xx abandons a return for the canary.
+            began = history.began.get(t.site, 0)
+            if t.cause is Cause.CANARY and not any(history.errors[t.site][began:]):
+                problems.append(f"12: {t.site}'s return abandoned by the canary without 5xx")
             # 6. Automation never breaks min_active_sites.
             if active_after < policy.min_active_sites:
                 problems.append(
                     f"6: {t.site} drained leaving {active_after} active "
                     f"(min_active_sites {policy.min_active_sites}, before {active_before})"
                 )
+    problems += _steps(policy, engine, decision, history)
     # 2. A site whose own failure has been true, and seen by a quorum, for fall + 1
     # rounds is draining, or a refusal names the rule. A round is one of the slowest
     # probe's: `fall` counts failing probe results, never one result twice.
@@ -562,6 +617,58 @@ def check(
             and memory.refused not in SAFETY_RULES
         ):
             problems.append(f"4: {s} still drained {window} rounds after its cause went")
+    return problems
+
+
+def _steps(policy: EnginePolicy, engine: Engine, decision: Decision, history: History) -> list[str]:
+    """Issue 21's invariants of the gradual return, after each round."""
+    problems: list[str] = []
+    steps = policy.return_steps
+    entered = {t.site for t in decision.transitions if t.to_state is State.ACTIVE}
+    reached = {x.site: x for x in decision.steps}
+    for spec in policy.sites:
+        s, sd = spec.name, decision.sites[spec.name]
+        before, rounds = history.step.get(s, (None, 0))
+        now = sd.return_step
+        # 10. A site's weight is never above its step's: a returning site has exactly
+        # its step's share, a site out has none, an active one otherwise its own.
+        if now is not None:
+            percent = sd.return_percent
+            if sd.state is not State.ACTIVE or percent not in steps or percent == 100:
+                problems.append(f"10: {s} at return step {now} ({percent}%) while {sd.state}")
+            elif steps.index(percent) + 1 != now or sd.weight != step_weight(spec, percent):
+                problems.append(f"10: {s} at step {now} ({percent}%) has weight {sd.weight}")
+        elif sd.weight != (spec.weight if sd.state is State.ACTIVE else 0):
+            problems.append(f"10: {s} not returning, {sd.state}, has weight {sd.weight}")
+        # 11. A site never skips a step: it enters at the first as it turns active, then
+        # goes up one at a time, each after return_step of unpaused rounds, and leaves
+        # the steps only at the last (100%) or by leaving active.
+        up = before is not None and (now == before + 1 or (now is None and s in reached))
+        if now == before:
+            pass
+        elif before is None and now is not None:
+            history.began[s] = len(history.errors[s]) - 1
+            if now != 1 or s not in entered:
+                problems.append(
+                    f"11: {s} entered the return at step {now} (turned active: {s in entered})"
+                )
+        elif up:
+            # The round of the step up counts: healthy time runs from the step's start.
+            if (rounds + 1) * policy.interval < policy.return_step or engine.pause is not None:
+                problems.append(
+                    f"11: {s} up from step {before} after {rounds} round(s) "
+                    f"(return_step {policy.return_step:g}s, paused: {engine.pause is not None})"
+                )
+            if now is None and before != len(steps) - 1:
+                problems.append(f"11: {s} completed its return from step {before} of {len(steps)}")
+        elif not (now is None and sd.state is not State.ACTIVE):
+            problems.append(f"11: {s} went from return step {before} to {now} ({sd.state})")
+        if now is None:
+            history.step[s] = (None, 0)
+        elif now != before:
+            history.step[s] = (now, 0)
+        else:
+            history.step[s] = (now, rounds + (engine.pause is None))
     return problems
 
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from trafficd.engine import EnginePolicy, SiteSpec, decide
-from trafficd.model import Decision, EngineState, Observation, Override, Pause, Probe
+from trafficd.model import Decision, EngineState, Observation, Override, Pause, Probe, Responses
 
 HEALTHY = {"auth": True, "database": True, "redis": True, "storage": True}
 
@@ -57,6 +57,8 @@ class Sim:
         self.restore_blocks: dict[str, str] = {}  # the daemon's restore gate, by hand
         # The daemon's traffic-off confirmations, by hand (None: the engine without them).
         self.traffic_off: dict[str, float] | None = None
+        # The load balancer's response counters per site, by hand (None: no load balancer).
+        self.canary: dict[str, Responses] | None = None
         self.history: list[Decision] = []
         # Staggered: one engine call per observation, as the daemon does with one vantage
         # (rounds run as probes complete); otherwise one call per interval.
@@ -134,6 +136,7 @@ class Sim:
             self.now,
             restore_blocks=self.restore_blocks,
             traffic_off=self.traffic_off,
+            canary=self.canary,
         )
         self.state = decision.state
         self.history.append(decision)

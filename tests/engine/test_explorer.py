@@ -7,11 +7,19 @@ and end faults (`explorer.FAULTS`), give operators' commands, step the wall cloc
 one engine and restart another; `advance` runs rounds and checks the invariants
 (`explorer.check`) and that the three engines decide alike (invariants 8 and 9).
 Every counterexample found so far is a named timeline under `timelines/`.
+
+`ReturnExplorer` runs such histories with the gradual return of issue 21: ramped
+`policy.return_steps`, live traffic through a load balancer whose 5xx the canary
+reads, and a rule that starts `errors_5xx` (a site answering half of it 5xx while
+its probes pass). The return's invariants (10-12 in `explorer.check`) hold in the
+histories of both. It is a machine of its own, leaving `Explorer`'s source as it
+was: hypothesis derives a machine's derandomized histories from its source.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import pytest
 from hypothesis import HealthCheck, Phase, settings
@@ -19,6 +27,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from tests.engine.explorer import (
+    ERRORS_5XX,
     FAULTS,
     Engine,
     Fault,
@@ -203,3 +212,33 @@ Explorer.TestCase.settings = settings(
 )
 # pytest's 120 s default is for one test of I/O; this one runs 2,000 histories.
 TestExplorer = pytest.mark.timeout(600)(Explorer.TestCase)
+
+# The gradual return: fewer, longer histories (a site must drain and come back first).
+RETURN_HISTORIES = int(os.environ.get("TRAFFICD_RETURN_EXPLORER_HISTORIES", "500"))
+
+
+class ReturnExplorer(Explorer):
+    @initialize(data=st.data())
+    def world(self, data: st.DataObject) -> None:
+        super().world(data)
+        steps = data.draw(st.sampled_from([(10, 50, 100), (1, 100), (50, 100)]), label="steps")
+        self.policy = replace(
+            self.policy,
+            return_steps=steps,
+            return_step=float(data.draw(st.integers(1, 4), label="return_step")),
+        )
+        self.engines = {k: Engine(self.policy, 1000.0) for k in ("base", "disturbed")}
+
+    @rule(data=st.data())
+    def errors_start(self, data: st.DataObject) -> None:
+        """Live traffic through a site gets 5xx; its probes pass (the canary's fault)."""
+        fault = Fault(ERRORS_5XX, data.draw(st.sampled_from(sorted(self.truth.sites))))
+        if fault not in self.truth.faults:
+            self.truth.faults.append(fault)
+            self.kinds.add(ERRORS_5XX)
+
+
+ReturnExplorer.TestCase.settings = settings(
+    Explorer.TestCase.settings, max_examples=RETURN_HISTORIES, stateful_step_count=50
+)
+TestReturnExplorer = pytest.mark.timeout(600)(ReturnExplorer.TestCase)

@@ -5,7 +5,8 @@ configuration, loaded by the real loader), `timeline.jsonl` (observations in
 the audit log's format, plus manual commands, wall-clock steps and restarts)
 and `expected.jsonl`: every transition and refusal, exactly, in order, and
 `{"at": T, "site": S, ...}` lines that check one round's decision for S
-(`reason` a text one of its reasons contains, `no_reason` one none contains).
+(`state`, `cause`, `instances`, `weight`, `return_step`; `reason` a text one of
+its reasons contains, `no_reason` one none contains).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def test_timeline_gives_exactly_its_expected_transitions(path: Path) -> None:
     assert checks or expected
     for check in checks:
         site = rounds[check["at"]][check["site"]]
-        for key in ("state", "cause", "instances"):
+        for key in ("state", "cause", "instances", "weight", "return_step"):
             if key in check:
                 assert site[key] == check[key], check
         if "reason" in check:

@@ -11,9 +11,18 @@ they can report the line of the offending key.
 
 from __future__ import annotations
 
+import itertools
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 from trafficd.config.storage import StorageLocation
 from trafficd.config.types import FQDN, Duration, HostPort, HttpURL, IPAddress, Name
@@ -181,6 +190,41 @@ class Policy(_Model):
         3600.0, gt=0, description="each drain within this window doubles the site's hold-down"
     )
     max_hold_down: Duration = Field(3600.0, ge=0, description="cap of the damped hold-down")
+    return_steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
+        [100],
+        min_length=1,
+        description="percents of its weight a site passes through when it comes back, "
+        "strictly increasing, the last 100, e.g. [10, 50, 100]; [100]: its whole weight at "
+        "once",
+    )
+    return_step: Duration = Field(
+        120.0,
+        gt=0,
+        description="time at each return step: the site moves up one step only once its "
+        "probes stayed healthy for a whole step",
+    )
+    return_max_error_ratio: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="the canary: a return is abandoned when the share of 5xx responses "
+        "its load balancer counts in one step is above this",
+    )
+    return_min_requests: int = Field(
+        100, ge=1, description="responses a step needs before the canary judges its 5xx share"
+    )
+
+    @field_validator("return_steps")
+    @classmethod
+    def _steps_rise_to_100(cls, steps: list[int]) -> list[int]:
+        for before, after in itertools.pairwise(steps):
+            if after <= before:
+                raise ValueError(f"must be strictly increasing ({after} after {before})")
+        if steps[-1] != 100:
+            raise ValueError(
+                f"the last step must be 100 (the site's whole weight), not {steps[-1]}"
+            )
+        return steps
 
 
 # --- actuators --------------------------------------------------------------------

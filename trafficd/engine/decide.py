@@ -15,6 +15,7 @@ from dataclasses import replace
 from trafficd.engine.evidence import Latest, gather
 from trafficd.engine.policy import EnginePolicy, SiteSpec
 from trafficd.model import (
+    NEVER,
     Cause,
     Decision,
     EngineState,
@@ -23,6 +24,8 @@ from trafficd.model import (
     Override,
     Pause,
     Refusal,
+    Responses,
+    ReturnStep,
     SiteDecision,
     SiteMemory,
     State,
@@ -49,6 +52,26 @@ _CHECKS = tuple(check for check, _ in _CHECK_CAUSES)
 _CAUSE_CHECKS = {
     cause: tuple(c for c, k in _CHECK_CAUSES if k is cause) for _, cause in _CHECK_CAUSES
 }
+
+
+def step_number(policy: EnginePolicy, percent: int) -> int:
+    """The 1-based number of the return step at `percent` (steps below it, plus one)."""
+    return 1 + sum(1 for p in policy.return_steps if p < percent)
+
+
+def step_weight(spec: SiteSpec, percent: int) -> int:
+    """A site's weight at a return step: `percent` of its weight, rounded half up, and at
+    least 1, since a step is some traffic (a weight of 0 stays 0)."""
+    if not spec.weight:
+        return 0
+    return max(1, (spec.weight * percent + 50) // 100)
+
+
+def site_weight(spec: SiteSpec, memory: SiteMemory) -> int:
+    """The weight a site takes: none unless active, its step's while it returns."""
+    if memory.state is not State.ACTIVE:
+        return 0
+    return step_weight(spec, memory.returning) if memory.returning else spec.weight
 
 
 def effective_hold_down(memory: SiteMemory, policy: EnginePolicy, now: float) -> float:
@@ -97,10 +120,13 @@ class _Round:
         wall: float,
         stopped: frozenset[str],
         traffic_off: Mapping[str, float] | None = None,
+        canary: Mapping[str, Responses] | None = None,
     ) -> None:
         self.prev = previous
         self.restore_blocks = restore_blocks
         self.traffic_off = traffic_off
+        self.canary = canary
+        self.steps: list[ReturnStep] = []
         self.ev = evidence
         self.policy = policy
         # Operator-given expiries are absolute wall times; everything else runs on `now`.
@@ -302,6 +328,13 @@ class _Round:
                 self.notes[spec.name].append(f"{progress}; {block}")  # said while it holds
                 return False, f"{progress}; {block}"
             return up >= rise, progress
+        if cause is Cause.CANARY:
+            # Nothing probes live traffic while the site is out: once drained (the traffic
+            # it served confirmed off) and answering healthy, only the hold-down, doubled
+            # by each abandoned return, keeps it out; the next return is judged afresh.
+            endtoend = self.ev.endtoend[spec.name]
+            progress = f"canary: drained, endtoend healthy ({endtoend}); next return judged afresh"
+            return memory.state is State.DRAINED and endtoend.verdict is Verdict.OK, progress
         checks = _CAUSE_CHECKS.get(cause) if cause is not None else None
         if checks:
             oks = min(memory.oks.get(check, 0) for check in checks)
@@ -320,18 +353,155 @@ class _Round:
         location = self.locations[first]
         if location.down or location.up < self.policy.rise:
             return None
-        quorum = self.ev.endtoend[spec.name].quorum
-        if self.ev.storage_only.get(spec.name, 0) < quorum:
+        elsewhere = self.explained_elsewhere(spec)
+        if elsewhere is None:
             return None
-        tally, evidence, elsewhere = self.attributed(spec, first)
+        return (
+            f"storage: location {first}, the cause of this drain, passed {location.up} direct "
+            f"probe round(s); the site answers and its {elsewhere}"
+        )
+
+    def explained_elsewhere(self, spec: SiteSpec) -> str | None:
+        """Whether the site's only failing check, storage (a quorum of endtoend answers
+        with every other service healthy), is explained by locations other than its
+        first (v3.18 checks every preferred one): says by which, else None."""
+        quorum = self.ev.endtoend[spec.name].quorum
+        if not spec.storage or self.ev.storage_only.get(spec.name, 0) < quorum:
+            return None
+        tally, evidence, elsewhere = self.attributed(spec, spec.storage[0])
         if tally.fail or not elsewhere:
             return None
         names = ", ".join(sorted(elsewhere))
-        return (
-            f"storage: location {first}, the cause of this drain, passed {location.up} direct "
-            f"probe round(s); the site answers and its storage: false is explained by "
-            f"{names} (evidence: {evidence})"
+        return f"storage: false is explained by {names} (evidence: {evidence})"
+
+    # --- the gradual return --------------------------------------------------------
+
+    def trouble(self, spec: SiteSpec, memory: SiteMemory) -> str | None:
+        """What keeps a returning site's probes from being healthy this round (a step
+        counts only healthy time), or None. Failures too short for a cause count too."""
+        failing = sorted(check for check, n in memory.fails.items() if n)
+        if failing:
+            return f"{' and '.join(failing)} failed"
+        if spec.storage:
+            first = spec.storage[0]
+            location = self.locations[first]
+            if location.down and not location.unreachable:
+                return f"location {first} fails direct probes"
+        endtoend = self.ev.endtoend[spec.name]
+        if endtoend.verdict is Verdict.FAIL and self.explained_elsewhere(spec) is None:
+            return f"endtoend unhealthy ({endtoend})"
+        return None
+
+    def judge_canary(self, spec: SiteSpec, memory: SiteMemory) -> tuple[SiteMemory, str | None]:
+        """The canary: live traffic's 5xx share since the step started, from the load
+        balancer's cumulative counters. Returns the memory (its counters rebased when
+        they are first seen in the step or went back, as after a reload: what they
+        counted before cannot be told apart) and the failure, if the share is over
+        the limit on enough responses."""
+        seen = None if self.canary is None else self.canary.get(spec.name)
+        if seen is None:
+            return memory, None  # no load balancer, or not read this round: probes decide
+        base = memory.step_responses
+        if base is None or seen.total < base.total or seen.errors < base.errors:
+            if base is not None:
+                self.notes[spec.name].append(
+                    "canary: the load balancer's counters went back (a reload?); "
+                    "counting again from here"
+                )
+            return replace(memory, step_responses=seen), None
+        total, errors = seen.total - base.total, seen.errors - base.errors
+        policy = self.policy
+        limit = policy.return_max_error_ratio
+        share = f"{errors} of {total} responses 5xx ({errors / total:.1%})" if total else ""
+        if total >= policy.return_min_requests and errors / total > limit:
+            return memory, f"canary: {share}, limit {limit:.1%}"
+        self.notes[spec.name].append(
+            f"canary: {share or 'no response yet'} in this step "
+            f"(judged once there are {policy.return_min_requests}, limit {limit:.1%})"
         )
+        return memory, None
+
+    def abandon_refusal(self, spec: SiteSpec, held: bool) -> str | None:
+        """The rules that may keep a failing returning site in. Not hold_down (the steps
+        are the site's probation) nor max_drains (the site was out a moment ago: taking
+        it out again is no new blast); the abandon still counts against both."""
+        if self.pause is not None:
+            return "paused"
+        if held:
+            return "hold"
+        if not spec.observe and self.active - 1 < self.policy.min_active_sites:
+            return "min_active_sites"
+        return None
+
+    def returning(
+        self,
+        spec: SiteSpec,
+        memory: SiteMemory,
+        cause: Cause | None,
+        notes: list[str],
+        held: bool,
+    ) -> SiteMemory:
+        """An active site returning in steps: abandoned at the first failure, frozen
+        while paused, one step up after a whole healthy `return_step`."""
+        policy, now, name = self.policy, self.now, spec.name
+        percent = memory.returning
+        number, weight = step_number(policy, percent), step_weight(spec, percent)
+        of = len(policy.return_steps)
+        at = f"step {number} of {of} (weight {weight})"
+        memory, canary = self.judge_canary(spec, memory)
+        # failing() names the cause it returns in its last note.
+        failure = notes[-1] if cause is not None else canary
+        if failure is not None:
+            others = notes[:-1] if cause is not None else notes
+            rule = self.abandon_refusal(spec, held)
+            if rule is not None:
+                why = f"the return at {at} would be abandoned: {failure}"
+            else:
+                why = f"return abandoned at {at}: {failure}"
+            # The decision says it too, in place of the bare cause.
+            shown = self.notes[name]
+            if cause is not None:
+                shown.remove(failure)
+            shown.insert(0, why)
+            if rule is not None:
+                memory = replace(memory, step_since=now)  # no healthy time either
+                return self.refuse(spec, memory, rule, [why, *others])
+            return self.move(
+                spec, memory, State.DRAINING, cause or Cause.CANARY, [why, *others], automatic=True
+            )
+        memory = memory if memory.refused is None else replace(memory, refused=None)
+        trouble = self.trouble(spec, memory)
+        if trouble is not None:
+            self.notes[name].append(f"return {at} starts over: {trouble}")
+            return memory if memory.step_since == now else replace(memory, step_since=now)
+        if self.pause is not None:
+            # Paused time is no healthy time seen: the step's clock stops with the rest.
+            gap = now - self.prev.last_round if self.prev.last_round > NEVER else 0.0
+            self.notes[name].append(f"return {at}: paused (the step's clock stops)")
+            return replace(memory, step_since=memory.step_since + gap) if gap else memory
+        healthy = now - memory.step_since
+        if healthy < policy.return_step or self.ev.endtoend[name].verdict is not Verdict.OK:
+            self.notes[name].append(
+                f"returning: {at}, healthy for {healthy:.0f}s of {policy.return_step:g}s"
+            )
+            return memory
+        up = next((p for p in policy.return_steps if p > percent), 100)
+        number, weight = step_number(policy, up), step_weight(spec, up)
+        done = "; the return is complete" if up >= 100 else ""
+        self.steps.append(
+            ReturnStep(
+                name,
+                number,
+                up,
+                weight,
+                (
+                    f"healthy for {healthy:g}s at {at}: up to step {number} of {of} "
+                    f"(weight {weight}){done}",
+                ),
+            )
+        )
+        seen = None if self.canary is None else self.canary.get(name)
+        return replace(memory, returning=up if up < 100 else 0, step_since=now, step_responses=seen)
 
     # --- safety ---------------------------------------------------------------
 
@@ -390,6 +560,13 @@ class _Round:
         if automatic and self.pause is not None:
             # Pause means no automatic transition at all: the site stays as it is.
             return self.refuse(spec, memory, "paused", reasons)
+        first = self.policy.return_steps[0]
+        if to is State.ACTIVE and first < 100:
+            # A site that comes back takes the first return step's share of its weight.
+            weight, of = step_weight(spec, first), len(self.policy.return_steps)
+            entered = f"returning in steps: step 1 of {of} (weight {weight})"
+            reasons = [*reasons, entered]
+            self.steps.append(ReturnStep(spec.name, 1, first, weight, (entered,)))
         self.transitions.append(
             Transition(spec.name, memory.state, to, cause, tuple(reasons), automatic)
         )
@@ -397,9 +574,19 @@ class _Round:
             self.active += (to is State.ACTIVE) - (memory.state is State.ACTIVE)
         new = replace(memory, state=to, cause=cause, since=self.now, refused=None)
         if to is State.ACTIVE:
+            seen = None if self.canary is None else self.canary.get(spec.name)
             new = replace(
-                new, active_since=self.now, cause=None, stop_instances=False, manual=False
+                new,
+                active_since=self.now,
+                cause=None,
+                stop_instances=False,
+                manual=False,
+                returning=first if first < 100 else 0,
+                step_since=self.now,
+                step_responses=seen,
             )
+        elif memory.returning or memory.step_responses is not None:
+            new = replace(new, returning=0, step_since=NEVER, step_responses=None)
         if to is State.DRAINING and memory.state in (State.ACTIVE, State.RESTORING):
             new = replace(new, drained_at=self.now, stop_instances=stop_instances, manual=manual)
             if automatic:
@@ -419,6 +606,7 @@ class _Round:
         """An active, healthy, unremarkable site: nothing to decide (the common case)."""
         if (
             memory.state is not State.ACTIVE
+            or memory.returning
             or memory.refused is not None
             or self.ev.abstaining
             or self.global_storage
@@ -452,6 +640,11 @@ class _Round:
 
         if override is not None and override.kind == "drain":
             why = [f"manual: {override.reason} (by {override.who})"]
+            if memory.returning:
+                number = step_number(policy, memory.returning)
+                weight = step_weight(spec, memory.returning)
+                of = len(policy.return_steps)
+                why.append(f"the return ends at step {number} of {of} (weight {weight})")
             if state in (State.ACTIVE, State.RESTORING):
                 if (
                     not override.force
@@ -499,6 +692,8 @@ class _Round:
                 memory = replace(memory, cause=cause)
             if memory.cause is not Cause.MANUAL:
                 memory = replace(memory, manual=False, stop_instances=False, refused=None)
+        if state is State.ACTIVE and memory.returning:
+            return self.returning(spec, memory, cause, notes, held)
         if state is State.ACTIVE:
             if cause is None:
                 return memory if memory.refused is None else replace(memory, refused=None)
@@ -581,20 +776,28 @@ _STOPPED_CHECKS = frozenset({"instance", "registry"})
 
 
 def _site_decision(
-    spec: SiteSpec, memory: SiteMemory, notes: list[str], *, confirmed: bool = True
+    spec: SiteSpec,
+    memory: SiteMemory,
+    notes: list[str],
+    policy: EnginePolicy,
+    *,
+    confirmed: bool = True,
 ) -> SiteDecision:
     stopped = memory.state is State.DRAINED and _instances_stopped(memory) and confirmed
     if memory.manual and memory.cause is not Cause.MANUAL and memory.state is not State.ACTIVE:
         notes = [*notes, f"manual drain stacked on the automatic cause {memory.cause}"]
+    returning = memory.returning if memory.state is State.ACTIVE else 0
     return SiteDecision(
         site=spec.name,
         state=memory.state,
         cause=memory.cause,
-        weight=spec.weight if memory.state is State.ACTIVE else 0,
+        weight=site_weight(spec, memory),
         instances="stopped" if stopped else "running",
         actuate=not spec.observe,
         would_drain=spec.observe and memory.state is not State.ACTIVE,
         reasons=tuple(notes),
+        return_step=step_number(policy, returning) if returning else None,
+        return_percent=returning or None,
     )
 
 
@@ -609,6 +812,7 @@ def decide(
     restore_blocks: Mapping[str, str] | None = None,
     wall: float | None = None,
     traffic_off: Mapping[str, float] | None = None,
+    canary: Mapping[str, Responses] | None = None,
 ) -> Decision:
     """One round: from the previous state and the latest observations to the next state.
 
@@ -625,7 +829,13 @@ def decide(
     `now`'s clock) every traffic target confirmed each draining site's traffic off. A
     draining site becomes drained (instances may stop) only `shutdown_grace` after that;
     a site missing from it stays draining. Without it (None) the grace counts from the
-    drain itself."""
+    drain itself.
+
+    `canary` is the live traffic's HTTP responses per site, as the load balancer counts
+    them (cumulative; `Responses`). While a site returns in steps (policy.return_steps),
+    a step whose 5xx share is above policy.return_max_error_ratio over at least
+    policy.return_min_requests responses abandons the return. None (no load balancer)
+    or a site missing from it: only the probes decide."""
     stopped = stopped_sites(previous, policy)
     evidence = gather(
         latest,
@@ -647,6 +857,7 @@ def decide(
         now if wall is None else wall,
         stopped,
         traffic_off,
+        canary,
     )
     for spec in policy.sites:
         rnd.sites[spec.name] = rnd.step(spec)
@@ -661,12 +872,13 @@ def decide(
             and cached is not None
             and not cached.reasons
             and cached.actuate is not spec.observe  # a reload may change the spec
-            and cached.weight == (spec.weight if memory.state is State.ACTIVE else 0)
+            and not memory.returning  # a reload may change the steps
+            and cached.weight == site_weight(spec, memory)
             and confirmed  # else the confirmation may have changed the instances
         ):
             sites[spec.name] = cached
         else:
-            sites[spec.name] = _site_decision(spec, memory, notes, confirmed=confirmed)
+            sites[spec.name] = _site_decision(spec, memory, notes, policy, confirmed=confirmed)
     state = EngineState(
         sites=dict(rnd.sites),
         locations=rnd.locations,
@@ -682,6 +894,7 @@ def decide(
         transitions=tuple(rnd.transitions),
         refusals=tuple(rnd.refusals),
         evidence=evidence,
+        steps=tuple(rnd.steps),
     )
 
 

@@ -47,6 +47,12 @@ class EnginePolicy:
     restore_timeout: float = 600.0
     damping_window: float = 3600.0
     max_hold_down: float = 3600.0
+    # The gradual return: percents of its weight a returning site passes through (the
+    # last is 100), the time at each, and the canary's limits on live traffic's 5xx.
+    return_steps: tuple[int, ...] = (100,)
+    return_step: float = 120.0
+    return_max_error_ratio: float = 0.05
+    return_min_requests: int = 100
 
     @property
     def stale_after(self) -> float:

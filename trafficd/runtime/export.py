@@ -18,11 +18,11 @@ from trafficd.config.model import Config
 from trafficd.coordination import Coordinator
 from trafficd.engine.decide import SAFETY_RULES
 from trafficd.metrics import Metrics
-from trafficd.model import Decision, Observation, Override, Pause, Probe, State
+from trafficd.model import Cause, Decision, Observation, Override, Pause, Probe, State
 from trafficd.runtime.observations import Key
 
 Holder = tuple[str, str, str]  # (actuator, target, why) holding a drain's stop
-CAUSES = ("storage", "instance", "database", "registry", "manual")
+CAUSES = tuple(cause.value for cause in Cause)  # every label value, canary too
 
 
 class Export:
@@ -85,7 +85,14 @@ class Export:
         m = self.metrics
         for site, d in decision.sites.items():
             o = overrides.get(site)
-            shown = (d.state, d.cause, d.weight, d.would_drain, o.kind if o else None)
+            shown = (
+                d.state,
+                d.cause,
+                d.weight,
+                d.return_step,
+                d.would_drain,
+                o.kind if o else None,
+            )
             if self._shown.get(site) == shown:
                 continue
             self._shown[site] = shown
@@ -96,6 +103,7 @@ class Export:
                     1 if d.cause is not None and d.cause.value == cause else 0
                 )
             m.site_weight.labels(site=site).set(d.weight)
+            m.site_return_step.labels(site=site).set(d.return_step or 0)
             m.site_would_drain.labels(site=site).set(1 if d.would_drain else 0)
             for kind in ("drain", "hold"):
                 m.manual_override.labels(site=site, kind=kind).set(

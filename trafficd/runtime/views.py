@@ -88,6 +88,9 @@ class Views:
                     "state": d.state.value if d else memory.state.value,
                     "cause": (d.cause.value if d and d.cause else None),
                     "weight": d.weight if d else 0,
+                    # While it returns in steps: the step's 1-based number and percent.
+                    "return_step": d.return_step if d else None,
+                    "return_percent": d.return_percent if d else None,
                     "instances": d.instances if d else "running",
                     "mode": config.sites[name].mode,
                     "reasons": reasons,
