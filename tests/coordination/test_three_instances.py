@@ -262,6 +262,11 @@ def test_three_instances_one_decision(world: World) -> None:
     wait_for("eu out of DNS", lambda: w.dns() == {"us"})
     drains = [(n, e) for n, e in w.transitions("draining") if e.get("cause") == "storage"]
     assert [n for n, _ in drains] == [leader.name], drains
+    # The actuation is audited after its read-back, a moment after DNS shows it.
+    wait_for(
+        "the leader's actuation audited",
+        lambda: len(leader.events("actuation")) > before[leader.name],
+    )
     acted = {i.name for i in w.running() if len(i.events("actuation")) > before[i.name]}
     assert acted == {leader.name}, acted
 

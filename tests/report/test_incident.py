@@ -271,3 +271,81 @@ def test_each_target_of_an_actuator_confirms_on_its_own() -> None:
             "lb /run/b.sock: connection refused",
         )
     ]
+
+
+ACTIVE = 1796181351.9229014  # eu: restoring -> active in the recorded incident
+
+
+def _step(t: float, step: int, percent: int) -> dict[str, Any]:
+    return {
+        "kind": "return_step",
+        "t": t,
+        "site": "eu",
+        "step": step,
+        "of": 3,
+        "percent": percent,
+        "weight": percent,
+        "reasons": [f"return step {step} of 3: healthy for the whole step"],
+        "vantage": "test",
+    }
+
+
+def _eu_after(t: float, frm: str, to: str, cause: str | None, why: str) -> dict[str, Any]:
+    return {
+        "kind": "transition",
+        "t": t,
+        "site": "eu",
+        "from": frm,
+        "to": to,
+        "cause": cause,
+        "reasons": [why],
+        "automatic": True,
+        "vantage": "test",
+    }
+
+
+def test_a_stepped_return_is_fully_returned_at_its_last_step() -> None:
+    """With policy.return_steps, the site is active at its first step's weight: traffic
+    is fully back only at the last step, and each step is a mark."""
+    steps = [_step(ACTIVE, 1, 10), _step(ACTIVE + 10, 2, 50), _step(ACTIVE + 20, 3, 100)]
+    report = build_report(read_layout(CONFIG), [[*recorded(), *steps]])
+    eu = next(s for s in report.sites if s.name == "eu")
+    [inc] = eu.incidents
+    full = milestones(inc)["traffic fully returned"]
+    assert full.t == ACTIVE + 20 and inc.end == ACTIVE + 20
+    assert "step 3 of 3 (100%, weight 100)" in full.detail, full.detail
+    titles = [mk.title for mk in eu.marks if mk.lane == "decisions"]
+    assert "return step 2 of 3 (50%, weight 50)" in titles
+
+
+def test_an_abandoned_return_stays_one_incident() -> None:
+    """A return abandoned at a step (the canary, a failing probe) is the same incident
+    going on, not a new one; the abandon is a milestone with its reasons."""
+    why = "return abandoned at step 1 of 3 (weight 10): canary: 30 of 200 responses 5xx (15.0%)"
+    later = [
+        _step(ACTIVE, 1, 10),
+        _eu_after(ACTIVE + 5, "active", "draining", "canary", why),
+        _eu_after(ACTIVE + 6, "draining", "drained", "canary", "traffic confirmed off"),
+        _eu_after(ACTIVE + 40, "drained", "restoring", None, "cause cleared"),
+        _eu_after(ACTIVE + 42, "restoring", "active", None, "endtoend healthy"),
+        _step(ACTIVE + 42, 1, 10),
+        _step(ACTIVE + 52, 2, 50),
+        _step(ACTIVE + 62, 3, 100),
+    ]
+    report = build_report(read_layout(CONFIG), [[*recorded(), *later]])
+    eu = next(s for s in report.sites if s.name == "eu")
+    [inc] = eu.incidents
+    assert inc.cause == "storage" and inc.end == ACTIVE + 62
+    m = milestones(inc)
+    assert m["return abandoned"].t == ACTIVE + 5 and why in m["return abandoned"].detail
+    assert m["restore decided"].t == ACTIVE + 40  # the return that completed
+    assert m["traffic fully returned"].t == ACTIVE + 62
+
+
+def test_a_return_still_in_steps_is_not_fully_returned() -> None:
+    report = build_report(read_layout(CONFIG), [[*recorded(), _step(ACTIVE, 1, 10)]])
+    eu = next(s for s in report.sites if s.name == "eu")
+    [inc] = eu.incidents
+    full = milestones(inc)["traffic fully returned"]
+    assert full.t is None and inc.end is None
+    assert "step 1 of" in full.detail and "10%" in full.detail, full.detail

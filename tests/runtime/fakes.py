@@ -5,14 +5,22 @@ Nothing here sleeps or reads the system's time."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from trafficd.actuators.base import Desired, DesiredSite, Plan, Role, TrafficReporting
+from trafficd.actuators.base import (
+    Canary,
+    Desired,
+    DesiredSite,
+    Plan,
+    ResponseCounting,
+    Role,
+    TrafficReporting,
+)
 from trafficd.clock import EngineClock
 from trafficd.config.model import Config
-from trafficd.model import Observation, Probe
+from trafficd.model import Observation, Probe, Responses
 from trafficd.probers.schedule import ProbeTask
 
 T0 = 1_800_000_000.0
@@ -120,3 +128,23 @@ class RecordingActuator(TrafficReporting):
 
     async def close(self) -> None:
         return None
+
+
+@dataclass
+class CountingActuator(RecordingActuator, ResponseCounting):
+    """A load balancer that also counts each site's HTTP responses, as HAProxy's `show
+    stat` does (cumulative since it started): the test adds to `counts` (site ->
+    (responses, 5xx)); a site in `unreadable` cannot be read this time."""
+
+    counts: dict[str, tuple[int, int]] = field(default_factory=dict)
+    unreadable: set[str] = field(default_factory=set)
+
+    def canary_sites(self) -> Iterable[str]:
+        return sorted(self.counts)
+
+    async def responses(self) -> Canary:
+        readable = {s: c for s, c in self.counts.items() if s not in self.unreadable}
+        return Canary(
+            {s: Responses(total, errors) for s, (total, errors) in readable.items()},
+            {s: (self.ident,) for s in sorted(self.unreadable)},
+        )

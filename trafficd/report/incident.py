@@ -114,6 +114,12 @@ def effects(change: str, site: SiteLayout) -> set[str]:
 Key = tuple[str, str, str]  # (vantage, probe, target), as Observation.key
 
 
+def _step_text(step: Mapping[str, Any]) -> str:
+    """A return step as said everywhere: `step 2 of 3 (50%, weight 50)`."""
+    of = f" of {step['of']}" if step.get("of") else ""
+    return f"step {step.get('step')}{of} ({step.get('percent')}%, weight {step.get('weight')})"
+
+
 def row_name(key: Key) -> str:
     """A probe's row on the timeline: `us-east · endtoend`, `us-east · storage eustorage`."""
     vantage, probe, target = key
@@ -178,7 +184,11 @@ class Incident:
     # The transitions that open it, decide the restore and close it.
     opened: Mapping[str, Any] = field(default_factory=dict, repr=False)
     restore: Mapping[str, Any] | None = field(default=None, repr=False)
-    closed: Mapping[str, Any] | None = field(default=None, repr=False)
+    closed: Mapping[str, Any] | None = field(default=None, repr=False)  # or the last step
+    # A return in steps (policy.return_steps): the step it is at while it returns, and
+    # the returns abandoned on the way (the transitions out of active).
+    step: Mapping[str, Any] | None = field(default=None, repr=False)
+    abandons: list[Mapping[str, Any]] = field(default_factory=list, repr=False)
 
     @property
     def origin(self) -> float:
@@ -352,12 +362,15 @@ class _Builder:
             row = row_name(k)
             if row not in rows:
                 rows.append(row)
-        transitions = [
-            r for r in self.records if r.get("kind") == "transition" and r.get("site") == spec.name
+        history = [
+            r
+            for r in self.records
+            if r.get("kind") in ("transition", "return_step") and r.get("site") == spec.name
         ]
+        transitions = [r for r in history if r.get("kind") == "transition"]
         states = self.states(transitions)
         marks = self.marks(spec)
-        incidents = self.incidents(spec, transitions)
+        incidents = self.incidents(spec, history)
         return SiteReport(spec.name, rows, bands, states, marks, incidents)
 
     def states(self, transitions: list[Mapping[str, Any]]) -> list[StateBand]:
@@ -413,6 +426,9 @@ class _Builder:
                                     str(reason),
                                 )
                             )
+            elif kind == "return_step" and site == spec.name:
+                title = f"return {_step_text(r)}"
+                marks.append(Mark(t, when, "decisions", "info", title, reasons))
             elif kind == "refused" and site == spec.name:
                 who = f" ({r['who']}: {r.get('action', '')})" if r.get("who") else ""
                 marks.append(
@@ -501,19 +517,34 @@ class _Builder:
             "; ".join(lines),
         )
 
-    def incidents(self, spec: SiteLayout, transitions: list[Mapping[str, Any]]) -> list[Incident]:
+    def incidents(self, spec: SiteLayout, history: list[Mapping[str, Any]]) -> list[Incident]:
+        """From a site's transitions and return steps, in time order: an incident opens
+        when the site leaves active and ends when it is back at its whole weight, at
+        the transition to active or, returning in steps, at the last step (logged in the
+        rounds after it). A return abandoned on the way is the same incident going on."""
         out: list[Incident] = []
-        current: Incident | None = None
-        for tr in transitions:
-            if tr.get("from") == "active" and tr.get("to") != "active":
-                current = Incident(spec.name, tr.get("cause"), float(tr["t"]), None, opened=tr)
+        current: Incident | None = None  # the last incident, while its return may go on
+        for r in history:
+            if r.get("kind") == "return_step":
+                if current is None:
+                    continue  # the log starts in the middle of a return
+                current.step = r
+                if int(r.get("percent", 100)) >= 100:
+                    current.closed, current.end, current = r, float(r["t"]), None
+                else:
+                    current.closed = current.end = None  # active, not yet at its weight
+            elif r.get("from") == "active" and r.get("to") != "active":
+                if current is not None and current.step is not None:
+                    current.abandons.append(r)
+                    current.step = current.restore = None
+                    continue
+                current = Incident(spec.name, r.get("cause"), float(r["t"]), None, opened=r)
                 out.append(current)
-            elif current is not None and tr.get("to") == "restoring":
-                current.restore = tr
-            elif current is not None and tr.get("to") == "active":
-                current.end = float(tr["t"])
-                current.closed = tr
-                current = None
+            elif current is not None and r.get("to") == "restoring":
+                current.restore = r
+            elif current is not None and r.get("to") == "active":
+                current.end = float(r["t"])
+                current.closed = r  # the incident's last, unless return steps follow
         kept = []
         for inc in out:
             if (inc.end if inc.end is not None else self.hi) < self.lo or inc.start > self.hi:
@@ -578,6 +609,10 @@ class _Builder:
                     )
                 )
         ms.append(self.cleared(spec, inc, failing, end))
+        for abandon in inc.abandons:
+            t, when = _life_time(abandon)
+            text = "; ".join(str(x) for x in abandon.get("reasons") or [])
+            ms.append(Milestone("return abandoned", t, when, f"active → {abandon['to']}: {text}"))
         if restore is not None:
             t, when = _life_time(restore)
             text = "; ".join(str(x) for x in restore.get("reasons") or [])
@@ -615,7 +650,14 @@ class _Builder:
             detail = "; ".join(str(x) for x in closed.get("reasons") or [])
             if back and len(confirmed) < len(back):
                 detail = "not every backend confirmed: " + detail
-            ms.append(Milestone("traffic fully returned", t, when, f"→ active: {detail}"))
+            to = _step_text(closed) if closed.get("kind") == "return_step" else "active"
+            ms.append(Milestone("traffic fully returned", t, when, f"→ {to}: {detail}"))
+        elif inc.step is not None:
+            _, when = _life_time(inc.step)
+            at = _step_text(inc.step)
+            ms.append(
+                Milestone("traffic fully returned", None, None, f"not yet: at {at} since {when}")
+            )
         else:
             ms.append(
                 Milestone(

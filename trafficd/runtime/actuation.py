@@ -22,12 +22,14 @@ from trafficd.actuators import build
 from trafficd.actuators.base import (
     Actuator,
     BuildContext,
+    Canary,
     DesiredSite,
     Notifying,
     Reconciler,
     Remembering,
     Serving,
     desired_state,
+    read_canary,
 )
 from trafficd.clock import EngineClock
 from trafficd.metrics import Metrics
@@ -66,6 +68,7 @@ class Actuation:
         self.reconcilers: list[Reconciler] = []  # one per actuator: preflight, notify
         self.targets: list[Reconciler] = []  # one per actuator target, each its own loop
         self.confirmation = Confirmation(live, rounds, effects)
+        self.canary = Canary()  # the last reading, while a site returns in steps
 
     def build(self, actuators: list[Actuator] | None = None) -> list[Task]:
         """The configuration's actuators (or `actuators`, already built) and their loops."""
@@ -92,7 +95,12 @@ class Actuation:
                     return self.reconcile_loop(rec, wake)
 
                 tasks.append((f"reconcile/{actuator.ident}/{target}", loop))
-        return [*tasks, ("preflight", self.preflight_loop), ("notify", self.notify_loop)]
+        return [
+            *tasks,
+            ("preflight", self.preflight_loop),
+            ("notify", self.notify_loop),
+            ("canary", self.canary_loop),
+        ]
 
     def _reconciler(self, actuator: Actuator, target: str | None = None) -> Reconciler:
         coord = self.live.coord
@@ -175,6 +183,26 @@ class Actuation:
                 interval = self.live.config.probes.interval
                 await asyncio.sleep(min(RESYNC_EVERY, max(1.0, interval)))
                 wake.set()
+
+    async def read_canary(self) -> None:
+        """One reading of the canary: the load balancers' response counters, while a
+        site returns in steps and this instance leads (the engine judges a step by
+        them); else none, so that a return after this one starts from fresh counts."""
+        decision = self.rounds.decision
+        returning = decision is not None and any(
+            d.return_step is not None for d in decision.sites.values()
+        )
+        if not returning or not self.live.leads():
+            self.canary = Canary()
+            return
+        self.canary = await read_canary(rec.actuator for rec in self.reconcilers)
+        if self.canary.responses:
+            self.effects.round_due.set()  # a share over the limit abandons at once
+
+    async def canary_loop(self) -> None:
+        while True:
+            await self.read_canary()
+            await asyncio.sleep(self.live.config.probes.interval)
 
     async def preflight_loop(self) -> None:
         while True:

@@ -83,8 +83,8 @@ class Effects:
             self.store.event("observation", **obs.to_json())
 
     def round(self, rnd: Round, now: float) -> None:
-        """A round's outcome: expiries, transitions and refusals audited, logged and
-        sent; the gauges; and, when anything changed, the state saved and every
+        """A round's outcome: expiries, transitions, return steps and refusals audited,
+        logged and sent; the gauges; and, when anything changed, the state saved and every
         reconcile loop woken."""
         self.expired(rnd.expired)
         decision = rnd.decision
@@ -112,6 +112,25 @@ class Effects:
                 tr.from_state.value,
                 tr.to_state.value,
                 "; ".join(reasons),
+            )
+        for step in decision.steps:
+            self.announce(
+                "return_step",
+                t=now,
+                site=step.site,
+                step=step.step,
+                of=len(self.live.config.policy.return_steps),
+                percent=step.percent,
+                weight=step.weight,
+                reasons=list(step.reasons),
+                vantage=vantage,
+            )
+            log.warning(
+                "site %s: return step %d (%d%%, weight %d)",
+                step.site,
+                step.step,
+                step.percent,
+                step.weight,
             )
         for refusal in decision.refusals:
             self.refused(refusal, t=now)

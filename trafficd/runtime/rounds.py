@@ -23,6 +23,7 @@ from trafficd.model import (
     Override,
     Pause,
     Refusal,
+    Responses,
     SiteDecision,
 )
 from trafficd.runtime.observations import Key
@@ -47,8 +48,9 @@ class Round:
 
     @property
     def changed(self) -> bool:
-        """Something to save and act on."""
-        return bool(self.decision.transitions) or self.resited
+        """Something to save and act on: a transition, a return step (a new weight for
+        the load balancers), new sites."""
+        return bool(self.decision.transitions or self.decision.steps) or self.resited
 
 
 class Rounds:
@@ -80,14 +82,17 @@ class Rounds:
         *,
         restore_blocks: Mapping[str, str] | None,
         traffic_off: Mapping[str, float],
+        canary: Mapping[str, Responses] | None = None,
     ) -> Round:
-        """One engine round at `now` (the engine clock) on `latest`."""
+        """One engine round at `now` (the engine clock) on `latest`; `canary`: the load
+        balancers' response counters of the sites returning in steps."""
         expired = self.expire(wall)
         decision = decide(
             *self._inputs(latest, now),
             restore_blocks=restore_blocks,
             wall=wall,
             traffic_off=traffic_off,
+            canary=canary,
         )
         previous, self.decision, self.engine = self.decision, decision, decision.state
         return Round(decision, previous, expired)

@@ -1,0 +1,151 @@
+"""A gradual return through the runtime, on a fake clock: each step reaches the load
+balancer in the round it is decided (every reconcile loop woken, not at the next
+resync), is audited as a `return_step` event, and the canary the runtime reads from a
+response-counting load balancer abandons the return.
+
+The engine's own rules for the steps are tested in tests/engine/test_return.py; here
+the parts around it: the canary read (`Actuation.read_canary`), passed through
+`Leader.tick` to the round, and the effects of a step.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.runtime.fakes import CountingActuator, FakeClock, RecordingActuator, ScriptedProber
+from tests.test_api import write_config
+from trafficd.config import load
+from trafficd.model import Cause, Decision, Responses, State
+from trafficd.runtime.wiring import Runtime
+from trafficd.store import read_events
+
+STEP = 10.0  # policy.return_step below
+POLICY = (
+    "policy: {fall: 2, rise: 2, hold_down: 0s, min_active_sites: 1, "
+    "return_steps: [10, 50, 100], return_step: 10s, "
+    "return_max_error_ratio: 0.05, return_min_requests: 100}"
+)
+
+
+class Rig:
+    def __init__(self, tmp: Path) -> None:
+        path = write_config(tmp)
+        text = path.read_text()
+        path.write_text(
+            "\n".join(POLICY if line.startswith("policy:") else line for line in text.split("\n"))
+        )
+        config = load(path)
+        self.clock = FakeClock()
+        self.runtime = Runtime.open(config, path, clock=self.clock.engine)
+        self.prober = ScriptedProber(self.clock, config)
+        self.lb = CountingActuator("lb", "traffic")
+        self.instances = RecordingActuator("sites", "instances")
+        self.runtime.actuation.build([self.lb, self.instances])  # their loops are not run
+
+    async def interval(self, seconds: float = 1.0) -> Decision:
+        self.clock.advance(seconds)
+        for task in self.prober.tasks():
+            self.runtime.observe(await task.run())
+        await self.runtime.actuation.read_canary()  # the canary loop's one pass
+        for wake in self.runtime.effects.wakeups.values():
+            wake.clear()
+        decision = self.runtime.leader.tick()
+        for rec in self.runtime.actuation.targets:
+            await self.runtime.actuation.reconcile(rec)
+        return decision
+
+    def woken(self) -> bool:
+        """Every reconcile loop was woken by the last round."""
+        wakeups = self.runtime.effects.wakeups.values()
+        return bool(wakeups) and all(w.is_set() for w in wakeups)
+
+    async def until(self, check: Any, *, within: int, step: float = 1.0) -> Decision:
+        for _ in range(within):
+            decision = await self.interval(step)
+            if check(decision):
+                return decision
+        raise AssertionError(f"not reached within {within} intervals")
+
+    def events(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in read_events(self.runtime.store.dir) if e["kind"] == kind]
+
+    async def drain_and_heal(self) -> Decision:
+        """eu's storage fails, eu is drained and stopped, its storage comes back: eu is
+        active again at its first step."""
+        await self.interval()
+        self.prober.down = {"eustorage"}
+        await self.until(lambda d: d.sites["eu"].state is State.DRAINED, within=20, step=10.0)
+        self.prober.down = set()
+        return await self.until(lambda d: d.sites["eu"].state is State.ACTIVE, within=10)
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    r = Rig(tmp_path)
+    yield r
+    r.runtime.store.close()
+
+
+async def test_each_step_reaches_the_load_balancer_in_its_round_and_is_audited(rig: Rig) -> None:
+    decision = await rig.drain_and_heal()
+    assert decision.sites["eu"].return_step == 1 and rig.lb.held["eu"] == 10
+    steps = []
+    while decision.sites["eu"].return_step is not None:
+        decision = await rig.interval()
+        if decision.steps:
+            assert rig.woken(), "a step's round woke every reconcile loop"
+            steps.append(rig.lb.held["eu"])  # applied in the same round
+    assert steps == [50, 100]
+    assert rig.lb.applied == ["eu 0", "eu 10", "eu 50", "eu 100"]
+    events = rig.events("return_step")
+    assert [(e["site"], e["step"], e["percent"], e["weight"]) for e in events] == [
+        ("eu", 1, 10, 10),
+        ("eu", 2, 50, 50),
+        ("eu", 3, 100, 100),
+    ]
+    assert [b["t"] - a["t"] for a, b in itertools.pairwise(events)] == [STEP, STEP]
+    assert all(e["reasons"] and e["vantage"] == "test" for e in events)
+
+
+async def test_the_canary_read_from_the_load_balancer_abandons_the_return(rig: Rig) -> None:
+    rig.lb.counts = {"eu": (5000, 10), "us": (9000, 0)}  # before the return: not counted
+    decision = await rig.drain_and_heal()
+    assert decision.sites["eu"].return_step == 1
+    await rig.interval()  # the step's first reading: its base
+    rig.lb.counts = {"eu": (5000 + 200, 10 + 30), "us": (9900, 0)}
+    decision = await rig.until(lambda d: d.sites["eu"].state is not State.ACTIVE, within=3)
+    eu = decision.sites["eu"]
+    assert eu.state is State.DRAINING and eu.cause is Cause.CANARY
+    assert rig.lb.held["eu"] == 0
+    why = rig.events("transition")[-1]
+    assert why["to"] == "draining" and why["cause"] == "canary"
+    assert any("30 of 200 responses 5xx" in r for r in why["reasons"]), why["reasons"]
+    assert any("step 1 of 3 (weight 10)" in r for r in why["reasons"]), why["reasons"]
+    assert decision.sites["us"].weight == 100
+
+
+async def test_an_unreadable_canary_leaves_the_probes_to_judge(rig: Rig) -> None:
+    rig.lb.counts = {"eu": (0, 0)}
+    decision = await rig.drain_and_heal()
+    rig.lb.unreadable = {"eu"}  # one socket of the load balancer does not answer
+    rig.lb.counts = {"eu": (1000, 1000)}  # not seen: no partial sum is judged
+    decision = await rig.until(lambda d: d.sites["eu"].return_step is None, within=40)
+    assert decision.sites["eu"].state is State.ACTIVE and rig.lb.held["eu"] == 100
+
+
+async def test_no_canary_is_read_while_no_site_returns(rig: Rig) -> None:
+    rig.lb.counts = {"eu": (0, 0)}
+    await rig.interval()
+    assert rig.runtime.actuation.canary.responses == {}
+    await rig.drain_and_heal()
+    rig.lb.counts = {"eu": (7, 1)}
+    await rig.interval()  # eu returns: the canary is read
+    assert rig.runtime.actuation.canary.responses == {"eu": Responses(7, 1)}
+    await rig.until(lambda d: d.sites["eu"].return_step is None, within=40)
+    await rig.interval()
+    assert rig.runtime.actuation.canary.responses == {}  # the return is over
