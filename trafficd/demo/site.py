@@ -22,7 +22,9 @@ boto's default retries, under which a dead bucket takes 7-10 s, as on real Quay.
 `database` and `redis` are shared by every site: they fail when the file
 `DIR/database-down` or `DIR/redis-down` exists (`auth` stays true, as on real
 Quay). Any other path answers 200 `site NAME` so HAProxy's frontend can be
-tested with real requests.
+tested with real requests; while the file `DIR/NAME-errors` holds a share (e.g.
+`0.3`), that share of them answers 500 instead, evenly spread, as a site whose
+bucket has just come back and still fails some pulls (the canary of a return).
 """
 
 from __future__ import annotations
@@ -141,7 +143,19 @@ def build_app(args: argparse.Namespace) -> web.Application:
         services = {"auth": True, "database": database, "redis": redis, "storage": storage}
         return health_response(services, texts, debug=sessions.debug(request), hostname=args.name)
 
+    served = [0]  # requests answered on other paths, for an even spread of errors
+
+    def error_share() -> float:
+        try:
+            return float((shared / f"{args.name}-errors").read_text().strip() or 0)
+        except (OSError, ValueError):
+            return 0.0
+
     async def other(request: web.Request) -> web.Response:
+        n, share = served[0], error_share()
+        served[0] += 1
+        if int((n + 1) * share) > int(n * share):  # `share` of every run of requests
+            return web.Response(status=500, text="Internal Server Error")
         return web.Response(text=f"site {args.name}")
 
     app = web.Application()
