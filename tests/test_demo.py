@@ -99,6 +99,15 @@ def test_tour_drains_and_restores_eu(tmp_path: Path) -> None:
     # Straight through, no detour back to drained while eu's Quay boots.
     seen = [s for i, s in enumerate(states) if i == 0 or s != states[i - 1]]
     assert seen == ["active", "draining", "drained", "restoring", "active"], out
+    # eu returns in steps (policy.return_steps [10, 50, 100]) as HAProxy holds them, and
+    # the tour waits for the last one; us keeps its whole weight throughout.
+    weights = re.findall(r"HAProxy weights eu=(\d+) us=(\d+)", out)
+    eu = [int(e) for e, _ in weights]
+    eu = [w for i, w in enumerate(eu) if i == 0 or w != eu[i - 1]]
+    assert eu == [100, 0, 10, 50, 100], out
+    assert {int(u) for _, u in weights} == {100}, out
+    for step, weight in ((1, 10), (2, 50), (3, 100)):
+        assert f"return_step eu: step {step} of 3 ({weight}%, weight {weight})" in out, out
     assert "actuation  command: stop site eu" in out
     assert "actuation  command: start site eu" in out
     assert "actuation  bind: quay.demo.test. A" in out

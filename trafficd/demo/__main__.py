@@ -38,6 +38,7 @@ from trafficd.demo.peers import (
     dns_addresses,
     free_port,
     haproxy_admin_states,
+    haproxy_weights,
     spawn,
     stop_pid,
     wait_until,
@@ -288,7 +289,16 @@ class Demo:
                 "timeout": "800ms",
                 "debug_secret": f"${{file:{self.base / 'health-debug.secret'}}}",
             },
-            "policy": {"fall": 3, "rise": 3, "hold_down": "5s", "shutdown_grace": "3s"},
+            # A site comes back in steps: 10% of its weight, 50%, then all of it, 3 s
+            # each, abandoned if its probes fail or HAProxy counts too many 5xx.
+            "policy": {
+                "fall": 3,
+                "rise": 3,
+                "hold_down": "5s",
+                "shutdown_grace": "3s",
+                "return_steps": [10, 50, 100],
+                "return_step": "3s",
+            },
             "actuators": actuators,
         }
         self.config_path.write_text(json.dumps(config, indent=1))  # JSON is YAML
@@ -336,12 +346,19 @@ class Demo:
         with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310 - loopback
             return json.loads(resp.read())
 
-    def state(self, site: str) -> str:
+    def site(self, site: str) -> dict[str, Any]:
         try:
             sites = self.api("/api/v1/sites")["sites"]
         except OSError:
-            return "?"
-        return str(next(s for s in sites if s["name"] == site)["state"])
+            return {"state": "?"}
+        return dict(next(s for s in sites if s["name"] == site))
+
+    def state(self, site: str) -> str:
+        return str(self.site(site)["state"])
+
+    def returning(self, site: str) -> bool:
+        """The site is active but still returns in steps (policy.return_steps)."""
+        return self.site(site).get("return_step") is not None
 
     def site_running(self, site: str) -> bool:
         argv = self.sitectl("status", site)
@@ -358,6 +375,14 @@ class Demo:
         if self.haproxy_socket is None:
             return {}
         return haproxy_admin_states(self.haproxy_socket)
+
+    def haproxy_shares(self) -> dict[str, int]:
+        """The weight HAProxy gives each site's server; 0 while it holds it out."""
+        if self.haproxy_socket is None:
+            return {}
+        admin = haproxy_admin_states(self.haproxy_socket)
+        weights = haproxy_weights(self.haproxy_socket)
+        return {site: 0 if admin.get(site) else w for site, w in weights.items()}
 
     def where(self) -> str:
         cli = Path(PY).with_name("trafficd")
@@ -388,10 +413,13 @@ def snapshot(demo: Demo) -> str:
     states = {site: demo.state(site) for site in SITES}
     lb = demo.haproxy_admin()
     held = sorted(s for s, v in lb.items() if v)
+    shares = demo.haproxy_shares()
     return (
         " ".join(f"{s}={v}" for s, v in states.items())
         + f" | DNS answers {sorted(demo.dns())}"
         + f" | HAProxy holds out {held or 'nothing'}"
+        + " | HAProxy weights "
+        + " ".join(f"{s}={w}" for s, w in sorted(shares.items()))
     )
 
 
@@ -403,7 +431,9 @@ def watch(demo: Demo, site: str, until: str | None, timeout: float) -> None:
         if now != last:
             say(f"+{time.monotonic() - t0:4.1f}s  {now}")
             last = now
-        if until is not None and demo.state(site) == until:
+        # Active is reached once the return's last step is: the site has its whole weight.
+        reached = until is not None and demo.state(site) == until
+        if reached and (until != "active" or not demo.returning(site)):
             return
         if time.monotonic() - t0 > timeout:
             if until is None:
@@ -417,6 +447,11 @@ def print_audit(demo: Demo) -> None:
         if event["kind"] == "transition":
             detail = f"{event['site']}: {event['from']} -> {event['to']}  " + "; ".join(
                 event.get("reasons", [])
+            )
+        elif event["kind"] == "return_step":
+            detail = (
+                f"{event['site']}: step {event['step']} of {event.get('of', '?')}"
+                f" ({event['percent']}%, weight {event['weight']})"
             )
         elif event["kind"] in ("actuation", "refused"):
             detail = f"{event.get('actuator', event.get('site'))}: " + "; ".join(
@@ -500,6 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     wait("eu's Quay stopped", lambda: not demo.site_running("eu"))
     say("eu drained and its Quay stopped; us keeps serving. Now eu's S3 server returns")
     demo.start_s3("eu")
+    say("eu returns in steps: HAProxy gives it 10% of its weight, then 50%, then all of it")
     watch(demo, "eu", "active", 60)
     wait("eu back in DNS", lambda: demo.dns() == set(SITES), timeout=10)
     say("eu is back: " + snapshot(demo))
