@@ -291,7 +291,6 @@ def simulate(
                     "t": now,
                     "site": step.site,
                     "step": step.step,
-                    "of": len(policy.return_steps),
                     "percent": step.percent,
                     "weight": step.weight,
                     "reasons": list(step.reasons),
