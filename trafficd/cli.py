@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import gc
 import json
 import os
@@ -324,6 +325,12 @@ def _state_dir(args: argparse.Namespace, config: Config) -> Path:
 def _replication_status(args: argparse.Namespace) -> int:
     from trafficd import replication
 
+    # The interpreter's exit searches every object the imports made for cycles
+    # (pydantic's schemas above all): 50-70 ms of a 0.6-0.9 s command, measured with
+    # bench/replication.py's data. Frozen at exit, they are only freed. At exit, not
+    # now: called in-process (tests), main() leaves the collector as it found it.
+    atexit.register(gc.freeze)
+
     async def read(config: Config, settings: Replication) -> replication.Figures:
         from trafficd.replication.incremental import STATE_FILE, Tracker
         from trafficd.replication.scan import read_status, read_status_from_state
@@ -351,10 +358,6 @@ def _replication_status(args: argparse.Namespace) -> int:
         print(json.dumps(figures.to_json(), sort_keys=True))
     else:
         print(replication.render_status(figures))
-    # The interpreter's exit collects every object the imports made (pydantic's schemas
-    # above all): 50-70 ms of a 0.6 s command (bench/replication.py). Frozen, they are
-    # only freed, not searched for cycles; the process ends here.
-    gc.freeze()
     return EXIT_OK
 
 
