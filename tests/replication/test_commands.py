@@ -3,6 +3,8 @@ against a real PostgreSQL holding Quay's tables (the figures of test_figures.fil
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 import subprocess
 import sys
@@ -15,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from tests.replication.conftest import READONLY_PASSWORD, QuayDB, digest_of
 from tests.replication.test_figures import fill, real_quay_push_with_eu_down
 from trafficd import replication
+from trafficd.cli import main
 from trafficd.config import load
 from trafficd.metrics import Metrics
 from trafficd.replication import ReplicationMonitor
@@ -91,6 +94,20 @@ async def test_status_json_and_table(quay_db: QuayDB, tmp_path: Path) -> None:
         for line in table.stdout.splitlines()
     )
     assert READONLY_PASSWORD not in out.stdout + out.stderr + table.stdout + table.stderr
+
+
+async def test_status_in_process_leaves_the_collector_as_it_found_it(
+    quay_db: QuayDB, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The command freezes the collector's objects only at the process's exit (cli.py):
+    called in-process, as tests do, it changes nothing of the caller's collector."""
+    await fill(quay_db, time.time())
+    config = write_config(tmp_path, quay_db.readonly_dsn)
+    frozen = gc.get_freeze_count()
+    argv = ["replication", "status", "-c", str(config), "--json"]
+    assert await asyncio.to_thread(main, argv) == 0  # its own event loop
+    assert gc.get_freeze_count() == frozen
+    assert json.loads(capsys.readouterr().out)["queue_items"] == 2
 
 
 async def test_check_removal_exit_codes(quay_db: QuayDB, tmp_path: Path) -> None:
