@@ -308,18 +308,19 @@ def running_peers(tmp: Path) -> Iterator[Peers]:
         peers.haproxy.stop()
 
 
-@pytest.fixture
-def deployment(tmp_path: Path) -> Iterator[Deployment]:
-    with running_peers(tmp_path) as p:
+@contextlib.contextmanager
+def deployed(tmp: Path, **policy: Any) -> Iterator[Deployment]:
+    """The peers and `trafficd run` on them, `policy` added to the configuration's;
+    trafficd stopped by PID at the end, then the peers."""
+    with running_peers(tmp) as p:
         api_port = free_port()
+        path = write_config(tmp, p.moto, p.ports, p.named, p.haproxy, p.sites, api_port)
+        if policy:
+            config = json.loads(path.read_text())
+            config["policy"].update(policy)
+            path.write_text(json.dumps(config, indent=1))
         dep = Deployment(
-            tmp_path,
-            write_config(tmp_path, p.moto, p.ports, p.named, p.haproxy, p.sites, api_port),
-            f"http://127.0.0.1:{api_port}",
-            p.moto,
-            p.named,
-            p.haproxy,
-            p.sites,
+            tmp, path, f"http://127.0.0.1:{api_port}", p.moto, p.named, p.haproxy, p.sites
         )
         try:
             dep.start_trafficd()
@@ -327,6 +328,12 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
         finally:
             if dep.trafficd is not None:
                 stop(dep.trafficd)
+
+
+@pytest.fixture
+def deployment(tmp_path: Path) -> Iterator[Deployment]:
+    with deployed(tmp_path) as dep:
+        yield dep
 
 
 def test_failover_end_to_end(deployment: Deployment) -> None:

@@ -22,8 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_failover import Deployment, running_peers, wait_for, write_config
-from tests.peers import free_port, stop
+from tests.e2e.test_failover import Deployment, deployed, wait_for
 
 pytestmark = pytest.mark.peers
 
@@ -64,26 +63,10 @@ class Load:
 
 @pytest.fixture
 def deployment(tmp_path: Path) -> Iterator[Deployment]:
-    with running_peers(tmp_path) as p:
-        api_port = free_port()
-        path = write_config(tmp_path, p.moto, p.ports, p.named, p.haproxy, p.sites, api_port)
-        config: dict[str, Any] = json.loads(path.read_text())
-        config["policy"].update(
-            return_steps=[10, 50, 100],
-            return_step="4s",
-            return_max_error_ratio=0.05,
-            return_min_requests=20,
-        )
-        path.write_text(json.dumps(config, indent=1))
-        dep = Deployment(
-            tmp_path, path, f"http://127.0.0.1:{api_port}", p.moto, p.named, p.haproxy, p.sites
-        )
-        try:
-            dep.start_trafficd()
-            yield dep
-        finally:
-            if dep.trafficd is not None:
-                stop(dep.trafficd)
+    steps = {"return_steps": [10, 50, 100], "return_step": "4s"}
+    canary = {"return_max_error_ratio": 0.05, "return_min_requests": 20}
+    with deployed(tmp_path, **steps, **canary) as dep:
+        yield dep
 
 
 def events(dep: Deployment, kind: str) -> list[dict[str, Any]]:

@@ -17,11 +17,9 @@ from typing import Any
 
 import pytest
 
-from tests.runtime.fakes import CountingActuator, FakeClock, RecordingActuator, ScriptedProber
-from tests.test_api import write_config
-from trafficd.config import load
+from tests.runtime import test_runtime as runtime
+from tests.runtime.fakes import CountingActuator
 from trafficd.model import Cause, Decision, Responses, State
-from trafficd.runtime.wiring import Runtime
 from trafficd.store import read_events
 
 STEP = 10.0  # policy.return_step below
@@ -32,39 +30,18 @@ POLICY = (
 )
 
 
-class Rig:
-    def __init__(self, tmp: Path) -> None:
-        path = write_config(tmp)
-        text = path.read_text()
-        path.write_text(
-            "\n".join(POLICY if line.startswith("policy:") else line for line in text.split("\n"))
-        )
-        config = load(path)
-        self.clock = FakeClock()
-        self.runtime = Runtime.open(config, path, clock=self.clock.engine)
-        self.prober = ScriptedProber(self.clock, config)
-        self.lb = CountingActuator("lb", "traffic")
-        self.instances = RecordingActuator("sites", "instances")
-        self.runtime.actuation.build([self.lb, self.instances])  # their loops are not run
+class Rig(runtime.Rig):
+    lb: CountingActuator
 
-    async def interval(self, seconds: float = 1.0) -> Decision:
-        self.clock.advance(seconds)
-        for task in self.prober.tasks():
-            self.runtime.observe(await task.run())
-        await self.runtime.actuation.read_canary()  # the canary loop's one pass
-        for wake in self.runtime.effects.wakeups.values():
-            wake.clear()
-        decision = self.runtime.leader.tick()
-        for rec in self.runtime.actuation.targets:
-            await self.runtime.actuation.reconcile(rec)
-        return decision
+    def __init__(self, tmp: Path) -> None:
+        super().__init__(tmp, policy=POLICY, lb=CountingActuator("lb", "traffic"))
 
     def woken(self) -> bool:
         """Every reconcile loop was woken by the last round."""
         wakeups = self.runtime.effects.wakeups.values()
         return bool(wakeups) and all(w.is_set() for w in wakeups)
 
-    async def until(self, check: Any, *, within: int, step: float = 1.0) -> Decision:
+    async def reach(self, check: Any, *, within: int, step: float = 1.0) -> Decision:
         for _ in range(within):
             decision = await self.interval(step)
             if check(decision):
@@ -79,9 +56,9 @@ class Rig:
         active again at its first step."""
         await self.interval()
         self.prober.down = {"eustorage"}
-        await self.until(lambda d: d.sites["eu"].state is State.DRAINED, within=20, step=10.0)
+        await self.reach(lambda d: d.sites["eu"].state is State.DRAINED, within=20, step=10.0)
         self.prober.down = set()
-        return await self.until(lambda d: d.sites["eu"].state is State.ACTIVE, within=10)
+        return await self.reach(lambda d: d.sites["eu"].state is State.ACTIVE, within=10)
 
 
 @pytest.fixture
@@ -118,7 +95,7 @@ async def test_the_canary_read_from_the_load_balancer_abandons_the_return(rig: R
     assert decision.sites["eu"].return_step == 1
     await rig.interval()  # the step's first reading: its base
     rig.lb.counts = {"eu": (5000 + 200, 10 + 30), "us": (9900, 0)}
-    decision = await rig.until(lambda d: d.sites["eu"].state is not State.ACTIVE, within=3)
+    decision = await rig.reach(lambda d: d.sites["eu"].state is not State.ACTIVE, within=3)
     eu = decision.sites["eu"]
     assert eu.state is State.DRAINING and eu.cause is Cause.CANARY
     assert rig.lb.held["eu"] == 0
@@ -134,7 +111,7 @@ async def test_an_unreadable_canary_leaves_the_probes_to_judge(rig: Rig) -> None
     decision = await rig.drain_and_heal()
     rig.lb.unreadable = {"eu"}  # one socket of the load balancer does not answer
     rig.lb.counts = {"eu": (1000, 1000)}  # not seen: no partial sum is judged
-    decision = await rig.until(lambda d: d.sites["eu"].return_step is None, within=40)
+    decision = await rig.reach(lambda d: d.sites["eu"].return_step is None, within=40)
     assert decision.sites["eu"].state is State.ACTIVE and rig.lb.held["eu"] == 100
 
 
@@ -146,6 +123,6 @@ async def test_no_canary_is_read_while_no_site_returns(rig: Rig) -> None:
     rig.lb.counts = {"eu": (7, 1)}
     await rig.interval()  # eu returns: the canary is read
     assert rig.runtime.actuation.canary.responses == {"eu": Responses(7, 1)}
-    await rig.until(lambda d: d.sites["eu"].return_step is None, within=40)
+    await rig.reach(lambda d: d.sites["eu"].return_step is None, within=40)
     await rig.interval()
     assert rig.runtime.actuation.canary.responses == {}  # the return is over

@@ -27,20 +27,34 @@ GRACE = 60.0  # policy.shutdown_grace's default
 
 
 class Rig:
-    def __init__(self, tmp: Path) -> None:
+    """`policy`: the configuration's `policy:` line in its place; `lb`: the traffic
+    actuator (a recording one unless given)."""
+
+    def __init__(
+        self, tmp: Path, *, policy: str | None = None, lb: RecordingActuator | None = None
+    ) -> None:
         path = write_config(tmp)
+        if policy is not None:
+            lines = path.read_text().split("\n")
+            path.write_text("\n".join(policy if x.startswith("policy:") else x for x in lines))
         config = load(path)
         self.clock = FakeClock()
         self.runtime = Runtime.open(config, path, clock=self.clock.engine)
         self.prober = ScriptedProber(self.clock, config)
-        self.lb = RecordingActuator("lb", "traffic")
+        self.lb = lb or RecordingActuator("lb", "traffic")
         self.instances = RecordingActuator("sites", "instances")
         self.runtime.actuation.build([self.lb, self.instances])  # their loops are not run
 
     async def interval(self, seconds: float = 1.0) -> Decision:
+        """One interval: every probe answers, the canary loop's one pass, a round (the
+        reconcile loops' wakes cleared before it, to see what it wakes), one pass of
+        every target's loop."""
         self.clock.advance(seconds)
         for task in self.prober.tasks():
             self.runtime.observe(await task.run())
+        await self.runtime.actuation.read_canary()
+        for wake in self.runtime.effects.wakeups.values():
+            wake.clear()
         decision = self.runtime.leader.tick()
         for rec in self.runtime.actuation.targets:
             await self.runtime.actuation.reconcile(rec)
