@@ -47,14 +47,20 @@ def test_state_round_trip(tmp_path: Path) -> None:
                 refused="paused",
             ),
             "us": SiteMemory(),  # 'never' timestamps are -inf in memory, null on disk
-            # Returning in steps: at 50% since t=20, the canary's counters at that start.
+            # Returning in steps: at 50% since t=20, the canary's counters per socket as
+            # last read at t=23, and what they counted since the step's first reading.
             "ap": SiteMemory(
                 state=State.ACTIVE,
                 since=14.0,
                 active_since=14.0,
                 returning=50,
                 step_since=20.0,
-                step_responses=Responses(total=412, errors=3),
+                step_responses={
+                    "/run/a.sock be/eu": Responses(total=412, errors=3),
+                    "/run/b.sock be/eu": Responses(total=7, errors=0),
+                },
+                step_read_at=23.0,
+                step_counted=Responses(total=120, errors=1),
             ),
         },
         locations={
@@ -195,3 +201,17 @@ def test_audit_log_rotates_and_reads_back_in_order(tmp_path: Path) -> None:
     assert ts == sorted(ts) and ts[-1] == 1079.0
     assert len(events) < 80  # the oldest rotated away: bounded by max_bytes x backups
     assert [e["t"] for e in read_events(tmp_path, since=1075.0)] == [1075.0 + i for i in range(5)]
+
+
+def test_a_state_file_with_one_summed_canary_count_loads_with_no_base() -> None:
+    """Written when a step kept one sum over every socket: that sum cannot be split per
+    socket, so the step's next reading is its base (counted from the step's start on)."""
+    old = {
+        "state": "active",
+        "returning": 10,
+        "step_since": 30.0,
+        "step_responses": {"total": 412, "errors": 3},
+    }
+    memory = memory_from_json(old)
+    assert (memory.returning, memory.step_responses, memory.step_counted) == (10, None, None)
+    assert memory.step_read_at == 30.0

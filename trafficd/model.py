@@ -147,6 +147,21 @@ class Responses:
     errors: int  # 5xx responses (hrsp_5xx)
 
 
+@dataclass(frozen=True, slots=True)
+class CanaryReading:
+    """One site's live responses as the runtime read them at `at` (the engine clock),
+    per counter: `counts` maps each source (one load balancer socket's row for the
+    site's server) to what it counted since it started.
+
+    Per source, not summed: a reload that adds a socket, or one socket that restarts
+    from zero, must change only that source's share of a step's count (a sum would
+    take in the new socket's lifetime, or hide one socket's restart behind another's
+    growth). `at` lets the engine count only readings taken in the step."""
+
+    at: float
+    counts: Mapping[str, Responses]
+
+
 @dataclass(frozen=True)
 class Override:
     """An operator's command on one site: a manual drain or a hold."""
@@ -347,7 +362,13 @@ class SiteMemory:
     # a site's weight at once.
     returning: int = 0
     step_since: float = NEVER  # the step's start; a troubled round starts it over
-    step_responses: Responses | None = None  # the canary's counters at the step's start
+    # The canary of the step (see decide's judge_canary): the last reading counted, per
+    # source (None until the step's first reading, its base); when it was read (the
+    # step's start until then: an older reading is never counted in the step); and the
+    # responses counted since the base (None until a second reading).
+    step_responses: Mapping[str, Responses] | None = None
+    step_read_at: float = NEVER
+    step_counted: Responses | None = None
 
 
 _FRESH_SITE = SiteMemory()

@@ -15,8 +15,10 @@ resume; a drain is tried first and a refusal stores nothing, like the API's
 stamped with the stepped wall time, as probers do, and the daemon's
 EngineClock takes the step out), `restart` (the engine state is saved
 and loaded, as across a daemon restart) and `responses` (a site's
-cumulative HTTP response counters as its load balancer counts them, the
-engine's canary input; a timeline without any has no load balancer).
+cumulative HTTP response counters as its load balancer counts them, read at
+the event's time: the engine's canary input; `total` and `errors` for one
+counter, or `sources` mapping each counter, one socket's, to its `total` and
+`errors`; a timeline without any has no load balancer).
 """
 
 from __future__ import annotations
@@ -30,7 +32,15 @@ from trafficd.clock import EngineClock
 from trafficd.config.types import parse_duration
 from trafficd.engine import EnginePolicy, decide
 from trafficd.engine.decide import trial_drain
-from trafficd.model import EngineState, Observation, Override, Pause, Probe, Responses
+from trafficd.model import (
+    CanaryReading,
+    EngineState,
+    Observation,
+    Override,
+    Pause,
+    Probe,
+    Responses,
+)
 from trafficd.store import engine_from_json, engine_to_json
 
 EVENT_KINDS = ("manual", "clock", "restart", "responses")
@@ -106,11 +116,23 @@ def _event(obj: dict[str, Any]) -> dict[str, Any]:
     elif kind == "responses":
         if not isinstance(obj.get("site"), str):
             raise ValueError("a responses event needs its site")
-        for key in ("total", "errors"):
-            value = obj.get(key)
-            if type(value) is not int or value < 0:
-                raise ValueError(f"a responses event needs {key}, a count (0 or more)")
+        sources = obj.get("sources")
+        if sources is not None and (not isinstance(sources, dict) or not sources):
+            raise ValueError("a responses event's sources map each counter to its counts")
+        for counts in sources.values() if sources is not None else (obj,):
+            for key in ("total", "errors"):
+                value = counts.get(key) if isinstance(counts, dict) else None
+                if type(value) is not int or value < 0:
+                    raise ValueError(f"a responses event needs {key}, a count (0 or more)")
     return obj
+
+
+def _reading(obj: dict[str, Any], at: float) -> CanaryReading:
+    """A `responses` event as the runtime reads it: one counter (`lb`) or its sources."""
+    sources = obj.get("sources") or {"lb": obj}
+    return CanaryReading(
+        at, {str(k): Responses(int(v["total"]), int(v["errors"])) for k, v in sources.items()}
+    )
 
 
 @dataclass(frozen=True)
@@ -202,7 +224,7 @@ def simulate(
     state = EngineState()
     # The load balancer's response counters per site; None until the timeline gives
     # some (no load balancer: only the probes decide a return).
-    canary: dict[str, Responses] | None = None
+    canary: dict[str, CanaryReading] | None = None
     weights = {spec.name: spec.weight for spec in policy.sites}
     latest: dict[tuple[str, Probe, str], Observation] = {}
     events = sorted(events or [], key=lambda e: e[0])
@@ -229,7 +251,7 @@ def simulate(
                     state = engine_from_json(json.loads(json.dumps(engine_to_json(state))))
                 elif obj["kind"] == "responses":
                     canary = {} if canary is None else canary
-                    canary[str(obj["site"])] = Responses(int(obj["total"]), int(obj["errors"]))
+                    canary[str(obj["site"])] = _reading(obj, clock.now())
                 else:
                     refused = operator.apply(obj, state, latest, policy, clock.now(), clock.wall())
                     if refused is not None:

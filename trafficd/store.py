@@ -77,9 +77,27 @@ def memory_to_json(m: SiteMemory) -> dict[str, Any]:
         "step_responses": (
             None
             if m.step_responses is None
-            else {"total": m.step_responses.total, "errors": m.step_responses.errors}
+            else {k: _responses_to_json(r) for k, r in sorted(m.step_responses.items())}
         ),
+        "step_read_at": _time(m.step_read_at),
+        "step_counted": None if m.step_counted is None else _responses_to_json(m.step_counted),
     }
+
+
+def _responses_to_json(r: Responses) -> dict[str, int]:
+    return {"total": r.total, "errors": r.errors}
+
+
+def _responses(obj: Any) -> Responses:
+    return Responses(int(obj["total"]), int(obj["errors"]))
+
+
+def _step_responses(obj: Any) -> dict[str, Responses] | None:
+    """Per source; a file written before the counts were kept per source holds one sum
+    ({"total", "errors"}): no base then, the step's next reading is its base."""
+    if not isinstance(obj, Mapping) or "total" in obj:
+        return None
+    return {str(k): _responses(v) for k, v in obj.items()}
 
 
 def memory_from_json(obj: Mapping[str, Any]) -> SiteMemory:
@@ -99,13 +117,9 @@ def memory_from_json(obj: Mapping[str, Any]) -> SiteMemory:
         # Absent from files written before the gradual return: not returning.
         returning=int(obj.get("returning") or 0),
         step_since=_untime(obj.get("step_since")),
-        step_responses=(
-            None
-            if obj.get("step_responses") is None
-            else Responses(
-                int(obj["step_responses"]["total"]), int(obj["step_responses"]["errors"])
-            )
-        ),
+        step_responses=_step_responses(obj.get("step_responses")),
+        step_read_at=_untime(obj.get("step_read_at", obj.get("step_since"))),
+        step_counted=(None if obj.get("step_counted") is None else _responses(obj["step_counted"])),
     )
 
 

@@ -172,14 +172,17 @@ async def test_a_returning_site_gets_its_steps_weight_before_it_is_ready(
     await r.actuator.close()
 
 
-async def test_the_canary_sums_each_sites_responses_over_every_socket(
+async def test_the_canary_counts_each_sites_responses_on_every_socket_apart(
     pair: tuple[HAProxyPeer, HAProxyPeer],
 ) -> None:
     first, second = pair
     r = lb((first, second), Metrics(CollectorRegistry()))
     assert (await r.reconcile(ALL_UP)).in_sync
     before = (await read_canary([r.actuator])).responses  # cumulative: the start-up checks'
-    assert set(before) == {"eu", "us"} and before["eu"].errors == before["us"].errors == 0
+    assert set(before) == {"eu", "us"}
+    a, b = (f"{peer.admin_socket} quay/eu" for peer in (first, second))
+    assert set(before["eu"]) == {a, b}  # one counter per socket, not a sum
+    assert all(c.errors == 0 for c in before["eu"].values())
     for peer, gets, errors in ((first, 3, 1), (second, 2, 2)):
         for _ in range(gets):
             assert get(peer, "SRV=eu") == "eu"
@@ -189,8 +192,10 @@ async def test_the_canary_sums_each_sites_responses_over_every_socket(
     canary = await read_canary([r.actuator])
     assert not canary.incomplete
     eu, us = canary.responses["eu"], canary.responses["us"]
-    assert (eu.total - before["eu"].total, eu.errors) == (8, 3)  # 5 GET and 3 PATCH
-    assert (us.total - before["us"].total, us.errors) == (1, 0)
+    assert (eu[a].total - before["eu"][a].total, eu[a].errors) == (4, 1)  # 3 GET, 1 PATCH
+    assert (eu[b].total - before["eu"][b].total, eu[b].errors) == (4, 2)  # 2 GET, 2 PATCH
+    u = f"{first.admin_socket} quay/us"
+    assert (us[u].total - before["us"][u].total, us[u].errors) == (1, 0)
     # Two haproxy actuators of one socket each count the same as one of both sockets.
     apart = [lb((peer,), Metrics(CollectorRegistry())).actuator for peer in (first, second)]
     assert await read_canary(apart) == canary
@@ -200,3 +205,25 @@ async def test_the_canary_sums_each_sites_responses_over_every_socket(
     assert canary.responses == {}
     assert canary.incomplete == {"eu": (second.admin_socket,), "us": (second.admin_socket,)}
     await r.actuator.close()
+
+
+async def test_a_socket_without_the_sites_server_leaves_the_site_unread(
+    tmp_path: Path, pair: tuple[HAProxyPeer, HAProxyPeer]
+) -> None:
+    """Counted as nothing, the traffic that socket's HAProxy sends elsewhere would go
+    unjudged (issue 21 review: it was counted as 0 responses)."""
+    first, _ = pair
+    only_us = sticky(HAProxyPeer(tmp_path / "c", backends={"us": first.backends["us"]}))
+    only_us.start()
+    try:
+        r = lb((first, only_us), Metrics(CollectorRegistry()))
+        canary = await read_canary([r.actuator])
+        assert canary.incomplete == {"eu": (only_us.admin_socket,)}
+        assert set(canary.responses) == {"us"}
+        assert set(canary.responses["us"]) == {
+            f"{first.admin_socket} quay/us",
+            f"{only_us.admin_socket} quay/us",
+        }
+        await r.actuator.close()
+    finally:
+        only_us.stop()

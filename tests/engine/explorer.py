@@ -29,6 +29,7 @@ from trafficd.clock import EngineClock
 from trafficd.engine import EnginePolicy, SiteSpec, decide
 from trafficd.engine.decide import SAFETY_RULES, step_weight, trial_drain
 from trafficd.model import (
+    CanaryReading,
     Cause,
     Decision,
     EngineState,
@@ -449,7 +450,9 @@ class Engine:
             self.pause,
             self.clock.now(),
             wall=self.clock.wall(),
-            canary=dict(self.responses),
+            canary={
+                s: CanaryReading(self.clock.now(), {"lb": r}) for s, r in self.responses.items()
+            },
         )
         self.state = self.decision.state
         return self.decision

@@ -7,7 +7,16 @@ from dataclasses import replace
 from typing import Any
 
 from trafficd.engine import EnginePolicy, SiteSpec, decide
-from trafficd.model import Decision, EngineState, Observation, Override, Pause, Probe, Responses
+from trafficd.model import (
+    CanaryReading,
+    Decision,
+    EngineState,
+    Observation,
+    Override,
+    Pause,
+    Probe,
+    Responses,
+)
 
 HEALTHY = {"auth": True, "database": True, "redis": True, "storage": True}
 
@@ -57,7 +66,8 @@ class Sim:
         self.restore_blocks: dict[str, str] = {}  # the daemon's restore gate, by hand
         # The daemon's traffic-off confirmations, by hand (None: the engine without them).
         self.traffic_off: dict[str, float] | None = None
-        # The load balancer's response counters per site, by hand (None: no load balancer).
+        # The load balancer's response counters per site, by hand (None: no load balancer):
+        # one counter each, read afresh every round (`readings` wraps them).
         self.canary: dict[str, Responses] | None = None
         self.history: list[Decision] = []
         # Staggered: one engine call per observation, as the daemon does with one vantage
@@ -74,6 +84,12 @@ class Sim:
             self._pending.append(o)
         else:
             self.latest[o.key] = o
+
+    def readings(self) -> dict[str, CanaryReading] | None:
+        """`canary` as the runtime reads it: at this round's time, one counter per site."""
+        if self.canary is None:
+            return None
+        return {s: CanaryReading(self.now, {"lb": r}) for s, r in self.canary.items()}
 
     def round(
         self,
@@ -136,7 +152,7 @@ class Sim:
             self.now,
             restore_blocks=self.restore_blocks,
             traffic_off=self.traffic_off,
-            canary=self.canary,
+            canary=self.readings(),
         )
         self.state = decision.state
         self.history.append(decision)

@@ -145,6 +145,6 @@ class CountingActuator(RecordingActuator, ResponseCounting):
     async def responses(self) -> Canary:
         readable = {s: c for s, c in self.counts.items() if s not in self.unreadable}
         return Canary(
-            {s: Responses(total, errors) for s, (total, errors) in readable.items()},
+            {s: {self.ident: Responses(total, errors)} for s, (total, errors) in readable.items()},
             {s: (self.ident,) for s in sorted(self.unreadable)},
         )

@@ -19,7 +19,7 @@ import pytest
 
 from tests.runtime import test_runtime as runtime
 from tests.runtime.fakes import CountingActuator
-from trafficd.model import Cause, Decision, Responses, State
+from trafficd.model import CanaryReading, Cause, Decision, Responses, State
 from trafficd.store import read_events
 
 STEP = 10.0  # policy.return_step below
@@ -122,7 +122,33 @@ async def test_no_canary_is_read_while_no_site_returns(rig: Rig) -> None:
     await rig.drain_and_heal()
     rig.lb.counts = {"eu": (7, 1)}
     await rig.interval()  # eu returns: the canary is read
-    assert rig.runtime.actuation.canary.responses == {"eu": Responses(7, 1)}
+    assert rig.runtime.actuation.canary.responses == {"eu": {"lb": Responses(7, 1)}}
+    assert rig.runtime.actuation.readings == {
+        "eu": CanaryReading(rig.clock.engine.now(), {"lb": Responses(7, 1)})
+    }
     await rig.reach(lambda d: d.sites["eu"].return_step is None, within=40)
     await rig.interval()
     assert rig.runtime.actuation.canary.responses == {}  # the return is over
+    assert rig.runtime.actuation.readings == {}
+
+
+async def test_a_step_asks_for_the_canary_at_once_and_counts_from_its_first_reading(
+    rig: Rig,
+) -> None:
+    """The round that begins a step wakes the canary loop (the step's base is read as
+    it begins, not up to an interval later), and each reading is stamped: the engine
+    counts in a step only readings taken after it began (issue 21 review)."""
+    rig.lb.counts = {"eu": (1000, 0)}
+    decision = await rig.drain_and_heal()
+    assert decision.steps and rig.runtime.effects.canary_due.is_set()
+    assert rig.runtime.actuation.readings == {}  # read before the round began the step
+    began = rig.clock.engine.now()
+    rig.lb.counts = {"eu": (1100, 60)}  # the step's base: what came before is not counted
+    await rig.interval()
+    assert rig.runtime.actuation.readings["eu"].at > began
+    memory = rig.runtime.rounds.engine.site("eu")
+    assert memory.step_responses == {"lb": Responses(1100, 60)} and memory.step_counted is None
+    rig.lb.counts = {"eu": (1200, 61)}
+    decision = await rig.interval()
+    assert decision.sites["eu"].state is State.ACTIVE
+    assert rig.runtime.rounds.engine.site("eu").step_counted == Responses(100, 1)

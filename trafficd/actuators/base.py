@@ -20,8 +20,9 @@ it serves still gets traffic: the daemon stops a site's instances only once
 every traffic target confirms that site's traffic off. `Fencing`: takes a new
 leader's token. `Remembering`: its memory, kept across restarts. `Notifying`:
 sends the daemon's events on. `ResponseCounting`: a load balancer that counts
-its sites' HTTP responses (HAProxy's `show stat`); `read_canary` sums them per
-site over every such actuator: the canary the engine judges a gradual return by.
+its sites' HTTP responses (HAProxy's `show stat`); `read_canary` gathers them per
+site and counter over every such actuator: the canary the engine judges a gradual
+return by.
 """
 
 from __future__ import annotations
@@ -333,27 +334,27 @@ def dns_sends_traffic(current: Mapping[str, frozenset[str]], target: DesiredSite
 
 @dataclass(frozen=True)
 class Canary:
-    """Per site, the HTTP responses every load balancer socket serving it counted.
+    """Per site, the HTTP responses each load balancer counter serving it counted: site
+    -> source (one socket's row for the site's server) -> counts.
 
     `responses` holds only the sites read on every socket. A site that a socket
     could not give (`incomplete`: site -> those sockets) has no reading at all that
-    round: a partial sum would look like fewer responses than the last round's, and a
-    step judged on part of the traffic could pass on the healthy part alone.
+    round: a step judged on part of the traffic could pass on the healthy part alone.
     """
 
-    responses: Mapping[str, Responses] = field(default_factory=dict)
+    responses: Mapping[str, Mapping[str, Responses]] = field(default_factory=dict)
     incomplete: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 async def read_canary(actuators: Iterable[Actuator]) -> Canary:
-    """The canary of every actuator that counts responses, summed per site.
+    """The canary of every actuator that counts responses, their sources side by side.
 
     Never raises: an actuator whose reading fails makes its sites incomplete."""
     sources = [a for a in actuators if isinstance(a, ResponseCounting)]
     readings: list[Canary | BaseException] = await asyncio.gather(
         *(a.responses() for a in sources), return_exceptions=True
     )
-    totals: dict[str, tuple[int, int]] = {}
+    counts: dict[str, dict[str, Responses]] = {}
     incomplete: dict[str, tuple[str, ...]] = {}
     for source, reading in zip(sources, readings, strict=True):
         if isinstance(reading, BaseException):
@@ -363,13 +364,13 @@ async def read_canary(actuators: Iterable[Actuator]) -> Canary:
             for site in source.canary_sites():
                 incomplete[site] = (*incomplete.get(site, ()), source.ident)
             continue
-        for site, r in reading.responses.items():
-            total, errors = totals.get(site, (0, 0))
-            totals[site] = (total + r.total, errors + r.errors)
+        for site, by_source in reading.responses.items():
+            # Two actuators on one socket read the same counter: one source, not two.
+            counts.setdefault(site, {}).update(by_source)
         for site, sockets in reading.incomplete.items():
             incomplete[site] = (*incomplete.get(site, ()), *sockets)
     return Canary(
-        {s: Responses(t, e) for s, (t, e) in sorted(totals.items()) if s not in incomplete},
+        {s: dict(sorted(c.items())) for s, c in sorted(counts.items()) if s not in incomplete},
         dict(sorted(incomplete.items())),
     )
 

@@ -17,8 +17,10 @@ cached the old DNS answer, sent there by a load balancer in front of it.
 
 `responses()` reads the same `show stat` for the canary of a gradual return:
 each site's server's `hrsp_*` counters (every response, and the 5xx ones),
-summed over every socket. A socket that cannot be read leaves its sites
-without a reading that round (`base.Canary`).
+one counter per socket (the engine counts each apart: a reload that adds a
+socket or restarts one moves only that counter). A socket that cannot be read,
+or lacks the site's server, leaves its sites without a reading that round
+(`base.Canary`).
 """
 
 from __future__ import annotations
@@ -195,14 +197,16 @@ class HAProxy(Actuator, Splitting, TrafficReporting, ResponseCounting):
         return self.servers.keys()
 
     async def responses(self) -> Canary:
-        """Each site's server's responses, summed over every socket (read at once).
+        """Each site's server's responses on every socket (read at once), one counter per
+        socket: `SOCKET BACKEND/SERVER`.
 
-        A socket without the site's server counts nothing for it; one that cannot be
-        read, or whose counters are not numbers, makes the site incomplete."""
+        A socket that cannot be read, that lacks the site's server, or whose counters
+        are not numbers makes the site incomplete: counted as nothing, its traffic
+        would go unjudged."""
         stats = await asyncio.gather(
             *(self._stat(socket) for socket in self.sockets), return_exceptions=True
         )
-        totals = dict.fromkeys(self.servers, (0, 0))
+        counts: dict[str, dict[str, Responses]] = {site: {} for site in self.servers}
         incomplete: dict[str, tuple[str, ...]] = {}
         for socket, stat in zip(self.sockets, stats, strict=True):
             if isinstance(stat, BaseException):
@@ -212,18 +216,16 @@ class HAProxy(Actuator, Splitting, TrafficReporting, ResponseCounting):
                 for site in self.servers:
                     incomplete[site] = (*incomplete.get(site, ()), socket)
                 continue
-            for site, key in self.servers.items():
-                row = stat.get(key)
-                if row is None:
-                    continue
-                counts = [row.get(column) or "" for column in RESPONSE_COLUMNS]
-                if not all(c.isdigit() for c in counts):  # not an HTTP backend
+            for site, (backend, server) in self.servers.items():
+                row = stat.get((backend, server)) or {}
+                values = [row.get(column) or "" for column in RESPONSE_COLUMNS]
+                if not all(v.isdigit() for v in values):  # no such server, or not HTTP
                     incomplete[site] = (*incomplete.get(site, ()), socket)
                     continue
-                total, errors = totals[site]
-                totals[site] = (total + sum(map(int, counts)), errors + int(row["hrsp_5xx"]))
+                total, errors = sum(map(int, values)), int(row["hrsp_5xx"])
+                counts[site][f"{socket} {backend}/{server}"] = Responses(total, errors)
         return Canary(
-            {s: Responses(t, e) for s, (t, e) in totals.items() if s not in incomplete},
+            {s: c for s, c in counts.items() if s not in incomplete},
             incomplete,
         )
 

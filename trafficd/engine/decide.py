@@ -16,6 +16,7 @@ from trafficd.engine.evidence import Latest, gather
 from trafficd.engine.policy import EnginePolicy, SiteSpec
 from trafficd.model import (
     NEVER,
+    CanaryReading,
     Cause,
     Decision,
     EngineState,
@@ -120,7 +121,7 @@ class _Round:
         wall: float,
         stopped: frozenset[str],
         traffic_off: Mapping[str, float] | None = None,
-        canary: Mapping[str, Responses] | None = None,
+        canary: Mapping[str, CanaryReading] | None = None,
     ) -> None:
         self.prev = previous
         self.restore_blocks = restore_blocks
@@ -393,32 +394,64 @@ class _Round:
         return None
 
     def judge_canary(self, spec: SiteSpec, memory: SiteMemory) -> tuple[SiteMemory, str | None]:
-        """The canary: live traffic's 5xx share since the step started, from the load
-        balancer's cumulative counters. Returns the memory (its counters rebased when
-        they are first seen in the step or went back, as after a reload: what they
-        counted before cannot be told apart) and the failure, if the share is over
-        the limit on enough responses."""
-        seen = None if self.canary is None else self.canary.get(spec.name)
-        if seen is None:
-            return memory, None  # no load balancer, or not read this round: probes decide
+        """The canary: live traffic's 5xx share in the step, from the load balancer's
+        cumulative counters. Returns the memory (the reading counted, if new) and the
+        failure, if the share counted in the step is over the limit on enough responses.
+
+        Only a reading taken in the step counts: its first is the base, each later one
+        adds what every source counted since the reading before. A source new since
+        then (a reload added a socket) is counted from its first reading, a source that
+        went back (its HAProxy restarted) with all it counted since it started: both
+        are counted alone, so a reload never folds in counts from before the step nor
+        hides another source's errors."""
+        reading = None if self.canary is None else self.canary.get(spec.name)
         base = memory.step_responses
-        if base is None or seen.total < base.total or seen.errors < base.errors:
-            if base is not None:
-                self.notes[spec.name].append(
-                    "canary: the load balancer's counters went back (a reload?); "
-                    "counting again from here"
+        fresh = reading is not None and (
+            reading.at > memory.step_read_at or (base is None and reading.at >= memory.step_read_at)
+        )
+        if reading is not None and fresh:
+            if base is None:
+                memory = replace(memory, step_responses=reading.counts, step_read_at=reading.at)
+            else:
+                total, errors, restarted = 0, 0, []
+                for source, now in sorted(reading.counts.items()):
+                    was = base.get(source)
+                    if was is None:
+                        continue  # new here: its counts so far may be from before the step
+                    if now.total < was.total or now.errors < was.errors:
+                        restarted.append(source)
+                        was = Responses(0, 0)
+                    total, errors = total + now.total - was.total, errors + now.errors - was.errors
+                if restarted:
+                    self.notes[spec.name].append(
+                        f"canary: the counters of {', '.join(restarted)} went back (a reload?); "
+                        "counting what they counted since"
+                    )
+                so_far = memory.step_counted or Responses(0, 0)
+                memory = replace(
+                    memory,
+                    step_responses=reading.counts,
+                    step_read_at=reading.at,
+                    step_counted=Responses(so_far.total + total, so_far.errors + errors),
                 )
-            return replace(memory, step_responses=seen), None
-        total, errors = seen.total - base.total, seen.errors - base.errors
+        counted = memory.step_counted
+        if counted is None:
+            if reading is not None:
+                self.notes[spec.name].append("canary: no response counted yet in this step")
+            return memory, None  # no load balancer, or no reading in the step: probes decide
+        total, errors = counted.total, counted.errors
         policy = self.policy
         limit = policy.return_max_error_ratio
         share = f"{errors} of {total} responses 5xx ({errors / total:.1%})" if total else ""
         if total >= policy.return_min_requests and errors / total > limit:
             return memory, f"canary: {share}, limit {limit:.1%}"
-        self.notes[spec.name].append(
-            f"canary: {share or 'no response yet'} in this step "
-            f"(judged once there are {policy.return_min_requests}, limit {limit:.1%})"
-        )
+        if total >= policy.return_min_requests:
+            self.notes[spec.name].append(f"canary: {share} in this step (limit {limit:.1%})")
+        else:
+            self.notes[spec.name].append(
+                f"canary: {share or 'no response yet'} in this step "
+                f"(judged once there are {policy.return_min_requests}, limit {limit:.1%})"
+            )
         return memory, None
 
     def abandon_refusal(self, spec: SiteSpec, held: bool) -> str | None:
@@ -485,6 +518,11 @@ class _Round:
                 f"returning: {at}, healthy for {healthy:.0f}s of {policy.return_step:g}s"
             )
             return memory
+        if self.canary is not None and name in self.canary and memory.step_counted is None:
+            # The load balancer counts this site: a step it has not yet counted (a step
+            # shorter than two readings) passes on nothing but the probes otherwise.
+            self.notes[name].append(f"returning: {at}: waiting for the canary's first count")
+            return memory
         up = next((p for p in policy.return_steps if p > percent), 100)
         number, weight = step_number(policy, up), step_weight(spec, up)
         done = "; the return is complete" if up >= 100 else ""
@@ -500,8 +538,14 @@ class _Round:
                 ),
             )
         )
-        seen = None if self.canary is None else self.canary.get(name)
-        return replace(memory, returning=up if up < 100 else 0, step_since=now, step_responses=seen)
+        return replace(
+            memory,
+            returning=up if up < 100 else 0,
+            step_since=now,
+            step_responses=None,
+            step_read_at=now if up < 100 else NEVER,
+            step_counted=None,
+        )
 
     # --- safety ---------------------------------------------------------------
 
@@ -574,7 +618,6 @@ class _Round:
             self.active += (to is State.ACTIVE) - (memory.state is State.ACTIVE)
         new = replace(memory, state=to, cause=cause, since=self.now, refused=None)
         if to is State.ACTIVE:
-            seen = None if self.canary is None else self.canary.get(spec.name)
             new = replace(
                 new,
                 active_since=self.now,
@@ -583,10 +626,19 @@ class _Round:
                 manual=False,
                 returning=first if first < 100 else 0,
                 step_since=self.now,
-                step_responses=seen,
+                step_responses=None,
+                step_read_at=self.now,
+                step_counted=None,
             )
-        elif memory.returning or memory.step_responses is not None:
-            new = replace(new, returning=0, step_since=NEVER, step_responses=None)
+        elif memory.returning or memory.step_read_at > NEVER:
+            new = replace(
+                new,
+                returning=0,
+                step_since=NEVER,
+                step_responses=None,
+                step_read_at=NEVER,
+                step_counted=None,
+            )
         if to is State.DRAINING and memory.state in (State.ACTIVE, State.RESTORING):
             new = replace(new, drained_at=self.now, stop_instances=stop_instances, manual=manual)
             if automatic:
@@ -812,7 +864,7 @@ def decide(
     restore_blocks: Mapping[str, str] | None = None,
     wall: float | None = None,
     traffic_off: Mapping[str, float] | None = None,
-    canary: Mapping[str, Responses] | None = None,
+    canary: Mapping[str, CanaryReading] | None = None,
 ) -> Decision:
     """One round: from the previous state and the latest observations to the next state.
 
@@ -832,7 +884,8 @@ def decide(
     drain itself.
 
     `canary` is the live traffic's HTTP responses per site, as the load balancer counts
-    them (cumulative; `Responses`). While a site returns in steps (policy.return_steps),
+    them (cumulative per counter, stamped with when they were read; `CanaryReading`).
+    While a site returns in steps (policy.return_steps),
     a step whose 5xx share is above policy.return_max_error_ratio over at least
     policy.return_min_requests responses abandons the return. None (no load balancer)
     or a site missing from it: only the probes decide."""

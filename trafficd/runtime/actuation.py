@@ -33,6 +33,7 @@ from trafficd.actuators.base import (
 )
 from trafficd.clock import EngineClock
 from trafficd.metrics import Metrics
+from trafficd.model import CanaryReading
 from trafficd.runtime.confirmation import Confirmation
 from trafficd.runtime.effects import Effects
 from trafficd.runtime.live import Live
@@ -69,6 +70,7 @@ class Actuation:
         self.targets: list[Reconciler] = []  # one per actuator target, each its own loop
         self.confirmation = Confirmation(live, rounds, effects)
         self.canary = Canary()  # the last reading, while a site returns in steps
+        self.readings: dict[str, CanaryReading] = {}  # the same, stamped: the engine's input
 
     def build(self, actuators: list[Actuator] | None = None) -> list[Task]:
         """The configuration's actuators (or `actuators`, already built) and their loops."""
@@ -187,22 +189,29 @@ class Actuation:
     async def read_canary(self) -> None:
         """One reading of the canary: the load balancers' response counters, while a
         site returns in steps and this instance leads (the engine judges a step by
-        them); else none, so that a return after this one starts from fresh counts."""
+        them); else none. Stamped with the engine clock as the read starts, so that the
+        engine counts in a step only what was read after it began."""
         decision = self.rounds.decision
         returning = decision is not None and any(
             d.return_step is not None for d in decision.sites.values()
         )
         if not returning or not self.live.leads():
-            self.canary = Canary()
+            self.canary, self.readings = Canary(), {}
             return
+        at = self.clock.now()
         self.canary = await read_canary(rec.actuator for rec in self.reconcilers)
-        if self.canary.responses:
+        self.readings = {s: CanaryReading(at, c) for s, c in self.canary.responses.items()}
+        if self.readings:
             self.effects.round_due.set()  # a share over the limit abandons at once
 
     async def canary_loop(self) -> None:
+        """A reading every interval, and at once when a step begins (its base)."""
+        due = self.effects.canary_due
         while True:
+            due.clear()
             await self.read_canary()
-            await asyncio.sleep(self.live.config.probes.interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(due.wait(), self.live.config.probes.interval)
 
     async def preflight_loop(self) -> None:
         while True:

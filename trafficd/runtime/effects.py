@@ -55,6 +55,9 @@ class Effects:
         self.notices: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=NOTICES)
         self.round_due = asyncio.Event()  # new input for the engine: decide now
         self.wakeups: dict[str, asyncio.Event] = {}  # one per reconcile loop
+        # A return step began: read the canary now, its base (actuation's canary loop),
+        # so the step is counted from its start, not from up to an interval later.
+        self.canary_due = asyncio.Event()
 
     # --- audit, log, notify -----------------------------------------------------------
 
@@ -132,6 +135,8 @@ class Effects:
                 step.percent,
                 step.weight,
             )
+        if decision.steps:
+            self.canary_due.set()
         for refusal in decision.refusals:
             self.refused(refusal, t=now)
         self.decided()

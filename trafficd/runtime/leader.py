@@ -69,7 +69,7 @@ class Leader:
             wall,
             restore_blocks=self.replication.restore_blocks(),
             traffic_off=self.actuation.confirmation.traffic_off,
-            canary=self.actuation.canary.responses,
+            canary=self.actuation.readings,
         )
         self.effects.round(rnd, now)
         # Ready once every probe had its chance to report (probes start jittered).

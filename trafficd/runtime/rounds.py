@@ -17,13 +17,13 @@ from trafficd.engine import EnginePolicy, decide
 from trafficd.engine.decide import trial_drain
 from trafficd.engine.evidence import gather
 from trafficd.model import (
+    CanaryReading,
     Decision,
     EngineState,
     Observation,
     Override,
     Pause,
     Refusal,
-    Responses,
     SiteDecision,
 )
 from trafficd.runtime.observations import Key
@@ -82,7 +82,7 @@ class Rounds:
         *,
         restore_blocks: Mapping[str, str] | None,
         traffic_off: Mapping[str, float],
-        canary: Mapping[str, Responses] | None = None,
+        canary: Mapping[str, CanaryReading] | None = None,
     ) -> Round:
         """One engine round at `now` (the engine clock) on `latest`; `canary`: the load
         balancers' response counters of the sites returning in steps."""
