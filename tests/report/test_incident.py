@@ -12,7 +12,7 @@ from typing import Any
 
 from tests.report.conftest import CONFIG, recorded
 from trafficd.report import Report, build_report, read_layout
-from trafficd.report.incident import Incident, Milestone, effects
+from trafficd.report.incident import Incident, Milestone, clock, effects
 from trafficd.report.layout import SiteLayout
 
 
@@ -200,9 +200,14 @@ def test_effects_of_each_actuators_changes() -> None:
         "/run/haproxy.sock: set server quay/eu state drain": {"off"},
         "/run/haproxy.sock: set server quay/eu state ready": {"on"},
         "/run/haproxy.sock: set server quay/us state maint": set(),
-        "/run/haproxy.sock: set server quay/eu weight 100": set(),
+        # A return step's weight (HAProxy sets it before `state ready`, and for each step).
+        "/run/haproxy.sock: set server quay/eu weight 100": {"weight 100"},
+        "/run/haproxy.sock: set server quay/eu weight 10": {"weight 10"},
+        "/run/haproxy.sock: set server quay/us weight 10": set(),
         "quay.example.com. eu: weight 100 -> 0": {"off"},
-        "quay.example.com. eu: weight 0 -> 100": {"on"},
+        "quay.example.com. eu: weight 0 -> 100": {"on", "weight 100"},
+        "quay.example.com. eu: weight 10 -> 50": {"weight 50"},
+        "quay.example.com. us: weight 10 -> 50": set(),
         "quay.example.com. us: weight 100 -> 0": set(),
         "stop site eu": {"stop"},
         "start site eu": {"start"},
@@ -290,7 +295,9 @@ def _step(t: float, step: int, percent: int) -> dict[str, Any]:
     }
 
 
-def _eu_after(t: float, frm: str, to: str, cause: str | None, why: str) -> dict[str, Any]:
+def _eu_after(
+    t: float, frm: str, to: str, cause: str | None, why: str, *, automatic: bool = True
+) -> dict[str, Any]:
     return {
         "kind": "transition",
         "t": t,
@@ -299,8 +306,23 @@ def _eu_after(t: float, frm: str, to: str, cause: str | None, why: str) -> dict[
         "to": to,
         "cause": cause,
         "reasons": [why],
-        "automatic": True,
+        "automatic": automatic,
         "vantage": "test",
+    }
+
+
+def _lb(
+    t: float, applied: list[str], *, in_sync: bool = True, error: str | None = None
+) -> dict[str, Any]:
+    """An actuation of the HAProxy actuator `lb` (its socket as in the recorded log)."""
+    return {
+        "kind": "actuation",
+        "actuator": "lb",
+        "applied": [f"/run/haproxy/admin.sock: {c}" for c in applied],
+        "in_sync": in_sync,
+        "error": error,
+        "notes": [],
+        "t": t,
     }
 
 
@@ -349,3 +371,24 @@ def test_a_return_still_in_steps_is_not_fully_returned() -> None:
     full = milestones(inc)["traffic fully returned"]
     assert full.t is None and inc.end is None
     assert "step 1 of" in full.detail and "10%" in full.detail, full.detail
+
+
+def test_a_weight_change_is_an_actuation_on_the_site() -> None:
+    """A return step HAProxy applies is a weight change alone: it is marked on the site's
+    timeline with its actuator and result, like a change of state."""
+    later = [
+        _step(ACTIVE, 1, 10),
+        _step(ACTIVE + 10, 2, 50),
+        _lb(ACTIVE + 10.05, ["set server quay/eu weight 50"]),
+        _lb(ACTIVE + 10.06, ["set server quay/us weight 50"]),  # us's server: not eu's mark
+    ]
+    report = build_report(read_layout(CONFIG), [[*recorded(), *later]])
+    eu = next(s for s in report.sites if s.name == "eu")
+    marks = [(mk.t, mk.status, mk.title, mk.text) for mk in eu.marks if mk.t > ACTIVE + 1]
+    assert (
+        ACTIVE + 10.05,
+        "ok",
+        "lb: weight 50",
+        "/run/haproxy/admin.sock: set server quay/eu weight 50; read back in sync",
+    ) in marks
+    assert [m for m in marks if m[0] == ACTIVE + 10.06] == []

@@ -56,7 +56,10 @@ CLEARING_PROBES = {"storage": ("storage",)}
 _DNS = re.compile(
     r"(?P<rdtype>A|AAAA): (?P<before>\[[^\]]*\]|\(none\)) -> (?P<after>\[[^\]]*\]|\(none\))"
 )
-_HAPROXY = re.compile(r"set server (?P<backend>[^/\s]+)/(?P<server>\S+) state (?P<mode>\w+)")
+_HAPROXY = re.compile(
+    r"set server (?P<backend>[^/\s]+)/(?P<server>\S+) "
+    r"(?:state (?P<mode>\w+)|weight (?P<weight>\d+))"
+)
 _ROUTE53 = re.compile(r"(?P<ident>\S+): weight (?P<before>\S+) -> (?P<after>\d+)$")
 _INSTANCES = re.compile(r"(?:^|: )(?P<action>stop|start) site (?P<site>\S+)$")
 _WAIT = re.compile(r"wait for site (?P<site>\S+)'s instances")
@@ -83,7 +86,8 @@ def _addresses(text: str) -> set[str]:
 
 
 def effects(change: str, site: SiteLayout) -> set[str]:
-    """What one applied change does to `site`: `off`, `on` (traffic), `stop`, `start`,
+    """What one applied change does to `site`: `off`, `on` (traffic), `weight N` (the
+    share of traffic it takes: a return step's, or its whole weight), `stop`, `start`,
     `wait` (instances); empty when it concerns other sites."""
     out: set[str] = set()
     if m := _DNS.search(change):
@@ -95,7 +99,9 @@ def effects(change: str, site: SiteLayout) -> set[str]:
             out.add("on")
     elif m := _HAPROXY.search(change):
         if site.haproxy == (m["backend"], m["server"]):
-            out.add("on" if m["mode"] == "ready" else "off")
+            # `weight N` is a return step's (HAProxy sets it before `state ready`).
+            mode = m["mode"]
+            out.add(f"weight {m['weight']}" if mode is None else "on" if mode == "ready" else "off")
     elif m := _INSTANCES.search(change):
         if m["site"] == site.name:
             out.add(m["action"])
@@ -106,8 +112,10 @@ def effects(change: str, site: SiteLayout) -> set[str]:
         was_off = m["before"] in ("0", "(none)")
         if int(m["after"]) == 0 and not was_off:
             out.add("off")
-        elif int(m["after"]) > 0 and was_off:
-            out.add("on")
+        elif int(m["after"]) > 0:
+            out.add(f"weight {int(m['after'])}")
+            if was_off:
+                out.add("on")
     return out
 
 
