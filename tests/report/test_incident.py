@@ -368,9 +368,13 @@ def test_a_return_still_in_steps_is_not_fully_returned() -> None:
     report = build_report(read_layout(CONFIG), [[*recorded(), _step(ACTIVE, 1, 10)]])
     eu = next(s for s in report.sites if s.name == "eu")
     [inc] = eu.incidents
-    full = milestones(inc)["traffic fully returned"]
+    m = milestones(inc)
+    full = m["traffic fully returned"]
     assert full.t is None and inc.end is None
     assert "step 1 of" in full.detail and "10%" in full.detail, full.detail
+    # Back at the first step's weight: each backend's read-back says when.
+    assert m["traffic back (lb, haproxy)"].time == "2026-12-02T03:15:51.950+00:00"
+    assert m["traffic back (bind, rfc2136)"].time == "2026-12-02T03:15:51.967+00:00"
 
 
 def test_a_weight_change_is_an_actuation_on_the_site() -> None:
@@ -392,3 +396,74 @@ def test_a_weight_change_is_an_actuation_on_the_site() -> None:
         "/run/haproxy/admin.sock: set server quay/eu weight 50; read back in sync",
     ) in marks
     assert [m for m in marks if m[0] == ACTIVE + 10.06] == []
+
+
+def _stepped_return(*actuations: dict[str, Any]) -> Incident:
+    steps = [_step(ACTIVE, 1, 10), _step(ACTIVE + 10, 2, 50), _step(ACTIVE + 20, 3, 100)]
+    report = build_report(read_layout(CONFIG), [[*recorded(), *steps, *actuations]])
+    eu = next(s for s in report.sites if s.name == "eu")
+    [inc] = eu.incidents
+    return inc
+
+
+def test_a_stepped_return_is_full_when_the_backend_read_back_the_whole_weight() -> None:
+    """The last step is a decision; traffic is fully back when the load balancer holds
+    the site's whole weight: the first read-back in sync after it applied it."""
+    inc = _stepped_return(
+        _lb(ACTIVE + 10.05, ["set server quay/eu weight 50"]),
+        _lb(ACTIVE + 20.05, ["set server quay/eu weight 100"], in_sync=False),
+        _lb(ACTIVE + 21.5, []),  # in sync again: logged because it changed
+    )
+    m = milestones(inc)
+    full = m["traffic fully returned"]
+    assert (full.t, full.time) == (ACTIVE + 21.5, clock(ACTIVE + 21.5)), full
+    assert full.detail.startswith("→ step 3 of 3 (100%, weight 100): return step 3"), full.detail
+    lb = m["full weight (lb, haproxy)"]
+    assert lb.t == ACTIVE + 21.5, lb
+    assert lb.detail == f"read back in sync (applied at {clock(ACTIVE + 20.05)})", lb.detail
+    # The rfc2136 backend carries no weight: its address, back at step 1, was all of it.
+    assert "full weight (bind, rfc2136)" not in m
+    assert inc.end == ACTIVE + 20  # the return's own end: the decision, as a transition's
+
+
+def test_a_stepped_return_no_backend_confirmed_keeps_the_decision_time() -> None:
+    """A load balancer that never read back the whole weight (down at the last step, or
+    holding the step before) leaves the decision's time, and says which one did not."""
+    inc = _stepped_return(
+        _lb(ACTIVE + 10.05, ["set server quay/eu weight 50"]),
+        _lb(ACTIVE + 20.05, [], in_sync=False, error="lb: /run/haproxy/admin.sock: refused"),
+    )
+    m = milestones(inc)
+    full = m["traffic fully returned"]
+    assert full.t == ACTIVE + 20, full
+    assert full.detail.startswith(
+        "→ step 3 of 3 (100%, weight 100): not confirmed by lb (haproxy): return step 3"
+    ), full.detail
+    assert m["full weight (lb, haproxy)"].t is None
+    assert m["full weight (lb, haproxy)"].detail == "no confirmation in the log"
+    # The step before's weight, read back after the last step, is not the whole weight.
+    inc = _stepped_return(_lb(ACTIVE + 20.05, ["set server quay/eu weight 50"]))
+    assert milestones(inc)["traffic fully returned"].detail.startswith(
+        "→ step 3 of 3 (100%, weight 100): not confirmed by lb (haproxy)"
+    )
+
+
+def test_a_later_incidents_read_back_is_not_this_ones() -> None:
+    """The load balancer that never read back the whole weight of this return does not
+    confirm it with the whole weight of the next incident's return."""
+    later = [
+        _step(ACTIVE, 1, 10),
+        _step(ACTIVE + 10, 2, 50),
+        _step(ACTIVE + 20, 3, 100),  # lb logs nothing: it holds weight 50
+        _eu_after(ACTIVE + 100, "active", "draining", "manual", "manual: x", automatic=False),
+        _eu_after(ACTIVE + 130, "draining", "active", None, "manual drain ended"),
+        _lb(ACTIVE + 130.1, ["set server quay/eu weight 100", "set server quay/eu state ready"]),
+    ]
+    report = build_report(read_layout(CONFIG), [[*recorded(), *later]])
+    eu = next(s for s in report.sites if s.name == "eu")
+    stepped, by_hand = eu.incidents
+    m = milestones(stepped)
+    assert m["full weight (lb, haproxy)"].t is None
+    assert m["traffic fully returned"].t == ACTIVE + 20
+    assert "not confirmed by lb (haproxy)" in m["traffic fully returned"].detail
+    assert milestones(by_hand)["traffic back (lb, haproxy)"].t == ACTIVE + 130.1

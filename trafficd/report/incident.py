@@ -12,23 +12,26 @@ this builds). It takes the audit log's records (store.py: `observation`,
   log after a kill);
 - marks: decisions, refusals, manual commands, actuations, restore-gate checks,
   blobs at risk, each with its text;
-- incidents: from a transition out of `active` to the next one back, with
-  the milestones a postmortem asks for. Every time is an event's own `t` and
-  `time`; nothing is estimated.
+- incidents: from a transition out of `active` to the next one back (returning
+  in steps, to its last step), with the milestones a postmortem asks for.
+  Every time is an event's own `t` and `time`; nothing is estimated.
 
 Actuation events name their actuator and list changes as text; `effects`
-reads which site each change takes traffic from (or gives it back to), or
-stops or starts, from the change formats of the actuators. A confirmation
-that a backend's traffic is off is an actuation of that actuator (of that
-target, where events name a `target`), after it applied the site's removal,
-that read the backend back in sync and had no error; an explicit event of a
-kind in CONFIRMED_KINDS (`{"kind": "traffic_off", "site": .., "actuator": ..,
-"target": ..?}`) counts first. `shutdown_blocked` events are marked.
+reads which site each change takes traffic from (or gives it back to, or sets
+the weight of: a return step), or stops or starts, from the change formats of
+the actuators. A confirmation that a backend's traffic is off is an actuation
+of that actuator (of that target, where events name a `target`), after it
+applied the site's removal, that read the backend back in sync and had no
+error (a site's whole weight after a return in steps likewise, on the
+actuators that carry weights); an explicit event of a kind in CONFIRMED_KINDS
+(`{"kind": "traffic_off", "site": .., "actuator": .., "target": ..?}`) counts
+first. `shutdown_blocked` events are marked.
 """
 
 from __future__ import annotations
 
 import ast
+import itertools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +42,10 @@ from trafficd.report.layout import Layout, SiteLayout
 
 # Explicit read-back confirmations, per actuator (and target), that a site's traffic is off.
 CONFIRMED_KINDS = frozenset({"traffic_off", "traffic_confirmed_off"})
+# The traffic actuators whose changes carry a site's weight (`effects` reads `weight N`
+# from them): a return in steps is whole on these only once they read back the site's
+# whole weight. The others hold addresses, whole from the first step on.
+WEIGHTED_TYPES = frozenset({"haproxy", "route53"})
 
 PROBES = ("endtoend", "instance", "registry", "storage")
 # The probes whose failure a drain of each cause stands on (a manual drain: none), and
@@ -197,6 +204,8 @@ class Incident:
     # the returns abandoned on the way (the transitions out of active).
     step: Mapping[str, Any] | None = field(default=None, repr=False)
     abandons: list[Mapping[str, Any]] = field(default_factory=list, repr=False)
+    # The next incident's drain of the site: confirmations after it are that one's.
+    until: float = field(default=float("inf"), repr=False)
 
     @property
     def origin(self) -> float:
@@ -553,6 +562,8 @@ class _Builder:
             elif current is not None and r.get("to") == "active":
                 current.end = float(r["t"])
                 current.closed = r  # the incident's last, unless return steps follow
+        for before, after in itertools.pairwise(out):
+            before.until = after.start
         kept = []
         for inc in out:
             if (inc.end if inc.end is not None else self.hi) < self.lo or inc.start > self.hi:
@@ -599,7 +610,7 @@ class _Builder:
         ms.append(
             Milestone("drain decided", t, when, f"{opened['from']} → {opened['to']}: {reasons}")
         )
-        ms += self.backends(spec, inc.start, end, "off", "traffic off")
+        ms += [m for _, m in self.backends(spec, inc.start, end, "off", "traffic off")]
         for act in self.layout.instance_actuators():
             ev = self.first_actuation(act.ident, spec, "stop", inc.start, end)
             if ev is None:
@@ -639,26 +650,34 @@ class _Builder:
                             "; ".join(ev.get("applied") or []),
                         )
                     )
+        back: list[tuple[str, Milestone]] = []
+        if (came := closed or inc.step) is not None:
+            # Back at the return to active (a return in steps: at its first step, so also
+            # while it goes on); only confirmations before the next incident count.
+            lo = float((restore or came)["t"])
+            back = self.backends(spec, lo, inc.until, "on", "traffic back")
+            ms += [m for _, m in back]
         if closed is not None:
-            back = self.backends(
-                spec,
-                float(closed["t"]) if restore is None else float(restore["t"]),
-                float("inf"),
-                "on",
-                "traffic back",
-            )
-            # Only confirmations before the next incident count.
-            ms += back
             t, when = _life_time(closed)
-            confirmed = [m for m in back if m.t is not None]
-            if back and len(confirmed) == len(back):
+            full = back
+            stepped = closed.get("kind") == "return_step"
+            if stepped:
+                # Its traffic came back at the first step; it is whole once each backend
+                # that carries weights read back the last step's (the site's whole one).
+                weight = f"weight {closed.get('weight')}"
+                held = self.backends(spec, t, inc.until, weight, "full weight", weighted=True)
+                ms += [m for _, m in held]
+                weighted = {name for name, _ in held}
+                full = [*(b for b in back if b[0] not in weighted), *held]
+            confirmed = [m for _, m in full if m.t is not None]
+            if full and len(confirmed) == len(full):
                 last = max(confirmed, key=lambda m: m.t or 0.0)
                 if last.t is not None and last.t >= t:
                     t, when = last.t, last.time or when
             detail = "; ".join(str(x) for x in closed.get("reasons") or [])
-            if back and len(confirmed) < len(back):
-                detail = "not every backend confirmed: " + detail
-            to = _step_text(closed) if closed.get("kind") == "return_step" else "active"
+            if missing := [name for name, m in full if m.t is None]:
+                detail = f"not confirmed by {', '.join(missing)}: {detail}"
+            to = _step_text(closed) if stepped else "active"
             ms.append(Milestone("traffic fully returned", t, when, f"→ {to}: {detail}"))
         elif inc.step is not None:
             _, when = _life_time(inc.step)
@@ -720,12 +739,23 @@ class _Builder:
         return None
 
     def backends(
-        self, spec: SiteLayout, lo: float, hi: float, effect: str, label: str
-    ) -> list[Milestone]:
-        """Per traffic actuator, and per target where its events name targets (HAProxy
-        sockets, DNS servers): the read-back that confirmed `effect` (off/on) for the site."""
+        self,
+        spec: SiteLayout,
+        lo: float,
+        hi: float,
+        effect: str,
+        label: str,
+        *,
+        weighted: bool = False,
+    ) -> list[tuple[str, Milestone]]:
+        """Per traffic actuator (those of WEIGHTED_TYPES only, if `weighted`), and per
+        target where its events name targets (HAProxy sockets, DNS servers): the
+        read-back that confirmed `effect` (off, on, weight N) for the site, with the
+        backend's name (`lb /run/a.sock (haproxy)`)."""
         out = []
         for act in self.layout.traffic_actuators(spec.name):
+            if weighted and act.type not in WEIGHTED_TYPES:
+                continue
             targets: list[str | None] = []
             for r in self.records:
                 if r.get("kind") == "actuation" and r.get("actuator") == act.ident:
@@ -737,7 +767,8 @@ class _Builder:
                 where = f"{act.ident} {target}" if target else act.ident
                 name = f"{label} ({where}, {act.type})"
                 found = self.confirmation(spec, act.ident, target, lo, hi, effect, name)
-                out.append(found or Milestone(name, None, None, "no confirmation in the log"))
+                missing = Milestone(name, None, None, "no confirmation in the log")
+                out.append((f"{where} ({act.type})", found or missing))
         return out
 
     def confirmation(
@@ -770,11 +801,13 @@ class _Builder:
                 applied = t if applied is None else applied
             if applied is not None and not r.get("error") and r.get("in_sync"):
                 t, when = _life_time(r)
-                changes = [c for c in r.get("applied") or [] if effects(str(c), spec)]
-                text = "; ".join(changes) or "read back in sync"
+                changes = [str(c) for c in r.get("applied") or [] if effects(str(c), spec)]
+                # The changes this read-back applied, if any; one applied before it
+                # (not read back in sync then) says when.
+                text = "; ".join([*changes, "read back in sync"])
                 if applied < t:
                     text += f" (applied at {clock(applied)})"
-                return Milestone(name, t, when, f"{text}; read back in sync")
+                return Milestone(name, t, when, text)
         return None
 
 
