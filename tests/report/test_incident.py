@@ -448,6 +448,64 @@ def test_a_stepped_return_no_backend_confirmed_keeps_the_decision_time() -> None
     )
 
 
+def test_a_manual_drain_during_a_return_is_an_incident_of_its_own() -> None:
+    """An operator's drain while the site returns in steps is not the return abandoned:
+    the storage incident's return stops there (never fully back), and the manual drain
+    opens its own incident, with its own cause, clearing and return."""
+    drain = _eu_after(
+        ACTIVE + 5,
+        "active",
+        "draining",
+        "manual",
+        "manual: maintenance (by admin)",
+        automatic=False,
+    )
+    drain["reasons"].append("the return ends at step 1 of 3 (weight 10)")
+    manual = {
+        "kind": "manual",
+        "action": "drain",
+        "site": "eu",
+        "who": "admin",
+        "reason": "maintenance",
+        "t": ACTIVE + 5.0001,
+    }
+    undrain = {**manual, "action": "undrain", "reason": "", "t": ACTIVE + 30}
+    later = [
+        _step(ACTIVE, 1, 10),
+        drain,
+        manual,
+        _eu_after(ACTIVE + 6, "draining", "drained", "manual", "shutdown grace over"),
+        undrain,
+        _eu_after(ACTIVE + 30, "drained", "restoring", "manual", "manual drain ended"),
+        _eu_after(ACTIVE + 32, "restoring", "active", None, "endtoend healthy"),
+        _step(ACTIVE + 32, 1, 10),
+        _step(ACTIVE + 42, 2, 50),
+        _step(ACTIVE + 52, 3, 100),
+    ]
+    report = build_report(read_layout(CONFIG), [[*recorded(), *later]])
+    eu = next(s for s in report.sites if s.name == "eu")
+    storage, by_hand = eu.incidents
+    assert (storage.cause, by_hand.cause) == ("storage", "manual")
+    first = milestones(storage)
+    assert "return abandoned" not in first
+    full = first["traffic fully returned"]
+    assert full.t is None
+    assert full.detail == (
+        f"never: the return stopped at step 1 of 3 (10%, weight 10), drained by hand at "
+        f"{clock(ACTIVE + 5)} (admin: maintenance)"
+    ), full.detail
+    assert storage.end == ACTIVE + 5
+    # Its traffic did come back, at the first step (the recorded return's read-backs).
+    assert first["traffic back (lb, haproxy)"].time == "2026-12-02T03:15:51.950+00:00"
+    m = milestones(by_hand)
+    assert by_hand.start == ACTIVE + 5
+    assert m["first failing probe"].detail == "no probe was failing: drained by admin (maintenance)"
+    assert m["cause cleared"].detail == "undrain by admin"
+    assert m["restore decided"].t == ACTIVE + 30
+    assert m["traffic fully returned"].t == ACTIVE + 52 and by_hand.end == ACTIVE + 52
+    assert "return abandoned" not in m
+
+
 def test_a_later_incidents_read_back_is_not_this_ones() -> None:
     """The load balancer that never read back the whole weight of this return does not
     confirm it with the whole weight of the next incident's return."""

@@ -13,8 +13,9 @@ this builds). It takes the audit log's records (store.py: `observation`,
 - marks: decisions, refusals, manual commands, actuations, restore-gate checks,
   blobs at risk, each with its text;
 - incidents: from a transition out of `active` to the next one back (returning
-  in steps, to its last step), with the milestones a postmortem asks for.
-  Every time is an event's own `t` and `time`; nothing is estimated.
+  in steps, to its last step; an operator's drain on the way opens the next
+  one), with the milestones a postmortem asks for. Every time is an event's
+  own `t` and `time`; nothing is estimated.
 
 Actuation events name their actuator and list changes as text; `effects`
 reads which site each change takes traffic from (or gives it back to, or sets
@@ -204,6 +205,9 @@ class Incident:
     # the returns abandoned on the way (the transitions out of active).
     step: Mapping[str, Any] | None = field(default=None, repr=False)
     abandons: list[Mapping[str, Any]] = field(default_factory=list, repr=False)
+    # An operator's drain that stopped its return in steps (and opened the next incident):
+    # the incident ends there, its traffic never fully back.
+    interrupted: Mapping[str, Any] | None = field(default=None, repr=False)
     # The next incident's drain of the site: confirmations after it are that one's.
     until: float = field(default=float("inf"), repr=False)
 
@@ -326,6 +330,11 @@ def _key_state(obs: list[_Obs], key: Key, at: float) -> tuple[bool | None, float
             break
         since = o.t
     return False, since
+
+
+def _manual(transition: Mapping[str, Any]) -> bool:
+    """An operator's decision (`trafficd drain`), not the engine's."""
+    return transition.get("automatic") is False or transition.get("cause") == "manual"
 
 
 def _life_time(e: Mapping[str, Any]) -> tuple[float, str]:
@@ -538,7 +547,10 @@ class _Builder:
         """From a site's transitions and return steps, in time order: an incident opens
         when the site leaves active and ends when it is back at its whole weight, at
         the transition to active or, returning in steps, at the last step (logged in the
-        rounds after it). A return abandoned on the way is the same incident going on."""
+        rounds after it). A return abandoned on the way (the engine's drain: a probe
+        failed, the canary) is the same incident going on; an operator's drain during
+        the return is not the return failing but a decision of its own: it ends the
+        incident there, never fully returned, and opens the next."""
         out: list[Incident] = []
         current: Incident | None = None  # the last incident, while its return may go on
         for r in history:
@@ -552,9 +564,11 @@ class _Builder:
                     current.closed = current.end = None  # active, not yet at its weight
             elif r.get("from") == "active" and r.get("to") != "active":
                 if current is not None and current.step is not None:
-                    current.abandons.append(r)
-                    current.step = current.restore = None
-                    continue
+                    if not _manual(r):
+                        current.abandons.append(r)
+                        current.step = current.restore = None
+                        continue
+                    current.interrupted, current.end = r, float(r["t"])
                 current = Incident(spec.name, r.get("cause"), float(r["t"]), None, opened=r)
                 out.append(current)
             elif current is not None and r.get("to") == "restoring":
@@ -594,17 +608,9 @@ class _Builder:
             row = row_name(key)
             ms.append(Milestone("first failing probe", o.t, o.time, f"{row}: {o.text}"))
         else:
-            manual = [
-                r
-                for r in self.records
-                if r.get("kind") == "manual"
-                and r.get("site") == spec.name
-                and r.get("action") == "drain"
-                and float(r["t"]) <= inc.start + 1.0  # logged just after its decision
-            ]
             detail = "no probe was failing"
-            if manual:
-                detail += f": drained by {manual[-1].get('who')} ({manual[-1].get('reason')})"
+            if (manual := self.manual_drain(spec, inc.start)) is not None:
+                detail += f": drained by {manual.get('who')} ({manual.get('reason')})"
             ms.append(Milestone("first failing probe", None, None, detail))
         t, when = _life_time(opened)
         ms.append(
@@ -679,6 +685,20 @@ class _Builder:
                 detail = f"not confirmed by {', '.join(missing)}: {detail}"
             to = _step_text(closed) if stepped else "active"
             ms.append(Milestone("traffic fully returned", t, when, f"→ {to}: {detail}"))
+        elif inc.step is not None and inc.interrupted is not None:
+            _, when = _life_time(inc.interrupted)
+            by = ""
+            if (manual := self.manual_drain(spec, float(inc.interrupted["t"]))) is not None:
+                by = f" ({manual.get('who')}: {manual.get('reason')})"
+            ms.append(
+                Milestone(
+                    "traffic fully returned",
+                    None,
+                    None,
+                    f"never: the return stopped at {_step_text(inc.step)}, "
+                    f"drained by hand at {when}{by}",
+                )
+            )
         elif inc.step is not None:
             _, when = _life_time(inc.step)
             at = _step_text(inc.step)
@@ -737,6 +757,18 @@ class _Builder:
             if any(effect in effects(str(c), spec) for c in r.get("applied") or []):
                 return r
         return None
+
+    def manual_drain(self, spec: SiteLayout, t: float) -> Mapping[str, Any] | None:
+        """The operator's drain command of the site decided at `t` (logged just after)."""
+        manual = [
+            r
+            for r in self.records
+            if r.get("kind") == "manual"
+            and r.get("site") == spec.name
+            and r.get("action") == "drain"
+            and float(r["t"]) <= t + 1.0
+        ]
+        return manual[-1] if manual else None
 
     def backends(
         self,
