@@ -12,7 +12,7 @@ from typing import Any
 
 from tests.report.conftest import CONFIG, recorded
 from trafficd.report import Report, build_report, read_layout
-from trafficd.report.incident import Incident, Milestone, effects
+from trafficd.report.incident import Incident, Milestone, clock, effects
 from trafficd.report.layout import SiteLayout
 
 
@@ -200,9 +200,14 @@ def test_effects_of_each_actuators_changes() -> None:
         "/run/haproxy.sock: set server quay/eu state drain": {"off"},
         "/run/haproxy.sock: set server quay/eu state ready": {"on"},
         "/run/haproxy.sock: set server quay/us state maint": set(),
-        "/run/haproxy.sock: set server quay/eu weight 100": set(),
+        # A return step's weight (HAProxy sets it before `state ready`, and for each step).
+        "/run/haproxy.sock: set server quay/eu weight 100": {"weight 100"},
+        "/run/haproxy.sock: set server quay/eu weight 10": {"weight 10"},
+        "/run/haproxy.sock: set server quay/us weight 10": set(),
         "quay.example.com. eu: weight 100 -> 0": {"off"},
-        "quay.example.com. eu: weight 0 -> 100": {"on"},
+        "quay.example.com. eu: weight 0 -> 100": {"on", "weight 100"},
+        "quay.example.com. eu: weight 10 -> 50": {"weight 50"},
+        "quay.example.com. us: weight 10 -> 50": set(),
         "quay.example.com. us: weight 100 -> 0": set(),
         "stop site eu": {"stop"},
         "start site eu": {"start"},
@@ -290,7 +295,9 @@ def _step(t: float, step: int, percent: int) -> dict[str, Any]:
     }
 
 
-def _eu_after(t: float, frm: str, to: str, cause: str | None, why: str) -> dict[str, Any]:
+def _eu_after(
+    t: float, frm: str, to: str, cause: str | None, why: str, *, automatic: bool = True
+) -> dict[str, Any]:
     return {
         "kind": "transition",
         "t": t,
@@ -299,8 +306,23 @@ def _eu_after(t: float, frm: str, to: str, cause: str | None, why: str) -> dict[
         "to": to,
         "cause": cause,
         "reasons": [why],
-        "automatic": True,
+        "automatic": automatic,
         "vantage": "test",
+    }
+
+
+def _lb(
+    t: float, applied: list[str], *, in_sync: bool = True, error: str | None = None
+) -> dict[str, Any]:
+    """An actuation of the HAProxy actuator `lb` (its socket as in the recorded log)."""
+    return {
+        "kind": "actuation",
+        "actuator": "lb",
+        "applied": [f"/run/haproxy/admin.sock: {c}" for c in applied],
+        "in_sync": in_sync,
+        "error": error,
+        "notes": [],
+        "t": t,
     }
 
 
@@ -346,6 +368,160 @@ def test_a_return_still_in_steps_is_not_fully_returned() -> None:
     report = build_report(read_layout(CONFIG), [[*recorded(), _step(ACTIVE, 1, 10)]])
     eu = next(s for s in report.sites if s.name == "eu")
     [inc] = eu.incidents
-    full = milestones(inc)["traffic fully returned"]
+    m = milestones(inc)
+    full = m["traffic fully returned"]
     assert full.t is None and inc.end is None
     assert "step 1 of" in full.detail and "10%" in full.detail, full.detail
+    # Back at the first step's weight: each backend's read-back says when.
+    assert m["traffic back (lb, haproxy)"].time == "2026-12-02T03:15:51.950+00:00"
+    assert m["traffic back (bind, rfc2136)"].time == "2026-12-02T03:15:51.967+00:00"
+
+
+def test_a_weight_change_is_an_actuation_on_the_site() -> None:
+    """A return step HAProxy applies is a weight change alone: it is marked on the site's
+    timeline with its actuator and result, like a change of state."""
+    later = [
+        _step(ACTIVE, 1, 10),
+        _step(ACTIVE + 10, 2, 50),
+        _lb(ACTIVE + 10.05, ["set server quay/eu weight 50"]),
+        _lb(ACTIVE + 10.06, ["set server quay/us weight 50"]),  # us's server: not eu's mark
+    ]
+    report = build_report(read_layout(CONFIG), [[*recorded(), *later]])
+    eu = next(s for s in report.sites if s.name == "eu")
+    marks = [(mk.t, mk.status, mk.title, mk.text) for mk in eu.marks if mk.t > ACTIVE + 1]
+    assert (
+        ACTIVE + 10.05,
+        "ok",
+        "lb: weight 50",
+        "/run/haproxy/admin.sock: set server quay/eu weight 50; read back in sync",
+    ) in marks
+    assert [m for m in marks if m[0] == ACTIVE + 10.06] == []
+
+
+def _stepped_return(*actuations: dict[str, Any]) -> Incident:
+    steps = [_step(ACTIVE, 1, 10), _step(ACTIVE + 10, 2, 50), _step(ACTIVE + 20, 3, 100)]
+    report = build_report(read_layout(CONFIG), [[*recorded(), *steps, *actuations]])
+    eu = next(s for s in report.sites if s.name == "eu")
+    [inc] = eu.incidents
+    return inc
+
+
+def test_a_stepped_return_is_full_when_the_backend_read_back_the_whole_weight() -> None:
+    """The last step is a decision; traffic is fully back when the load balancer holds
+    the site's whole weight: the first read-back in sync after it applied it."""
+    inc = _stepped_return(
+        _lb(ACTIVE + 10.05, ["set server quay/eu weight 50"]),
+        _lb(ACTIVE + 20.05, ["set server quay/eu weight 100"], in_sync=False),
+        _lb(ACTIVE + 21.5, []),  # in sync again: logged because it changed
+    )
+    m = milestones(inc)
+    full = m["traffic fully returned"]
+    assert (full.t, full.time) == (ACTIVE + 21.5, clock(ACTIVE + 21.5)), full
+    assert full.detail.startswith("→ step 3 of 3 (100%, weight 100): return step 3"), full.detail
+    lb = m["full weight (lb, haproxy)"]
+    assert lb.t == ACTIVE + 21.5, lb
+    assert lb.detail == f"read back in sync (applied at {clock(ACTIVE + 20.05)})", lb.detail
+    # The rfc2136 backend carries no weight: its address, back at step 1, was all of it.
+    assert "full weight (bind, rfc2136)" not in m
+    assert inc.end == ACTIVE + 20  # the return's own end: the decision, as a transition's
+
+
+def test_a_stepped_return_no_backend_confirmed_keeps_the_decision_time() -> None:
+    """A load balancer that never read back the whole weight (down at the last step, or
+    holding the step before) leaves the decision's time, and says which one did not."""
+    inc = _stepped_return(
+        _lb(ACTIVE + 10.05, ["set server quay/eu weight 50"]),
+        _lb(ACTIVE + 20.05, [], in_sync=False, error="lb: /run/haproxy/admin.sock: refused"),
+    )
+    m = milestones(inc)
+    full = m["traffic fully returned"]
+    assert full.t == ACTIVE + 20, full
+    assert full.detail.startswith(
+        "→ step 3 of 3 (100%, weight 100): not confirmed by lb (haproxy): return step 3"
+    ), full.detail
+    assert m["full weight (lb, haproxy)"].t is None
+    assert m["full weight (lb, haproxy)"].detail == "no confirmation in the log"
+    # The step before's weight, read back after the last step, is not the whole weight.
+    inc = _stepped_return(_lb(ACTIVE + 20.05, ["set server quay/eu weight 50"]))
+    assert milestones(inc)["traffic fully returned"].detail.startswith(
+        "→ step 3 of 3 (100%, weight 100): not confirmed by lb (haproxy)"
+    )
+
+
+def test_a_manual_drain_during_a_return_is_an_incident_of_its_own() -> None:
+    """An operator's drain while the site returns in steps is not the return abandoned:
+    the storage incident's return stops there (never fully back), and the manual drain
+    opens its own incident, with its own cause, clearing and return."""
+    drain = _eu_after(
+        ACTIVE + 5,
+        "active",
+        "draining",
+        "manual",
+        "manual: maintenance (by admin)",
+        automatic=False,
+    )
+    drain["reasons"].append("the return ends at step 1 of 3 (weight 10)")
+    manual = {
+        "kind": "manual",
+        "action": "drain",
+        "site": "eu",
+        "who": "admin",
+        "reason": "maintenance",
+        "t": ACTIVE + 5.0001,
+    }
+    undrain = {**manual, "action": "undrain", "reason": "", "t": ACTIVE + 30}
+    later = [
+        _step(ACTIVE, 1, 10),
+        drain,
+        manual,
+        _eu_after(ACTIVE + 6, "draining", "drained", "manual", "shutdown grace over"),
+        undrain,
+        _eu_after(ACTIVE + 30, "drained", "restoring", "manual", "manual drain ended"),
+        _eu_after(ACTIVE + 32, "restoring", "active", None, "endtoend healthy"),
+        _step(ACTIVE + 32, 1, 10),
+        _step(ACTIVE + 42, 2, 50),
+        _step(ACTIVE + 52, 3, 100),
+    ]
+    report = build_report(read_layout(CONFIG), [[*recorded(), *later]])
+    eu = next(s for s in report.sites if s.name == "eu")
+    storage, by_hand = eu.incidents
+    assert (storage.cause, by_hand.cause) == ("storage", "manual")
+    first = milestones(storage)
+    assert "return abandoned" not in first
+    full = first["traffic fully returned"]
+    assert full.t is None
+    assert full.detail == (
+        f"never: the return stopped at step 1 of 3 (10%, weight 10), drained by hand at "
+        f"{clock(ACTIVE + 5)} (admin: maintenance)"
+    ), full.detail
+    assert storage.end == ACTIVE + 5
+    # Its traffic did come back, at the first step (the recorded return's read-backs).
+    assert first["traffic back (lb, haproxy)"].time == "2026-12-02T03:15:51.950+00:00"
+    m = milestones(by_hand)
+    assert by_hand.start == ACTIVE + 5
+    assert m["first failing probe"].detail == "no probe was failing: drained by admin (maintenance)"
+    assert m["cause cleared"].detail == "undrain by admin"
+    assert m["restore decided"].t == ACTIVE + 30
+    assert m["traffic fully returned"].t == ACTIVE + 52 and by_hand.end == ACTIVE + 52
+    assert "return abandoned" not in m
+
+
+def test_a_later_incidents_read_back_is_not_this_ones() -> None:
+    """The load balancer that never read back the whole weight of this return does not
+    confirm it with the whole weight of the next incident's return."""
+    later = [
+        _step(ACTIVE, 1, 10),
+        _step(ACTIVE + 10, 2, 50),
+        _step(ACTIVE + 20, 3, 100),  # lb logs nothing: it holds weight 50
+        _eu_after(ACTIVE + 100, "active", "draining", "manual", "manual: x", automatic=False),
+        _eu_after(ACTIVE + 130, "draining", "active", None, "manual drain ended"),
+        _lb(ACTIVE + 130.1, ["set server quay/eu weight 100", "set server quay/eu state ready"]),
+    ]
+    report = build_report(read_layout(CONFIG), [[*recorded(), *later]])
+    eu = next(s for s in report.sites if s.name == "eu")
+    stepped, by_hand = eu.incidents
+    m = milestones(stepped)
+    assert m["full weight (lb, haproxy)"].t is None
+    assert m["traffic fully returned"].t == ACTIVE + 20
+    assert "not confirmed by lb (haproxy)" in m["traffic fully returned"].detail
+    assert milestones(by_hand)["traffic back (lb, haproxy)"].t == ACTIVE + 130.1

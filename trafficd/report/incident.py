@@ -12,23 +12,27 @@ this builds). It takes the audit log's records (store.py: `observation`,
   log after a kill);
 - marks: decisions, refusals, manual commands, actuations, restore-gate checks,
   blobs at risk, each with its text;
-- incidents: from a transition out of `active` to the next one back, with
-  the milestones a postmortem asks for. Every time is an event's own `t` and
-  `time`; nothing is estimated.
+- incidents: from a transition out of `active` to the next one back (returning
+  in steps, to its last step; an operator's drain on the way opens the next
+  one), with the milestones a postmortem asks for. Every time is an event's
+  own `t` and `time`; nothing is estimated.
 
 Actuation events name their actuator and list changes as text; `effects`
-reads which site each change takes traffic from (or gives it back to), or
-stops or starts, from the change formats of the actuators. A confirmation
-that a backend's traffic is off is an actuation of that actuator (of that
-target, where events name a `target`), after it applied the site's removal,
-that read the backend back in sync and had no error; an explicit event of a
-kind in CONFIRMED_KINDS (`{"kind": "traffic_off", "site": .., "actuator": ..,
-"target": ..?}`) counts first. `shutdown_blocked` events are marked.
+reads which site each change takes traffic from (or gives it back to, or sets
+the weight of: a return step), or stops or starts, from the change formats of
+the actuators. A confirmation that a backend's traffic is off is an actuation
+of that actuator (of that target, where events name a `target`), after it
+applied the site's removal, that read the backend back in sync and had no
+error (a site's whole weight after a return in steps likewise, on the
+actuators that carry weights); an explicit event of a kind in CONFIRMED_KINDS
+(`{"kind": "traffic_off", "site": .., "actuator": .., "target": ..?}`) counts
+first. `shutdown_blocked` events are marked.
 """
 
 from __future__ import annotations
 
 import ast
+import itertools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +43,10 @@ from trafficd.report.layout import Layout, SiteLayout
 
 # Explicit read-back confirmations, per actuator (and target), that a site's traffic is off.
 CONFIRMED_KINDS = frozenset({"traffic_off", "traffic_confirmed_off"})
+# The traffic actuators whose changes carry a site's weight (`effects` reads `weight N`
+# from them): a return in steps is whole on these only once they read back the site's
+# whole weight. The others hold addresses, whole from the first step on.
+WEIGHTED_TYPES = frozenset({"haproxy", "route53"})
 
 PROBES = ("endtoend", "instance", "registry", "storage")
 # The probes whose failure a drain of each cause stands on (a manual drain: none), and
@@ -56,7 +64,10 @@ CLEARING_PROBES = {"storage": ("storage",)}
 _DNS = re.compile(
     r"(?P<rdtype>A|AAAA): (?P<before>\[[^\]]*\]|\(none\)) -> (?P<after>\[[^\]]*\]|\(none\))"
 )
-_HAPROXY = re.compile(r"set server (?P<backend>[^/\s]+)/(?P<server>\S+) state (?P<mode>\w+)")
+_HAPROXY = re.compile(
+    r"set server (?P<backend>[^/\s]+)/(?P<server>\S+) "
+    r"(?:state (?P<mode>\w+)|weight (?P<weight>\d+))"
+)
 _ROUTE53 = re.compile(r"(?P<ident>\S+): weight (?P<before>\S+) -> (?P<after>\d+)$")
 _INSTANCES = re.compile(r"(?:^|: )(?P<action>stop|start) site (?P<site>\S+)$")
 _WAIT = re.compile(r"wait for site (?P<site>\S+)'s instances")
@@ -83,7 +94,8 @@ def _addresses(text: str) -> set[str]:
 
 
 def effects(change: str, site: SiteLayout) -> set[str]:
-    """What one applied change does to `site`: `off`, `on` (traffic), `stop`, `start`,
+    """What one applied change does to `site`: `off`, `on` (traffic), `weight N` (the
+    share of traffic it takes: a return step's, or its whole weight), `stop`, `start`,
     `wait` (instances); empty when it concerns other sites."""
     out: set[str] = set()
     if m := _DNS.search(change):
@@ -95,7 +107,9 @@ def effects(change: str, site: SiteLayout) -> set[str]:
             out.add("on")
     elif m := _HAPROXY.search(change):
         if site.haproxy == (m["backend"], m["server"]):
-            out.add("on" if m["mode"] == "ready" else "off")
+            # `weight N` is a return step's (HAProxy sets it before `state ready`).
+            mode = m["mode"]
+            out.add(f"weight {m['weight']}" if mode is None else "on" if mode == "ready" else "off")
     elif m := _INSTANCES.search(change):
         if m["site"] == site.name:
             out.add(m["action"])
@@ -106,8 +120,10 @@ def effects(change: str, site: SiteLayout) -> set[str]:
         was_off = m["before"] in ("0", "(none)")
         if int(m["after"]) == 0 and not was_off:
             out.add("off")
-        elif int(m["after"]) > 0 and was_off:
-            out.add("on")
+        elif int(m["after"]) > 0:
+            out.add(f"weight {int(m['after'])}")
+            if was_off:
+                out.add("on")
     return out
 
 
@@ -189,6 +205,11 @@ class Incident:
     # the returns abandoned on the way (the transitions out of active).
     step: Mapping[str, Any] | None = field(default=None, repr=False)
     abandons: list[Mapping[str, Any]] = field(default_factory=list, repr=False)
+    # An operator's drain that stopped its return in steps (and opened the next incident):
+    # the incident ends there, its traffic never fully back.
+    interrupted: Mapping[str, Any] | None = field(default=None, repr=False)
+    # The next incident's drain of the site: confirmations after it are that one's.
+    until: float = field(default=float("inf"), repr=False)
 
     @property
     def origin(self) -> float:
@@ -309,6 +330,11 @@ def _key_state(obs: list[_Obs], key: Key, at: float) -> tuple[bool | None, float
             break
         since = o.t
     return False, since
+
+
+def _manual(transition: Mapping[str, Any]) -> bool:
+    """An operator's decision (`trafficd drain`), not the engine's."""
+    return transition.get("automatic") is False or transition.get("cause") == "manual"
 
 
 def _life_time(e: Mapping[str, Any]) -> tuple[float, str]:
@@ -521,7 +547,10 @@ class _Builder:
         """From a site's transitions and return steps, in time order: an incident opens
         when the site leaves active and ends when it is back at its whole weight, at
         the transition to active or, returning in steps, at the last step (logged in the
-        rounds after it). A return abandoned on the way is the same incident going on."""
+        rounds after it). A return abandoned on the way (the engine's drain: a probe
+        failed, the canary) is the same incident going on; an operator's drain during
+        the return is not the return failing but a decision of its own: it ends the
+        incident there, never fully returned, and opens the next."""
         out: list[Incident] = []
         current: Incident | None = None  # the last incident, while its return may go on
         for r in history:
@@ -535,9 +564,11 @@ class _Builder:
                     current.closed = current.end = None  # active, not yet at its weight
             elif r.get("from") == "active" and r.get("to") != "active":
                 if current is not None and current.step is not None:
-                    current.abandons.append(r)
-                    current.step = current.restore = None
-                    continue
+                    if not _manual(r):
+                        current.abandons.append(r)
+                        current.step = current.restore = None
+                        continue
+                    current.interrupted, current.end = r, float(r["t"])
                 current = Incident(spec.name, r.get("cause"), float(r["t"]), None, opened=r)
                 out.append(current)
             elif current is not None and r.get("to") == "restoring":
@@ -545,6 +576,8 @@ class _Builder:
             elif current is not None and r.get("to") == "active":
                 current.end = float(r["t"])
                 current.closed = r  # the incident's last, unless return steps follow
+        for before, after in itertools.pairwise(out):
+            before.until = after.start
         kept = []
         for inc in out:
             if (inc.end if inc.end is not None else self.hi) < self.lo or inc.start > self.hi:
@@ -575,23 +608,15 @@ class _Builder:
             row = row_name(key)
             ms.append(Milestone("first failing probe", o.t, o.time, f"{row}: {o.text}"))
         else:
-            manual = [
-                r
-                for r in self.records
-                if r.get("kind") == "manual"
-                and r.get("site") == spec.name
-                and r.get("action") == "drain"
-                and float(r["t"]) <= inc.start + 1.0  # logged just after its decision
-            ]
             detail = "no probe was failing"
-            if manual:
-                detail += f": drained by {manual[-1].get('who')} ({manual[-1].get('reason')})"
+            if (manual := self.manual_drain(spec, inc.start)) is not None:
+                detail += f": drained by {manual.get('who')} ({manual.get('reason')})"
             ms.append(Milestone("first failing probe", None, None, detail))
         t, when = _life_time(opened)
         ms.append(
             Milestone("drain decided", t, when, f"{opened['from']} → {opened['to']}: {reasons}")
         )
-        ms += self.backends(spec, inc.start, end, "off", "traffic off")
+        ms += [m for _, m in self.backends(spec, inc.start, end, "off", "traffic off")]
         for act in self.layout.instance_actuators():
             ev = self.first_actuation(act.ident, spec, "stop", inc.start, end)
             if ev is None:
@@ -631,27 +656,49 @@ class _Builder:
                             "; ".join(ev.get("applied") or []),
                         )
                     )
+        back: list[tuple[str, Milestone]] = []
+        if (came := closed or inc.step) is not None:
+            # Back at the return to active (a return in steps: at its first step, so also
+            # while it goes on); only confirmations before the next incident count.
+            lo = float((restore or came)["t"])
+            back = self.backends(spec, lo, inc.until, "on", "traffic back")
+            ms += [m for _, m in back]
         if closed is not None:
-            back = self.backends(
-                spec,
-                float(closed["t"]) if restore is None else float(restore["t"]),
-                float("inf"),
-                "on",
-                "traffic back",
-            )
-            # Only confirmations before the next incident count.
-            ms += back
             t, when = _life_time(closed)
-            confirmed = [m for m in back if m.t is not None]
-            if back and len(confirmed) == len(back):
+            full = back
+            stepped = closed.get("kind") == "return_step"
+            if stepped:
+                # Its traffic came back at the first step; it is whole once each backend
+                # that carries weights read back the last step's (the site's whole one).
+                weight = f"weight {closed.get('weight')}"
+                held = self.backends(spec, t, inc.until, weight, "full weight", weighted=True)
+                ms += [m for _, m in held]
+                weighted = {name for name, _ in held}
+                full = [*(b for b in back if b[0] not in weighted), *held]
+            confirmed = [m for _, m in full if m.t is not None]
+            if full and len(confirmed) == len(full):
                 last = max(confirmed, key=lambda m: m.t or 0.0)
                 if last.t is not None and last.t >= t:
                     t, when = last.t, last.time or when
             detail = "; ".join(str(x) for x in closed.get("reasons") or [])
-            if back and len(confirmed) < len(back):
-                detail = "not every backend confirmed: " + detail
-            to = _step_text(closed) if closed.get("kind") == "return_step" else "active"
+            if missing := [name for name, m in full if m.t is None]:
+                detail = f"not confirmed by {', '.join(missing)}: {detail}"
+            to = _step_text(closed) if stepped else "active"
             ms.append(Milestone("traffic fully returned", t, when, f"→ {to}: {detail}"))
+        elif inc.step is not None and inc.interrupted is not None:
+            _, when = _life_time(inc.interrupted)
+            by = ""
+            if (manual := self.manual_drain(spec, float(inc.interrupted["t"]))) is not None:
+                by = f" ({manual.get('who')}: {manual.get('reason')})"
+            ms.append(
+                Milestone(
+                    "traffic fully returned",
+                    None,
+                    None,
+                    f"never: the return stopped at {_step_text(inc.step)}, "
+                    f"drained by hand at {when}{by}",
+                )
+            )
         elif inc.step is not None:
             _, when = _life_time(inc.step)
             at = _step_text(inc.step)
@@ -711,13 +758,36 @@ class _Builder:
                 return r
         return None
 
+    def manual_drain(self, spec: SiteLayout, t: float) -> Mapping[str, Any] | None:
+        """The operator's drain command of the site decided at `t` (logged just after)."""
+        manual = [
+            r
+            for r in self.records
+            if r.get("kind") == "manual"
+            and r.get("site") == spec.name
+            and r.get("action") == "drain"
+            and float(r["t"]) <= t + 1.0
+        ]
+        return manual[-1] if manual else None
+
     def backends(
-        self, spec: SiteLayout, lo: float, hi: float, effect: str, label: str
-    ) -> list[Milestone]:
-        """Per traffic actuator, and per target where its events name targets (HAProxy
-        sockets, DNS servers): the read-back that confirmed `effect` (off/on) for the site."""
+        self,
+        spec: SiteLayout,
+        lo: float,
+        hi: float,
+        effect: str,
+        label: str,
+        *,
+        weighted: bool = False,
+    ) -> list[tuple[str, Milestone]]:
+        """Per traffic actuator (those of WEIGHTED_TYPES only, if `weighted`), and per
+        target where its events name targets (HAProxy sockets, DNS servers): the
+        read-back that confirmed `effect` (off, on, weight N) for the site, with the
+        backend's name (`lb /run/a.sock (haproxy)`)."""
         out = []
         for act in self.layout.traffic_actuators(spec.name):
+            if weighted and act.type not in WEIGHTED_TYPES:
+                continue
             targets: list[str | None] = []
             for r in self.records:
                 if r.get("kind") == "actuation" and r.get("actuator") == act.ident:
@@ -729,7 +799,8 @@ class _Builder:
                 where = f"{act.ident} {target}" if target else act.ident
                 name = f"{label} ({where}, {act.type})"
                 found = self.confirmation(spec, act.ident, target, lo, hi, effect, name)
-                out.append(found or Milestone(name, None, None, "no confirmation in the log"))
+                missing = Milestone(name, None, None, "no confirmation in the log")
+                out.append((f"{where} ({act.type})", found or missing))
         return out
 
     def confirmation(
@@ -762,11 +833,13 @@ class _Builder:
                 applied = t if applied is None else applied
             if applied is not None and not r.get("error") and r.get("in_sync"):
                 t, when = _life_time(r)
-                changes = [c for c in r.get("applied") or [] if effects(str(c), spec)]
-                text = "; ".join(changes) or "read back in sync"
+                changes = [str(c) for c in r.get("applied") or [] if effects(str(c), spec)]
+                # The changes this read-back applied, if any; one applied before it
+                # (not read back in sync then) says when.
+                text = "; ".join([*changes, "read back in sync"])
                 if applied < t:
                     text += f" (applied at {clock(applied)})"
-                return Milestone(name, t, when, f"{text}; read back in sync")
+                return Milestone(name, t, when, text)
         return None
 
 
