@@ -209,6 +209,17 @@ def test_effects_of_each_actuators_changes() -> None:
         "quay.example.com. eu: weight 10 -> 50": {"weight 50"},
         "quay.example.com. us: weight 10 -> 50": set(),
         "quay.example.com. us: weight 100 -> 0": set(),
+        # PowerDNS with `weighted: true`: one LUA record of every site's address and weight.
+        "quay.example.com LUA A: 192.0.2.10=100 -> 192.0.2.10=100, 192.0.2.20=10": {
+            "on",
+            "weight 10",
+        },
+        "quay.example.com LUA A: 192.0.2.10=100, 192.0.2.20=10 -> 192.0.2.10=100, 192.0.2.20=50": {
+            "weight 50"
+        },
+        "quay.example.com LUA A: 192.0.2.10=100, 192.0.2.20=50 -> 192.0.2.10=100": {"off"},
+        "quay.example.com LUA A: (none) -> 192.0.2.20=100": {"on", "weight 100"},
+        "quay.example.com LUA A: 192.0.2.10=100 -> 192.0.2.10=50": set(),
         "stop site eu": {"stop"},
         "start site eu": {"start"},
         "stop site us": set(),

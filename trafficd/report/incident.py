@@ -43,11 +43,6 @@ from trafficd.report.layout import Layout, SiteLayout
 
 # Explicit read-back confirmations, per actuator (and target), that a site's traffic is off.
 CONFIRMED_KINDS = frozenset({"traffic_off", "traffic_confirmed_off"})
-# The traffic actuators whose changes carry a site's weight (`effects` reads `weight N`
-# from them): a return in steps is whole on these only once they read back the site's
-# whole weight. The others hold addresses, whole from the first step on.
-WEIGHTED_TYPES = frozenset({"haproxy", "route53"})
-
 PROBES = ("endtoend", "instance", "registry", "storage")
 # The probes whose failure a drain of each cause stands on (a manual drain: none), and
 # the ones whose passing clears it (a storage drain's endtoend fails on while its
@@ -68,6 +63,8 @@ _HAPROXY = re.compile(
     r"set server (?P<backend>[^/\s]+)/(?P<server>\S+) "
     r"(?:state (?P<mode>\w+)|weight (?P<weight>\d+))"
 )
+# PowerDNS with `weighted: true`: `NAME LUA A: 192.0.2.10=100 -> 192.0.2.10=100, 192.0.2.20=10`.
+_LUA = re.compile(r"LUA (?P<rdtype>A|AAAA): (?P<before>.+?) -> (?P<after>.+)$")
 _ROUTE53 = re.compile(r"(?P<ident>\S+): weight (?P<before>\S+) -> (?P<after>\d+)$")
 _INSTANCES = re.compile(r"(?:^|: )(?P<action>stop|start) site (?P<site>\S+)$")
 _WAIT = re.compile(r"wait for site (?P<site>\S+)'s instances")
@@ -93,12 +90,32 @@ def _addresses(text: str) -> set[str]:
     return {str(v) for v in value} if isinstance(value, list) else set()
 
 
+def _weights(text: str) -> dict[str, int]:
+    """A LUA record's side of a change: `ADDRESS=WEIGHT, ...`, or `(none)`."""
+    out = {}
+    for part in text.split(","):
+        address, _, weight = part.strip().rpartition("=")
+        if address and weight.isdigit():
+            out[address] = int(weight)
+    return out
+
+
 def effects(change: str, site: SiteLayout) -> set[str]:
     """What one applied change does to `site`: `off`, `on` (traffic), `weight N` (the
     share of traffic it takes: a return step's, or its whole weight), `stop`, `start`,
     `wait` (instances); empty when it concerns other sites."""
     out: set[str] = set()
-    if m := _DNS.search(change):
+    if m := _LUA.search(change):
+        held, wanted = _weights(m["before"]), _weights(m["after"])
+        for address in site.addresses:
+            was, now = held.get(address, 0), wanted.get(address, 0)
+            if was and not now:
+                out.add("off")
+            elif now:
+                out.add(f"weight {now}")
+                if not was:
+                    out.add("on")
+    elif m := _DNS.search(change):
         before, after = _addresses(m["before"]), _addresses(m["after"])
         mine = set(site.addresses)
         if mine & before - after:
@@ -780,13 +797,13 @@ class _Builder:
         *,
         weighted: bool = False,
     ) -> list[tuple[str, Milestone]]:
-        """Per traffic actuator (those of WEIGHTED_TYPES only, if `weighted`), and per
+        """Per traffic actuator (those that carry weights only, if `weighted`), and per
         target where its events name targets (HAProxy sockets, DNS servers): the
         read-back that confirmed `effect` (off, on, weight N) for the site, with the
         backend's name (`lb /run/a.sock (haproxy)`)."""
         out = []
         for act in self.layout.traffic_actuators(spec.name):
-            if weighted and act.type not in WEIGHTED_TYPES:
+            if weighted and not act.weighted:
                 continue
             targets: list[str | None] = []
             for r in self.records:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from trafficd.actuators import ACTUATORS
-from trafficd.config.model import Config
+from trafficd.config.model import Config, PowerDNSActuator
 from trafficd.config.source import ConfigError, Problem, read
 from trafficd.lazy import Lazy
 
@@ -39,6 +39,14 @@ class ActuatorLayout:
     ident: str
     type: str
     role: str  # "traffic" | "instances" | "notify": the actuator class's own `role`
+    # Its changes carry each site's weight (a return step's share): a return in steps is
+    # whole there only once it reads back the site's whole weight. Address sets (rfc2136,
+    # PowerDNS without `weighted`) hold the site whole from its first step on.
+    weighted: bool = False
+
+
+# The actuator types whose records are weights; PowerDNS's are with `weighted: true`.
+WEIGHTED_TYPES = frozenset({"haproxy", "route53"})
 
 
 def role_of(actuator_type: str) -> str:
@@ -80,7 +88,13 @@ class Layout:
             for name, site in sorted(config.sites.items())
         }
         actuators = tuple(
-            ActuatorLayout(a.ident, a.type, role_of(a.type)) for a in config.actuators
+            ActuatorLayout(
+                a.ident,
+                a.type,
+                role_of(a.type),
+                a.type in WEIGHTED_TYPES or (isinstance(a, PowerDNSActuator) and a.weighted),
+            )
+            for a in config.actuators
         )
         return cls(sites, actuators, config.state_dir)
 
@@ -138,7 +152,8 @@ def read_layout(path: str | Path) -> Layout:
             problems.append(source.problem(("actuators", i, "type"), f"one of {known}"))
             continue
         ident = raw.get("id") or kind
-        actuators.append(ActuatorLayout(str(ident), kind, role_of(kind)))
+        weighted = kind in WEIGHTED_TYPES or (kind == "powerdns" and raw.get("weighted") is True)
+        actuators.append(ActuatorLayout(str(ident), kind, role_of(kind), weighted))
     state_dir = data.get("state_dir", Config.model_fields["state_dir"].default)
     if not isinstance(state_dir, str):
         problems.append(source.problem(("state_dir",), "a path expected"))
