@@ -533,7 +533,7 @@ class _Round:
                 up,
                 weight,
                 (
-                    f"healthy for {healthy:g}s at {at}: up to step {number} of {of} "
+                    f"healthy for {healthy:.0f}s at {at}: up to step {number} of {of} "
                     f"(weight {weight}){done}",
                 ),
             )
