@@ -22,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -50,7 +51,9 @@ def targets(eu_active: bool) -> Desired:
     return out
 
 
-async def measure(actuator: Actuator, visible: Callable[[bool], bool], changes: int) -> list[float]:
+async def measure(
+    actuator: Actuator[Any, Any], visible: Callable[[bool], bool], changes: int
+) -> list[float]:
     """Milliseconds from apply() to `visible(eu_active)` holding, per change."""
     out = []
     eu_active = True
@@ -90,7 +93,7 @@ async def main(changes: int) -> None:
                     {"type": "haproxy", "id": "lb", "sockets": [peer.admin_socket]}
                 )
             )
-            runs: list[tuple[str, Actuator, Callable[[bool], bool]]] = [
+            runs: list[tuple[str, Actuator[Any, Any], Callable[[bool], bool]]] = [
                 ("rfc2136", bind, lambda up: (ADDRESSES["eu"] in named.addresses()) == up),
                 ("haproxy", lb, lambda up: (peer.admin_states()["eu"] == 0) == up),
             ]

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trafficd.actuators.base import (
+    Actuator,
     Canary,
     Desired,
     DesiredSite,
@@ -89,7 +90,7 @@ class ScriptedProber:
 
 
 @dataclass
-class RecordingActuator(TrafficReporting):
+class RecordingActuator(Actuator[dict[str, Any], tuple[str, Any]], TrafficReporting[Any]):
     """A backend held in memory: each site's weight (`traffic`) or whether its
     instances run (`instances`); every change applied is recorded, in order."""
 
@@ -114,12 +115,12 @@ class RecordingActuator(TrafficReporting):
         default = site.configured_weight if self.role == "traffic" else "running"
         return current.get(site.name, default)
 
-    def plan(self, current: Any, desired: Desired) -> Plan:
+    def plan(self, current: dict[str, Any], desired: Desired) -> Plan[tuple[str, Any]]:
         want = {n: self._want(s) for n, s in desired.items() if self.serves(s)}
         change = {n: v for n, v in want.items() if self._have(current, desired[n]) != v}
-        return Plan([f"{n} {v}" for n, v in sorted(change.items())], payload=change)
+        return Plan([f"{n} {v}" for n, v in sorted(change.items())], payload=sorted(change.items()))
 
-    async def apply(self, plan: Plan) -> None:
+    async def apply(self, plan: Plan[tuple[str, Any]]) -> None:
         self.held.update(plan.payload)
         self.applied += plan.changes
 

@@ -19,7 +19,7 @@ from typing import Any
 from trafficd.actuators.base import Actuator, BuildContext, Reconciler, desired_state
 from trafficd.lazy import lazy
 
-ACTUATORS: dict[str, Callable[[Any, BuildContext | None], Actuator]] = {
+ACTUATORS: dict[str, Callable[[Any, BuildContext | None], Actuator[Any, Any]]] = {
     "rfc2136": lazy("trafficd.actuators.rfc2136:RFC2136"),
     "haproxy": lazy("trafficd.actuators.haproxy:HAProxy"),
     "powerdns": lazy("trafficd.actuators.powerdns:PowerDNS"),
@@ -30,7 +30,7 @@ ACTUATORS: dict[str, Callable[[Any, BuildContext | None], Actuator]] = {
 }
 
 
-def build(config: Any, context: BuildContext | None = None) -> Actuator:
+def build(config: Any, context: BuildContext | None = None) -> Actuator[Any, Any]:
     """The actuator for one `actuators[]` section; `context` gives it the sites and metrics."""
     return ACTUATORS[config.type](config, context)
 

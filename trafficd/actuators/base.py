@@ -3,7 +3,8 @@
 The last stage of the pipeline (engine -> desired state -> actuators). An
 actuator is a small class with `read()` (what the backend holds now),
 `plan(current, desired)` (pure: the difference, as changes and notes),
-`apply(plan)` and `preflight()` (prove it could act, changing nothing).
+`apply(plan)` and `preflight()` (prove it could act, changing nothing), typed
+per actuator (`Actuator[C, P]`: what it reads, one change of its plan).
 `Reconciler` runs read -> plan -> apply only the difference -> read again,
 retries transient errors with bounded backoff (tenacity), reports
 `trafficd_actuations_total` and `trafficd_actuator_in_sync`, and never
@@ -33,7 +34,7 @@ import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
+from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
@@ -128,13 +129,22 @@ def desired_state(config: Config, decisions: Mapping[str, SiteDecision]) -> dict
     return out
 
 
+# Each actuator's own types: what `read` gives (its backend as it holds the sites now)
+# and one change of its plan, as its `apply` takes it (an HAProxy command, a Route 53
+# change, an RRset). The reconciler and the runtime hold any actuator (Actuator[Any,
+# Any]); within one actuator mypy checks that read, plan and apply agree.
+C = TypeVar("C")
+P = TypeVar("P")
+C_contra = TypeVar("C_contra", contravariant=True)
+
+
 @dataclass
-class Plan:
+class Plan(Generic[P]):
     """The difference between the backend and the desired state."""
 
     changes: list[str] = field(default_factory=list)  # one line per change, for logs
     notes: list[str] = field(default_factory=list)  # protected addresses, drift found, ...
-    payload: Any = None  # what `apply` needs
+    payload: list[P] = field(default_factory=list)  # what `apply` needs, in order
 
     @property
     def empty(self) -> bool:
@@ -152,20 +162,21 @@ class BuildContext:
     metrics: Metrics | None = None
 
 
-class Actuator(Protocol):
+class Actuator(Protocol[C, P]):
     """`role` tells the daemon the order: traffic first on drain, instances first on restore.
 
-    `notify` actuators (webhook) have empty plans; the daemon sends them events.
+    `C`: what `read` gives; `P`: one change of a plan. `notify` actuators (webhook)
+    have empty plans; the daemon sends them events.
     """
 
     ident: str
     role: Role
 
-    async def read(self) -> Any: ...
+    async def read(self) -> C: ...
 
-    def plan(self, current: Any, desired: Desired) -> Plan: ...
+    def plan(self, current: C, desired: Desired) -> Plan[P]: ...
 
-    async def apply(self, plan: Plan) -> None: ...
+    async def apply(self, plan: Plan[P]) -> None: ...
 
     async def preflight(self) -> None: ...
 
@@ -183,7 +194,7 @@ class Splitting(Protocol):
     """Several targets (HAProxy sockets, DNS servers, one site each): one view of
     itself per target, sharing its clients and memory (see `views`)."""
 
-    def split(self) -> Mapping[str, Actuator]: ...
+    def split(self) -> Mapping[str, Actuator[Any, Any]]: ...
 
 
 @runtime_checkable
@@ -194,11 +205,12 @@ class Serving(Protocol):
 
 
 @runtime_checkable
-class TrafficReporting(Serving, Protocol):
-    """A traffic actuator that says, from what it read back, whether a site it serves
-    still gets traffic from it: the daemon stops instances only on that word."""
+class TrafficReporting(Serving, Protocol[C_contra]):
+    """A traffic actuator that says, from what it read back (its `read`'s `C`), whether a
+    site it serves still gets traffic from it: the daemon stops instances only on that
+    word."""
 
-    def sends_traffic(self, current: Any, site: DesiredSite) -> bool: ...
+    def sends_traffic(self, current: C_contra, site: DesiredSite) -> bool: ...
 
 
 @runtime_checkable
@@ -253,7 +265,7 @@ def views(actuator: _View, attribute: str, parts: Mapping[str, object]) -> dict[
     return out
 
 
-def split(actuator: Actuator) -> dict[str, Actuator]:
+def split(actuator: Actuator[Any, Any]) -> dict[str, Actuator[Any, Any]]:
     """The actuator's targets, each a view of it reconciled on its own (name -> view).
 
     An actuator without `split()` is one target named like the actuator."""
@@ -346,7 +358,7 @@ class Canary:
     incomplete: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
-async def read_canary(actuators: Iterable[Actuator]) -> Canary:
+async def read_canary(actuators: Iterable[Actuator[Any, Any]]) -> Canary:
     """The canary of every actuator that counts responses, their sources side by side.
 
     Never raises: an actuator whose reading fails makes its sites incomplete."""
@@ -384,7 +396,7 @@ class Reconciler:
 
     def __init__(
         self,
-        actuator: Actuator,
+        actuator: Actuator[Any, Any],
         metrics: Metrics | None = None,
         *,
         target: str | None = None,
@@ -415,14 +427,16 @@ class Reconciler:
         self.traffic: dict[str, dict[str, bool] | None] = dict.fromkeys(parts)
         self.outcomes: dict[str, Outcome] = {}
 
-    def _record_traffic(self, name: str, part: Actuator, current: Any, desired: Desired) -> None:
+    def _record_traffic(
+        self, name: str, part: Actuator[Any, Any], current: Any, desired: Desired
+    ) -> None:
         if part.role != "traffic" or not isinstance(part, TrafficReporting):
             return
         self.traffic[name] = {
             t.name: bool(part.sends_traffic(current, t)) for t in desired.values() if part.serves(t)
         }
 
-    async def _once(self, name: str, part: Actuator, desired: Desired) -> Outcome:
+    async def _once(self, name: str, part: Actuator[Any, Any], desired: Desired) -> Outcome:
         ident = self.actuator.ident
         current = await part.read()
         plan = part.plan(current, desired)
@@ -458,7 +472,7 @@ class Reconciler:
                 actuator=self.actuator.ident, target=target, result=result
             ).inc()
 
-    async def _take_over(self, name: str, part: Actuator) -> None:
+    async def _take_over(self, name: str, part: Actuator[Any, Any]) -> None:
         """A new leader's token reaches the backend before the leader's first change."""
         token = self.fence() if self.fence is not None else None
         if token is None or not isinstance(part, Fencing) or token == self._fenced.get(name):
@@ -466,7 +480,9 @@ class Reconciler:
         await part.take_over(token)
         self._fenced[name] = token
 
-    async def _reconcile_target(self, name: str, part: Actuator, desired: Desired) -> Outcome:
+    async def _reconcile_target(
+        self, name: str, part: Actuator[Any, Any], desired: Desired
+    ) -> Outcome:
         ident = self.actuator.ident
         try:
             if not self.dry_run:

@@ -42,6 +42,7 @@ from trafficd.actuators.base import (
     views,
 )
 from trafficd.config.model import CommandActuator, SiteCommand
+from trafficd.model import Cause
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,11 @@ class Run:
         return f"{self.action} {how} after {self.seconds:.1f}s{last}"
 
 
-class Command(Actuator, Splitting, Serving, Remembering):
+# One change: the site, `stop` or `start`, and the cause and reasons its command is told.
+Change = tuple[str, str, Cause | None, tuple[str, ...]]
+
+
+class Command(Actuator[dict[str, str], Change], Splitting, Serving, Remembering):
     role: Role = "instances"
 
     def __init__(self, config: CommandActuator, context: BuildContext | None = None) -> None:
@@ -160,8 +165,8 @@ class Command(Actuator, Splitting, Serving, Remembering):
                 current[site] = self.believed.get(site, "running")
         return current
 
-    def plan(self, current: dict[str, str], desired: Desired) -> Plan:
-        plan = Plan(payload=[])
+    def plan(self, current: dict[str, str], desired: Desired) -> Plan[Change]:
+        plan: Plan[Change] = Plan()
         for site in self.sites:
             target = desired.get(site)
             if target is None or not target.managed or current.get(site) == target.instances:
@@ -171,7 +176,7 @@ class Command(Actuator, Splitting, Serving, Remembering):
             plan.payload.append((site, action, target.cause, target.reasons))
         return plan
 
-    async def apply(self, plan: Plan) -> None:
+    async def apply(self, plan: Plan[Change]) -> None:
         failures = []
         for site, action, cause, reasons in plan.payload:
             cfg = self.sites[site]

@@ -82,7 +82,10 @@ def wanted_mode(target: DesiredSite) -> str:
     return "drain" if target.cause is Cause.MANUAL else "maint"
 
 
-class HAProxy(Actuator, Splitting, TrafficReporting, ResponseCounting):
+Change = tuple[str, str]  # the socket and the runtime API command sent to it
+
+
+class HAProxy(Actuator[Current, Change], Splitting, TrafficReporting[Current], ResponseCounting):
     role: Role = "traffic"
 
     def __init__(self, config: HAProxyActuator, context: BuildContext | None = None) -> None:
@@ -247,8 +250,8 @@ class HAProxy(Actuator, Splitting, TrafficReporting, ResponseCounting):
             if self.metrics is not None:
                 self.metrics.site_residual_sessions.labels(site=site, target=socket).set(residual)
 
-    def plan(self, current: Current, desired: Desired) -> Plan:
-        plan = Plan(payload=[])
+    def plan(self, current: Current, desired: Desired) -> Plan[Change]:
+        plan: Plan[Change] = Plan()
         for socket, states in current.items():
             keep = self._last_servers(socket, states, desired, plan)
             for target in desired.values():
@@ -278,7 +281,11 @@ class HAProxy(Actuator, Splitting, TrafficReporting, ResponseCounting):
         return plan
 
     def _last_servers(
-        self, socket: str, states: dict[tuple[str, str], ServerState], desired: Desired, plan: Plan
+        self,
+        socket: str,
+        states: dict[tuple[str, str], ServerState],
+        desired: Desired,
+        plan: Plan[Change],
     ) -> set[str]:
         """Never take a backend's last serving servers out: keep them as they are."""
         keep: set[str] = set()
@@ -299,7 +306,7 @@ class HAProxy(Actuator, Splitting, TrafficReporting, ResponseCounting):
                 )
         return keep
 
-    async def apply(self, plan: Plan) -> None:
+    async def apply(self, plan: Plan[Change]) -> None:
         for socket, command in plan.payload:
             reply = (await self.command(socket, command)).strip()
             if reply:  # the runtime API answers an accepted command with an empty line

@@ -112,7 +112,10 @@ class SiteInstances:
     available: int
 
 
-class Kubernetes(Actuator, Splitting, Serving, Remembering):
+Change = tuple[str, str]  # the site and what is done to it: stop, start or wait
+
+
+class Kubernetes(Actuator[Mapping[str, SiteInstances], Change], Splitting, Serving, Remembering):
     role: Role = "instances"
 
     def __init__(
@@ -253,8 +256,8 @@ class Kubernetes(Actuator, Splitting, Serving, Remembering):
             current[site] = SiteInstances("stopped" if stopped else "running", available)
         return current
 
-    def plan(self, current: Mapping[str, SiteInstances], desired: Desired) -> Plan:
-        plan = Plan(payload=[])
+    def plan(self, current: Mapping[str, SiteInstances], desired: Desired) -> Plan[Change]:
+        plan: Plan[Change] = Plan()
         for site in self.sites:
             target = desired.get(site)
             if target is None or not target.managed:
@@ -271,7 +274,7 @@ class Kubernetes(Actuator, Splitting, Serving, Remembering):
             plan.payload.append((site, action))
         return plan
 
-    async def apply(self, plan: Plan) -> None:
+    async def apply(self, plan: Plan[Change]) -> None:
         for site, action in plan.payload:
             cfg = self.sites[site]
             if action == "wait":

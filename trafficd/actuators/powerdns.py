@@ -100,7 +100,10 @@ def _text(weights: Mapping[str, int] | None) -> str:
     return ", ".join(f"{a}={w}" for a, w in sorted(weights.items())) or "(none)"
 
 
-class PowerDNS(Actuator, Splitting, TrafficReporting):
+Change = dict[str, Any]  # one RRset of a PATCH, as the PowerDNS API takes it
+
+
+class PowerDNS(Actuator[Zone, Change], Splitting, TrafficReporting[Zone]):
     role: Role = "traffic"
 
     def __init__(self, config: PowerDNSActuator, context: BuildContext | None = None) -> None:
@@ -184,16 +187,18 @@ class PowerDNS(Actuator, Splitting, TrafficReporting):
                     lua[rdtype] = None if rdtype in lua else weights
         return Zone(plain, lua, lua_ttl, tuple(other))
 
-    def plan(self, current: Zone, desired: Desired) -> Plan:
+    def plan(self, current: Zone, desired: Desired) -> Plan[Change]:
         targets, notes = plan_address_sets(current.served(), desired, ident=self.ident)
-        plan = Plan(notes=notes, payload=[])
+        plan: Plan[Change] = Plan(notes=notes)
         if self.config.weighted:
             self._plan_lua(current, targets, desired, plan)
         else:
             self._plan_plain(current, targets, plan)
         return plan
 
-    def _plan_plain(self, current: Zone, targets: Mapping[str, frozenset[str]], plan: Plan) -> None:
+    def _plan_plain(
+        self, current: Zone, targets: Mapping[str, frozenset[str]], plan: Plan[Change]
+    ) -> None:
         for rdtype, want in targets.items():
             ttl, had = current.plain[rdtype]
             if want == had and (ttl == self.config.ttl or not want):
@@ -219,7 +224,11 @@ class PowerDNS(Actuator, Splitting, TrafficReporting):
             plan.payload.append(self._lua_rrset(current, [], current.lua_ttl or self.config.ttl))
 
     def _plan_lua(
-        self, current: Zone, targets: Mapping[str, frozenset[str]], desired: Desired, plan: Plan
+        self,
+        current: Zone,
+        targets: Mapping[str, frozenset[str]],
+        desired: Desired,
+        plan: Plan[Change],
     ) -> None:
         want = {
             rdtype: weights
@@ -288,7 +297,7 @@ class PowerDNS(Actuator, Splitting, TrafficReporting):
                 out[a] = max(1, weight)
         return out
 
-    async def apply(self, plan: Plan) -> None:
+    async def apply(self, plan: Plan[Change]) -> None:
         if any(r["type"] == "LUA" and r.get("records") for r in plan.payload):
             await self._check_lua()
         await self._call("PATCH", {"rrsets": plan.payload})

@@ -60,7 +60,11 @@ from trafficd.config.types import split_host_port
 Current = dict[str, tuple[int, frozenset[str]]]  # rdtype -> (ttl, addresses)
 
 
-class RFC2136(Actuator, Splitting, TrafficReporting, Fencing):
+# One change: the type (A, AAAA), the TTL read, the addresses held and those wanted.
+Change = tuple[str, int, frozenset[str], frozenset[str]]
+
+
+class RFC2136(Actuator[Current, Change], Splitting, TrafficReporting[Current], Fencing):
     role: Role = "traffic"
 
     def __init__(self, config: RFC2136Actuator, context: BuildContext | None = None) -> None:
@@ -176,10 +180,10 @@ class RFC2136(Actuator, Splitting, TrafficReporting, Fencing):
                 current[rdtype] = (rrset.ttl, frozenset(r.address for r in rrset))
         return current
 
-    def plan(self, current: Current, desired: Desired) -> Plan:
+    def plan(self, current: Current, desired: Desired) -> Plan[Change]:
         have = {k: v[1] for k, v in current.items()}
         targets, notes = plan_address_sets(have, desired, ident=self.ident)
-        plan = Plan(notes=notes, payload=[])
+        plan: Plan[Change] = Plan(notes=notes)
         for rdtype, want in targets.items():
             ttl, had = current.get(rdtype, (self.config.ttl, frozenset()))
             if want == had and (ttl == self.config.ttl or not want):
@@ -215,7 +219,7 @@ class RFC2136(Actuator, Splitting, TrafficReporting, Fencing):
         found = {b"".join(r.strings).decode() for r in rrset} if rrset else set()
         return None if found == {str(self.token)} else ", ".join(sorted(found)) or "none"
 
-    async def apply(self, plan: Plan) -> None:
+    async def apply(self, plan: Plan[Change]) -> None:
         for rdtype, _ttl, had, want in plan.payload:
             update = self._update()
             if self.token is not None:

@@ -46,7 +46,10 @@ AUTH_CODES = {
 }
 
 
-class Route53(Actuator, Splitting, TrafficReporting):
+Change = dict[str, Any]  # one change of a ChangeResourceRecordSets batch
+
+
+class Route53(Actuator[Current, Change], Splitting, TrafficReporting[Current]):
     role: Role = "traffic"
 
     def __init__(self, config: Route53Actuator, context: BuildContext | None = None) -> None:
@@ -185,8 +188,8 @@ class Route53(Actuator, Splitting, TrafficReporting):
 
         return key(a) == key(b)
 
-    def plan(self, current: Current, desired: Desired) -> Plan:
-        plan = Plan(payload=[])
+    def plan(self, current: Current, desired: Desired) -> Plan[Change]:
+        plan: Plan[Change] = Plan()
         weights = {t.name: t.weight for t in desired.values()}  # a return's step, or 0
         for t in desired.values():
             if not t.managed:  # observe mode: whatever Route 53 holds stays
@@ -224,7 +227,7 @@ class Route53(Actuator, Splitting, TrafficReporting):
                 plan.changes.append(f"{self.config.name} {ident}: delete")
         return plan
 
-    async def apply(self, plan: Plan) -> None:
+    async def apply(self, plan: Plan[Change]) -> None:
         try:
             client = await self.client()
             await client.change_resource_record_sets(

@@ -20,7 +20,7 @@ import json
 import logging
 import ssl
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Never
 
 import aiohttp
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -99,7 +99,7 @@ def sign(secret: bytes, body: bytes) -> str:
     return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
 
 
-class Webhook(Actuator, Notifying):
+class Webhook(Actuator[None, Never], Notifying):
     role: Role = "notify"
 
     def __init__(
@@ -181,10 +181,10 @@ class Webhook(Actuator, Notifying):
     async def read(self) -> None:
         return None
 
-    def plan(self, current: None, desired: Desired) -> Plan:
+    def plan(self, current: None, desired: Desired) -> Plan[Never]:
         return Plan()
 
-    async def apply(self, plan: Plan) -> None:
+    async def apply(self, plan: Plan[Never]) -> None:
         return None
 
     async def preflight(self) -> None:

@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from trafficd.actuators import build
 from trafficd.actuators.base import (
@@ -72,7 +73,7 @@ class Actuation:
         self.canary = Canary()  # the last reading, while a site returns in steps
         self.readings: dict[str, CanaryReading] = {}  # the same, stamped: the engine's input
 
-    def build(self, actuators: list[Actuator] | None = None) -> list[Task]:
+    def build(self, actuators: list[Actuator[Any, Any]] | None = None) -> list[Task]:
         """The configuration's actuators (or `actuators`, already built) and their loops."""
         config = self.live.config
         if actuators is None:
@@ -104,7 +105,7 @@ class Actuation:
             ("canary", self.canary_loop),
         ]
 
-    def _reconciler(self, actuator: Actuator, target: str | None = None) -> Reconciler:
+    def _reconciler(self, actuator: Actuator[Any, Any], target: str | None = None) -> Reconciler:
         coord = self.live.coord
         return Reconciler(
             actuator,

@@ -17,15 +17,15 @@ from trafficd.actuators.base import Actuator, Remembering
 class Memory:
     def __init__(self, saved: Mapping[str, Any]) -> None:
         self.saved: dict[str, Any] = dict(saved)  # actuator id -> its exported state
-        self.actuators: list[Actuator] = []  # the configuration's, whose memory is kept
+        self.actuators: list[Actuator[Any, Any]] = []  # the configuration's, whose memory is kept
 
-    def adopt(self, actuator: Actuator) -> None:
+    def adopt(self, actuator: Actuator[Any, Any]) -> None:
         """One of the configuration's actuators, given what it last remembered; before
         its targets are split off (they share its memory as it is then)."""
         self._restore(actuator)
         self.actuators.append(actuator)
 
-    def _restore(self, actuator: Actuator) -> None:
+    def _restore(self, actuator: Actuator[Any, Any]) -> None:
         memory = self.saved.get(actuator.ident)
         if memory is not None and isinstance(actuator, Remembering):
             actuator.import_memory(memory)
