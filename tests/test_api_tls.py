@@ -96,8 +96,8 @@ async def serve_daemon(path: Path) -> AsyncIterator[Daemon]:
     try:
         yield daemon
     finally:
-        await daemon.stop_config_tasks()
-        await daemon.cancel(list(daemon.runtime.supervisor.tasks))
+        await daemon.runtime.stop()
+        await daemon.runtime.supervisor.cancel(list(daemon.runtime.supervisor.tasks))
         await daemon.listeners.stop()
         daemon.store.close()
 

@@ -110,7 +110,7 @@ async def running(tmp_path: Path, haproxy: HAProxyPeer) -> AsyncIterator[Daemon]
     daemon = Daemon(path, load(path))
     run = asyncio.create_task(daemon.run())
     try:
-        await until("the daemon runs", lambda: daemon.alive)
+        await until("the daemon runs", lambda: daemon.runtime.alive)
         daemon.tick()  # a first decision now: the probes' first round is up to 30 s away
         yield daemon
     finally:

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +66,6 @@ class Daemon:
         return self.runtime.live.config
 
     @property
-    def alive(self) -> bool:
-        return self.runtime.alive
-
-    @property
     def decision(self) -> Decision | None:
         return self.runtime.rounds.decision
 
@@ -92,30 +88,12 @@ class Daemon:
     def tick(self, now: float | None = None, *, wall: float | None = None) -> Decision:
         return self.runtime.leader.tick(now, wall=wall)
 
-    async def coordinated_round(self) -> None:
-        await self.runtime.leader.coordinated_round()
-
     async def command(
         self, action: str, site: str | None, who: str, body: Mapping[str, Any]
     ) -> dict[str, Any]:
         return await self.runtime.commands.execute(Command.parse(action, site, who, body))
 
-    def sites_view(self) -> list[dict[str, Any]]:
-        return self.runtime.views.sites()
-
-    def events(self, since: float | None) -> list[dict[str, Any]]:
-        return self.runtime.views.events(since)
-
     # --- start, reload, stop ----------------------------------------------------------
-
-    def start_config_tasks(self) -> None:
-        self.runtime.start()
-
-    async def stop_config_tasks(self, *, reloading: bool = False) -> None:
-        await self.runtime.stop(reloading=reloading)
-
-    async def cancel(self, names: Iterable[str]) -> None:
-        await self.runtime.supervisor.cancel(names)
 
     async def start_listeners(self) -> list[str]:
         return await self.listeners.start(self.runtime, lambda: self.tokens, self.config)

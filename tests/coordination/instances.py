@@ -38,7 +38,7 @@ async def answered_round(daemon: Daemon) -> None:
     """A round that reached the store (the first after a restart may meet a dead connection)."""
     assert daemon.coord is not None
     for _ in range(5):
-        await daemon.coordinated_round()
+        await daemon.runtime.leader.coordinated_round()
         if daemon.coord.up:
             return
     raise AssertionError(f"{daemon.config.vantage}: the store never answered: {daemon.coord.error}")

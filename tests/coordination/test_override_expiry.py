@@ -89,7 +89,7 @@ async def test_an_override_written_during_the_round_survives_the_expiry(
         coord.backend = real
         assert wrapped.fired
         assert await other.overrides() == {"eu": fresh}
-        expiries = [e for e in leader.events(None) if e.get("action") == "expired"]
+        expiries = [e for e in leader.runtime.views.events(None) if e.get("action") == "expired"]
         assert [(e["site"], e["reason"]) for e in expiries] == [("eu", "old window")]
 
         await answered_round(leader)  # the next round acts on the fresh one

@@ -74,10 +74,14 @@ async def test_the_leader_republishes_overrides_and_pause_into_an_empty_store(
         finally:
             await reader.backend.close()
 
-        republished = [e for e in leader.events(None) if e["kind"] == "store_republished"]
+        republished = [
+            e for e in leader.runtime.views.events(None) if e["kind"] == "store_republished"
+        ]
         assert republished[-1]["overrides"] == ["eu", "us"]
         assert republished[-1]["paused"] is True
         assert republished[-1]["previous"] is not None  # it had seen the store's generation
-        assert not [e for e in follower.events(None) if e["kind"] == "store_republished"]
+        assert not [
+            e for e in follower.runtime.views.events(None) if e["kind"] == "store_republished"
+        ]
     finally:
         await close(leader, follower)

@@ -92,7 +92,7 @@ async def test_a_site_never_available_does_not_delay_another_sites_stop(
 ) -> None:
     path = write_config(tmp_path, kubeconfig(tmp_path / "kubeconfig", clusters))
     d = Daemon(path, load(path))
-    d.start_config_tasks()
+    d.runtime.start()
     try:
         await wait_until("a first decision", lambda: d.decision is not None, timeout=5)
         await asyncio.sleep(0.5)  # a's reconcile is now inside its wait for availability
@@ -127,8 +127,8 @@ async def test_a_site_never_available_does_not_delay_another_sites_stop(
             )
             == 1
         )
-        assert d.sites_view()[0]["out_of_sync"][0].startswith("kube a: ")
+        assert d.runtime.views.sites()[0]["out_of_sync"][0].startswith("kube a: ")
     finally:
-        await d.stop_config_tasks()
-        await d.cancel(list(d._tasks))
+        await d.runtime.stop()
+        await d.runtime.supervisor.cancel(list(d._tasks))
         d.store.close()
