@@ -27,6 +27,7 @@ from trafficd.store import (
     decisions_from_json,
     decisions_to_json,
     memory_from_json,
+    memory_to_json,
     read_events,
 )
 
@@ -56,6 +57,7 @@ def test_state_round_trip(tmp_path: Path) -> None:
                 returning=50,
                 step_since=20.0,
                 step_responses={
+                    "total": Responses(total=9, errors=9),  # a source may have any name
                     "/run/a.sock be/eu": Responses(total=412, errors=3),
                     "/run/b.sock be/eu": Responses(total=7, errors=0),
                 },
@@ -215,3 +217,20 @@ def test_a_state_file_with_one_summed_canary_count_loads_with_no_base() -> None:
     memory = memory_from_json(old)
     assert (memory.returning, memory.step_responses, memory.step_counted) == (10, None, None)
     assert memory.step_read_at == 30.0
+
+
+def test_per_source_counts_are_kept_where_a_trafficd_of_one_sum_does_not_read_them() -> None:
+    """Issue 21 review: the per-source base was written under "step_responses", where the
+    trafficd before it read one sum and failed (KeyError 'total') on a downgrade or in
+    a rolling upgrade's older follower. There it finds no base now."""
+    memory = SiteMemory(
+        state=State.ACTIVE,
+        returning=10,
+        step_since=30.0,
+        step_responses={"/run/a.sock be/eu": Responses(412, 3)},
+        step_read_at=31.0,
+    )
+    saved = memory_to_json(memory)
+    assert "step_responses" not in saved
+    assert saved["step_sources"] == {"/run/a.sock be/eu": {"total": 412, "errors": 3}}
+    assert memory_from_json(saved) == memory

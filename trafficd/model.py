@@ -156,10 +156,15 @@ class CanaryReading:
     Per source, not summed: a reload that adds a socket, or one socket that restarts
     from zero, must change only that source's share of a step's count (a sum would
     take in the new socket's lifetime, or hide one socket's restart behind another's
-    growth). `at` lets the engine count only readings taken in the step."""
+    growth). `at` lets the engine count only readings taken in the step.
+
+    `unread` names the sockets that count the site but could not be read this time:
+    such a reading counts nothing and holds the site's step (its traffic there would
+    go unjudged); a site no load balancer counts has no reading at all."""
 
     at: float
     counts: Mapping[str, Responses]
+    unread: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,10 @@ and loaded, as across a daemon restart) and `responses` (a site's
 cumulative HTTP response counters as its load balancer counts them, read at
 the event's time: the engine's canary input; `total` and `errors` for one
 counter, or `sources` mapping each counter, one socket's, to its `total` and
-`errors`; a timeline without any has no load balancer).
+`errors`, or `unread`: the sockets that could not be read; a timeline without any
+has no load balancer). Each reading stands, with its time, until the next: the
+daemon reads every interval, a timeline gives the readings that matter, and a
+step goes up only once a reading at or after its end counted it.
 """
 
 from __future__ import annotations
@@ -116,6 +119,15 @@ def _event(obj: dict[str, Any]) -> dict[str, Any]:
     elif kind == "responses":
         if not isinstance(obj.get("site"), str):
             raise ValueError("a responses event needs its site")
+        unread = obj.get("unread")
+        if unread is not None:
+            if (
+                not isinstance(unread, list)
+                or not unread
+                or not all(isinstance(u, str) for u in unread)
+            ):
+                raise ValueError("a responses event's unread lists the sockets not read")
+            return obj
         sources = obj.get("sources")
         if sources is not None and (not isinstance(sources, dict) or not sources):
             raise ValueError("a responses event's sources map each counter to its counts")
@@ -129,6 +141,8 @@ def _event(obj: dict[str, Any]) -> dict[str, Any]:
 
 def _reading(obj: dict[str, Any], at: float) -> CanaryReading:
     """A `responses` event as the runtime reads it: one counter (`lb`) or its sources."""
+    if obj.get("unread"):
+        return CanaryReading(at, {}, tuple(obj["unread"]))
     sources = obj.get("sources") or {"lb": obj}
     return CanaryReading(
         at, {str(k): Responses(int(v["total"]), int(v["errors"])) for k, v in sources.items()}

@@ -74,7 +74,10 @@ def memory_to_json(m: SiteMemory) -> dict[str, Any]:
         "refused": m.refused,
         "returning": m.returning,
         "step_since": _time(m.step_since),
-        "step_responses": (
+        # Not "step_responses": that key held one sum before the counts were kept per
+        # source, and a trafficd of then reading this file (a downgrade, a follower in
+        # a rolling upgrade) must find no base rather than fail on per-source counts.
+        "step_sources": (
             None
             if m.step_responses is None
             else {k: _responses_to_json(r) for k, r in sorted(m.step_responses.items())}
@@ -92,10 +95,11 @@ def _responses(obj: Any) -> Responses:
     return Responses(int(obj["total"]), int(obj["errors"]))
 
 
-def _step_responses(obj: Any) -> dict[str, Responses] | None:
-    """Per source; a file written before the counts were kept per source holds one sum
-    ({"total", "errors"}): no base then, the step's next reading is its base."""
-    if not isinstance(obj, Mapping) or "total" in obj:
+def _step_sources(obj: Any) -> dict[str, Responses] | None:
+    """Per source. A file written before the counts were kept per source holds one sum
+    under "step_responses", not read: no base then, the step's next reading is its
+    base."""
+    if not isinstance(obj, Mapping):
         return None
     return {str(k): _responses(v) for k, v in obj.items()}
 
@@ -117,7 +121,7 @@ def memory_from_json(obj: Mapping[str, Any]) -> SiteMemory:
         # Absent from files written before the gradual return: not returning.
         returning=int(obj.get("returning") or 0),
         step_since=_untime(obj.get("step_since")),
-        step_responses=_step_responses(obj.get("step_responses")),
+        step_responses=_step_sources(obj.get("step_sources")),
         step_read_at=_untime(obj.get("step_read_at", obj.get("step_since"))),
         step_counted=(None if obj.get("step_counted") is None else _responses(obj["step_counted"])),
     )

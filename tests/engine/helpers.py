@@ -67,8 +67,12 @@ class Sim:
         # The daemon's traffic-off confirmations, by hand (None: the engine without them).
         self.traffic_off: dict[str, float] | None = None
         # The load balancer's response counters per site, by hand (None: no load balancer):
-        # one counter each, read afresh every round (`readings` wraps them).
+        # one counter each, read afresh every round (`readings` wraps them), `read_lag`
+        # seconds before the round (the runtime's canary loop is not in phase with the
+        # rounds); a site in `unread` is counted but its socket cannot be read.
         self.canary: dict[str, Responses] | None = None
+        self.read_lag = 0.0
+        self.unread: set[str] = set()
         self.history: list[Decision] = []
         # Staggered: one engine call per observation, as the daemon does with one vantage
         # (rounds run as probes complete); otherwise one call per interval.
@@ -89,7 +93,11 @@ class Sim:
         """`canary` as the runtime reads it: at this round's time, one counter per site."""
         if self.canary is None:
             return None
-        return {s: CanaryReading(self.now, {"lb": r}) for s, r in self.canary.items()}
+        at = self.now - self.read_lag
+        return {
+            s: CanaryReading(at, {}, ("lb",)) if s in self.unread else CanaryReading(at, {"lb": r})
+            for s, r in self.canary.items()
+        }
 
     def round(
         self,

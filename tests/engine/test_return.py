@@ -107,3 +107,58 @@ def test_a_manual_drain_of_a_returning_site_is_tried_like_any_active_sites() -> 
     assert refusal is not None and refusal.rule == "min_active_sites"
     sim.with_policy(min_active_sites=1)
     assert trial_drain(sim.state, sim.latest, sim.policy, {}, None, sim.now, "eu", drain) is None
+
+
+def test_a_step_holds_while_its_load_balancer_cannot_be_read() -> None:
+    """Issue 21 review: a socket that counts eu but cannot be read left eu out of the
+    readings, so its step went up on the probes alone over 5xx nobody saw."""
+    sim = returning(return_min_requests=100)
+    sim.canary = {"eu": Responses(1000, 0)}
+    sim.round()  # step 1's base
+    sim.unread = {"eu"}
+    decisions = sim.rounds(12)
+    assert {d.sites["eu"].return_step for d in decisions} == {1}
+    assert any("lb could not be read" in r for r in decisions[-1].sites["eu"].reasons)
+    assert any("waiting for the canary to be read" in r for r in decisions[-1].sites["eu"].reasons)
+    sim.unread = set()
+    sim.canary = {"eu": Responses(1200, 60)}  # 60 of 200 5xx while it was unread: seen now
+    d = sim.round()
+    assert d.sites["eu"].state is State.DRAINING and d.sites["eu"].cause is Cause.CANARY
+
+
+def test_responses_between_two_steps_are_counted_in_the_next() -> None:
+    """Issue 21 review: with readings taken before the rounds (read_lag), what the site
+    served between step 1's last reading and step 2's first was judged by neither."""
+    sim = returning(return_min_requests=100, return_max_error_ratio=0.05)
+    sim.read_lag = 0.5
+    total = 1000
+    while sim.state.site("eu").returning == 10:
+        total += 100
+        sim.canary = {"eu": Responses(total, 0)}
+        sim.round()
+    sim.canary = {"eu": Responses(total + 300, 300)}  # since step 1's last reading
+    d = sim.round()
+    assert d.sites["eu"].state is State.DRAINING, d.sites["eu"].reasons
+    assert (
+        "return abandoned at step 2 of 3 (weight 50): canary: 300 of 300"
+        in (d.transitions[0].reasons[0])
+    )
+
+
+def test_a_step_goes_up_only_on_a_reading_taken_at_its_end() -> None:
+    """Issue 21 review: the last step went to 100 on a reading taken before its end, so
+    what came after was never judged (the canary stops at 100)."""
+    sim = returning(steps=(10, 100), return_min_requests=100)
+    sim.read_lag = 0.5
+    total = 1000
+    while True:
+        total += 100
+        sim.canary = {"eu": Responses(total, 0)}
+        before = sim.state.site("eu")
+        read_at = sim.now - sim.read_lag
+        d = sim.round()
+        if d.steps:
+            break
+    assert d.steps[0].percent == 100
+    assert read_at >= before.step_since + sim.policy.return_step
+    assert before.step_read_at < before.step_since + sim.policy.return_step  # waited

@@ -220,6 +220,9 @@ def test_effects_of_each_actuators_changes() -> None:
         "quay.example.com LUA A: 192.0.2.10=100, 192.0.2.20=50 -> 192.0.2.10=100": {"off"},
         "quay.example.com LUA A: (none) -> 192.0.2.20=100": {"on", "weight 100"},
         "quay.example.com LUA A: 192.0.2.10=100 -> 192.0.2.10=50": set(),
+        # Another site's step: eu's own weight, listed on both sides, did not change.
+        "quay.example.com LUA A: 192.0.2.10=10, 192.0.2.20=100 -> "
+        "192.0.2.10=50, 192.0.2.20=100": set(),
         "stop site eu": {"stop"},
         "start site eu": {"start"},
         "stop site us": set(),

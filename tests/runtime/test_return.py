@@ -106,13 +106,25 @@ async def test_the_canary_read_from_the_load_balancer_abandons_the_return(rig: R
     assert decision.sites["us"].weight == 100
 
 
-async def test_an_unreadable_canary_leaves_the_probes_to_judge(rig: Rig) -> None:
+async def test_an_unreadable_canary_holds_the_step_and_what_it_hid_is_judged_later(
+    rig: Rig,
+) -> None:
+    """Issue 21 review: an unread socket left the site out of the readings, and its
+    steps went up on the probes alone while all its responses were 5xx."""
     rig.lb.counts = {"eu": (0, 0)}
     decision = await rig.drain_and_heal()
     rig.lb.unreadable = {"eu"}  # one socket of the load balancer does not answer
-    rig.lb.counts = {"eu": (1000, 1000)}  # not seen: no partial sum is judged
-    decision = await rig.reach(lambda d: d.sites["eu"].return_step is None, within=40)
-    assert decision.sites["eu"].state is State.ACTIVE and rig.lb.held["eu"] == 100
+    rig.lb.counts = {"eu": (1000, 1000)}
+    for _ in range(3 * int(STEP)):
+        decision = await rig.interval()
+        assert decision.sites["eu"].return_step == 1 and rig.lb.held["eu"] == 10
+    assert rig.runtime.actuation.readings["eu"].unread == ("lb",)
+    assert any("waiting for the canary to be read" in r for r in decision.sites["eu"].reasons)
+    rig.lb.unreadable = set()
+    await rig.interval()  # the step's base at last: what it hid was before
+    rig.lb.counts = {"eu": (1200, 1100)}
+    decision = await rig.reach(lambda d: d.sites["eu"].state is not State.ACTIVE, within=3)
+    assert decision.sites["eu"].cause is Cause.CANARY
 
 
 async def test_no_canary_is_read_while_no_site_returns(rig: Rig) -> None:

@@ -349,9 +349,10 @@ class Canary:
     """Per site, the HTTP responses each load balancer counter serving it counted: site
     -> source (one socket's row for the site's server) -> counts.
 
-    `responses` holds only the sites read on every socket. A site that a socket
-    could not give (`incomplete`: site -> those sockets) has no reading at all that
-    round: a step judged on part of the traffic could pass on the healthy part alone.
+    `responses` holds only the sites read on every socket that counts them. A site
+    that a socket could not give (`incomplete`: site -> those sockets) is unread that
+    round: a step judged on part of the traffic could pass on the healthy part alone,
+    so it waits. A site no socket counts is in neither.
     """
 
     responses: Mapping[str, Mapping[str, Responses]] = field(default_factory=dict)

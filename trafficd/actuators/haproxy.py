@@ -18,9 +18,8 @@ cached the old DNS answer, sent there by a load balancer in front of it.
 `responses()` reads the same `show stat` for the canary of a gradual return:
 each site's server's `hrsp_*` counters (every response, and the 5xx ones),
 one counter per socket (the engine counts each apart: a reload that adds a
-socket or restarts one moves only that counter). A socket that cannot be read,
-or lacks the site's server, leaves its sites without a reading that round
-(`base.Canary`).
+socket or restarts one moves only that counter). A socket that cannot be read
+leaves its sites unread that round, and their steps wait (`base.Canary`).
 """
 
 from __future__ import annotations
@@ -203,9 +202,11 @@ class HAProxy(Actuator[Current, Change], Splitting, TrafficReporting[Current], R
         """Each site's server's responses on every socket (read at once), one counter per
         socket: `SOCKET BACKEND/SERVER`.
 
-        A socket that cannot be read, that lacks the site's server, or whose counters
-        are not numbers makes the site incomplete: counted as nothing, its traffic
-        would go unjudged."""
+        A socket that cannot be read makes its sites incomplete (their step waits: the
+        traffic it carries would go unjudged). A socket without the site's server sends
+        the site nothing (as `sends_traffic` says) and one whose server has no HTTP
+        counters (a TCP-mode backend) cannot count it: neither adds a counter, and a
+        site no socket counts has no reading (its probes alone judge its return)."""
         stats = await asyncio.gather(
             *(self._stat(socket) for socket in self.sockets), return_exceptions=True
         )
@@ -223,12 +224,11 @@ class HAProxy(Actuator[Current, Change], Splitting, TrafficReporting[Current], R
                 row = stat.get((backend, server)) or {}
                 values = [row.get(column) or "" for column in RESPONSE_COLUMNS]
                 if not all(v.isdigit() for v in values):  # no such server, or not HTTP
-                    incomplete[site] = (*incomplete.get(site, ()), socket)
                     continue
                 total, errors = sum(map(int, values)), int(row["hrsp_5xx"])
                 counts[site][f"{socket} {backend}/{server}"] = Responses(total, errors)
         return Canary(
-            {s: c for s, c in counts.items() if s not in incomplete},
+            {s: c for s, c in counts.items() if c and s not in incomplete},
             incomplete,
         )
 

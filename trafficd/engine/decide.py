@@ -409,7 +409,11 @@ class _Round:
         fresh = reading is not None and (
             reading.at > memory.step_read_at or (base is None and reading.at >= memory.step_read_at)
         )
-        if reading is not None and fresh:
+        if reading is not None and reading.unread:
+            self.notes[spec.name].append(
+                f"canary: {', '.join(reading.unread)} could not be read: nothing counted"
+            )
+        elif reading is not None and fresh:
             if base is None:
                 memory = replace(memory, step_responses=reading.counts, step_read_at=reading.at)
             else:
@@ -518,11 +522,19 @@ class _Round:
                 f"returning: {at}, healthy for {healthy:.0f}s of {policy.return_step:g}s"
             )
             return memory
-        if self.canary is not None and name in self.canary and memory.step_counted is None:
-            # The load balancer counts this site: a step it has not yet counted (a step
-            # shorter than two readings) passes on nothing but the probes otherwise.
-            self.notes[name].append(f"returning: {at}: waiting for the canary's first count")
-            return memory
+        reading = None if self.canary is None else self.canary.get(name)
+        if reading is not None:
+            # A load balancer counts this site: the step goes up only on a count that
+            # reaches its end (a step shorter than two readings, or one judged on a
+            # reading from before its end, would pass on the probes alone), and never
+            # while a socket cannot be read (its share of the traffic would go unseen).
+            end = memory.step_since + policy.return_step
+            if reading.unread:
+                self.notes[name].append(f"returning: {at}: waiting for the canary to be read")
+                return memory
+            if memory.step_counted is None or memory.step_read_at < end:
+                self.notes[name].append(f"returning: {at}: waiting for the canary's count")
+                return memory
         up = next((p for p in policy.return_steps if p > percent), 100)
         number, weight = step_number(policy, up), step_weight(spec, up)
         done = "; the return is complete" if up >= 100 else ""
@@ -538,14 +550,18 @@ class _Round:
                 ),
             )
         )
-        return replace(
-            memory,
-            returning=up if up < 100 else 0,
-            step_since=now,
-            step_responses=None,
-            step_read_at=now if up < 100 else NEVER,
-            step_counted=None,
-        )
+        if up >= 100:
+            return replace(
+                memory,
+                returning=0,
+                step_since=now,
+                step_responses=None,
+                step_read_at=NEVER,
+                step_counted=None,
+            )
+        # The step's last reading is the next step's base: what is served from it on is
+        # counted there, so no response between two steps goes unjudged.
+        return replace(memory, returning=up, step_since=now, step_counted=None)
 
     # --- safety ---------------------------------------------------------------
 

@@ -109,9 +109,10 @@ def effects(change: str, site: SiteLayout) -> set[str]:
         held, wanted = _weights(m["before"]), _weights(m["after"])
         for address in site.addresses:
             was, now = held.get(address, 0), wanted.get(address, 0)
+            # The record lists every site: only a weight that changed is this site's.
             if was and not now:
                 out.add("off")
-            elif now:
+            elif now != was:
                 out.add(f"weight {now}")
                 if not was:
                     out.add("on")

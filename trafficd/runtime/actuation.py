@@ -202,6 +202,8 @@ class Actuation:
         at = self.clock.now()
         self.canary = await read_canary(rec.actuator for rec in self.reconcilers)
         self.readings = {s: CanaryReading(at, c) for s, c in self.canary.responses.items()}
+        for site, sockets in self.canary.incomplete.items():
+            self.readings[site] = CanaryReading(at, {}, sockets)  # the step waits
         if self.readings:
             self.effects.round_due.set()  # a share over the limit abandons at once
 
