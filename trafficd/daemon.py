@@ -28,7 +28,7 @@ from trafficd.coordination import Coordinator
 from trafficd.listeners import Listeners
 from trafficd.model import Decision, Override, Pause
 from trafficd.runtime.commands import Command
-from trafficd.runtime.wiring import Runtime
+from trafficd.runtime.wiring import ReloadError, Runtime
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,9 @@ class Daemon:
         # one queues one more, however many arrive.
         self._reload_lock = asyncio.Lock()
         self._reload_pending = False
+        # The configuration's tasks run (set by run(); tests that start the runtime
+        # themselves set it too): before, a SIGHUP only queues its reload.
+        self._running = False
         self._tasks = self.runtime.supervisor.tasks  # every task by name (the same dict)
 
     # --- what a running daemon shows (the runtime's parts hold it) ----------------------
@@ -123,17 +126,24 @@ class Daemon:
             log.warning("reload: listen addresses change only at restart")
         if new.api_limits != old.api_limits:
             log.warning("reload: api_limits change only at restart")
-        await self.runtime.reload(new)
+        try:
+            await self.runtime.reload(new)
+        except ReloadError as exc:
+            log.error("reload rejected: %s; the old configuration runs on", exc)
+            self.metrics.config_last_reload_successful.set(0)
+            return False
         self.tokens = load_tokens(new, self.config_path)
         self.metrics.config_last_reload_successful.set(1)
         log.info("configuration reloaded from %s", self.config_path)
         return True
 
     def request_reload(self) -> None:
-        """SIGHUP: a reload, or, while one runs, one more after it (at most one pending)."""
-        if self.runtime.supervisor.running("reload"):
+        """SIGHUP: a reload, or, while one runs or the tasks are not started yet, one more
+        after it (at most one pending)."""
+        if not self._running or self.runtime.supervisor.running("reload"):
             self._reload_pending = True
             return
+        self._reload_pending = False
         self.runtime.supervisor.spawn("reload", self._reload_task, once=True)
 
     async def _reload_task(self) -> None:
@@ -151,12 +161,18 @@ class Daemon:
             bound = await self.start_listeners()
             log.info("listening on %s", ", ".join(bound))
             self.runtime.start()
+            self._running = True
+            if self._reload_pending:  # a SIGHUP while starting: the file may have changed
+                self.request_reload()
             self.runtime.effects.audit("started", vantage=self.config.vantage, pid=os.getpid())
             await self.stopping.wait()
         finally:
             log.info("stopping")
+            self._running = False  # a SIGHUP from here on starts nothing
             try:
                 async with asyncio.timeout(STOP_WITHIN):
+                    # A reload under way would start its tasks after this stop: ended first.
+                    await self.runtime.supervisor.cancel(["reload"])
                     await self.runtime.stop()
                     await self.listeners.stop()
             except TimeoutError:

@@ -213,6 +213,30 @@ async def test_a_socket_added_by_a_reload_holds_the_stop_until_it_is_read(
     assert d.leader.tick(t0 + 15).sites["eu"].instances == "stopped"
 
 
+async def test_a_reload_of_the_same_configuration_keeps_the_confirmation(
+    runtime: Runtime,
+) -> None:
+    """Issue 19 review: a reload rebuilt every target with nothing read back, so the
+    confirmation was withdrawn and the grace began again (a configuration agent that
+    reloads every minute kept eu's instances up for ever). An unchanged target keeps
+    its read-back; one whose sites changed must read back again."""
+    d = runtime
+    d.actuation.build()  # the configuration's targets, as start() builds them
+    t0 = await drain(d, stop_instances=True)
+    for socket in SOCKETS:
+        read_back(d, socket, {"us": True, "eu": False})
+    d.leader.tick(t0 + 1)
+    assert d.actuation.confirmation.traffic_off == {"eu": t0 + 1}
+    d.actuation.build()  # a reload of the same file
+    assert d.leader.tick(t0 + 6).sites["eu"].instances == "stopped"
+    assert d.actuation.confirmation.traffic_off == {"eu": t0 + 1}
+    sites = dict(d.live.config.sites)
+    sites["eu"] = sites["eu"].model_copy(update={"addresses": ["192.0.2.21"]})
+    d.live.config = d.live.config.model_copy(update={"sites": sites})
+    d.actuation.build()  # a reload that changes a site: nothing read back stands
+    assert all(rec.traffic[rec.target or ""] is None for rec in d.actuation.targets)
+
+
 async def test_a_drained_site_stops_later_only_on_a_fresh_confirmation(runtime: Runtime) -> None:
     # Drained for maintenance with its instances up; then the operator asks for the stop
     # (`drain --stop-instances` again) while a socket sends eu traffic again (or a reload

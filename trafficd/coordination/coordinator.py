@@ -72,6 +72,12 @@ class Coordinator:
         self.error: str | None = None
         self.published: dict[str, float] = {}  # vantage -> when it last published
 
+    def configure(self, config: Config) -> None:
+        """A reload's configuration, with the same coordination settings and vantage (the
+        runtime keeps the coordinator, and its lease, over such a reload)."""
+        self.vantages = config.all_vantages
+        self.interval = config.probes.interval
+
     # --- leadership ----------------------------------------------------------------
 
     def leading(self) -> bool:

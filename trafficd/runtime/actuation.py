@@ -72,13 +72,33 @@ class Actuation:
         self.confirmation = Confirmation(live, rounds, effects)
         self.canary = Canary()  # the last reading, while a site returns in steps
         self.readings: dict[str, CanaryReading] = {}  # the same, stamped: the engine's input
+        # What the targets were built from (actuator id -> its section, or the object a
+        # caller built) and the sites then: a reload keeps an unchanged target's read-back.
+        self._made: dict[str, object] = {}
+        self._sites: dict[str, object] = {}
 
     def build(self, actuators: list[Actuator[Any, Any]] | None = None) -> list[Task]:
-        """The configuration's actuators (or `actuators`, already built) and their loops."""
+        """The configuration's actuators (or `actuators`, already built) and their loops.
+
+        On a reload, a target whose actuator and sites are unchanged keeps what it last
+        read back: a drain's confirmation of traffic off stands (a reload every minute
+        would otherwise start the shutdown grace over for ever), while a target added
+        or changed by the reload must read back before it confirms anything."""
         config = self.live.config
+        kept = {
+            (rec.actuator.ident, name): (self._made.get(rec.actuator.ident), rec, name)
+            for rec in self.targets
+            for name in rec.parts
+        }
+        same_sites = self._sites == dict(config.sites)
+        made: dict[str, object]
         if actuators is None:
             context = BuildContext(sites=config.sites, metrics=self.metrics)
             actuators = [build(section, context) for section in config.actuators]
+            made = {a.ident: s for a, s in zip(actuators, config.actuators, strict=True)}
+        else:
+            made = {a.ident: a for a in actuators}  # built by the caller: the same object
+        self._made, self._sites = made, dict(config.sites)
         self.reconcilers, self.targets, self.memory.actuators = [], [], []
         self.effects.wakeups = {}
         tasks: list[Task] = []
@@ -89,6 +109,12 @@ class Actuation:
                 continue
             for target in self.reconcilers[-1].parts:
                 rec = self._reconciler(actuator, target)
+                old = kept.get((actuator.ident, target))
+                if same_sites and old is not None and old[0] == made[actuator.ident]:
+                    _, before, name = old
+                    rec.traffic[name] = before.traffic.get(name)
+                    if name in before.outcomes:
+                        rec.outcomes[name] = before.outcomes[name]
                 self.targets.append(rec)
                 wake = asyncio.Event()
                 wake.set()

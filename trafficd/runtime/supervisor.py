@@ -32,7 +32,13 @@ class Supervisor:
         self.tasks: dict[str, asyncio.Task[None]] = {}
 
     def spawn(self, name: str, factory: Factory, *, once: bool = False) -> None:
-        """Runs `factory()` as the task `name`, restarted whenever it raises."""
+        """Runs `factory()` as the task `name`, restarted whenever it raises; `once`: a
+        job, not a loop, which is never run again (a failed reload is not retried).
+
+        A task of that name still running is a fault of the caller (two sets of loops
+        would act at once), never replaced silently: RuntimeError."""
+        if self.running(name):
+            raise RuntimeError(f"task {name} is already running")
 
         async def guarded() -> None:
             while True:
@@ -41,6 +47,9 @@ class Supervisor:
                 except asyncio.CancelledError:
                     raise
                 except Exception:
+                    if once:
+                        log.exception("task %s failed", name)
+                        return
                     log.exception("task %s died; restarting in %gs", name, self.restart_delay)
                     self.metrics.task_restarts.labels(task=name).inc()
                     await asyncio.sleep(self.restart_delay)

@@ -14,6 +14,7 @@ new configuration in force for every part at once, `close` saves a last time.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from pathlib import Path
 
@@ -38,6 +39,12 @@ from trafficd.runtime.rounds import Rounds
 from trafficd.runtime.supervisor import Supervisor
 from trafficd.runtime.views import Views
 from trafficd.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class ReloadError(Exception):
+    """A new configuration loaded but could not start; the old one runs again."""
 
 
 class Runtime:
@@ -108,22 +115,42 @@ class Runtime:
         """A new configuration in force: saved, the old one's tasks stopped, every part
         on the new one at once, its tasks started, and (alone) a round decided on it now,
         so that no loop acts on the old sites (one added would have no decision) for up
-        to an interval."""
+        to an interval.
+
+        A configuration that loads but cannot start (an actuator's CA bundle gone, say)
+        raises ReloadError after the old one is started again: a failed reload keeps the
+        old configuration running. The coordinator is kept when its settings are the
+        same: a reload hands no leadership over."""
         self.effects.save()
-        await self.stop(reloading=True)
+        old = self.live.config
+        keep = old.coordination == config.coordination and old.vantage == config.vantage
+        await self.stop(reloading=True, keep_coordinator=keep)
+        try:
+            self._configure(config)
+            self.start()
+        except Exception as exc:
+            log.error("reload: the new configuration could not start: %s", exc)
+            await self.stop(reloading=True)
+            self._configure(old)
+            self.start()  # what ran before: if this fails too, the daemon is not alive
+            raise ReloadError(str(exc)) from exc
+        if self.live.coord is None:
+            self.leader.tick()
+
+    def _configure(self, config: Config) -> None:
         self.live.config = config
         self.effects.export.configured(config)
         self.rounds.policy = engine_policy(config)
         self.observations.retain({*config.sites, *config.storage})
-        self.start()
-        if self.live.coord is None:
-            self.leader.tick()
 
     def start(self) -> None:
-        """The configuration's tasks, each under the supervisor."""
+        """The configuration's tasks, each under the supervisor (a coordinator kept over
+        a reload goes on with the new configuration's vantages and interval)."""
         config = self.live.config
-        self.live.coord = None
-        if config.coordination.backend != "none":
+        self.alive = False
+        if self.live.coord is not None:
+            self.live.coord.configure(config)
+        elif config.coordination.backend != "none":
             backend = BACKENDS[config.coordination.backend](
                 list(config.coordination.urls), timeout=max(1.0, config.probes.timeout)
             )
@@ -143,14 +170,16 @@ class Runtime:
         self._tasks = [name for name, _ in tasks]
         self.alive = True
 
-    async def stop(self, *, reloading: bool = False) -> None:
+    async def stop(self, *, reloading: bool = False, keep_coordinator: bool = False) -> None:
         """The configuration's tasks ended and its clients closed; `reloading`: the Quay
-        probers stay for the next configuration to keep or close, else every task ends."""
+        probers stay for the next configuration to keep or close, else every task ends;
+        `keep_coordinator`: the lease and the store's client stay for the next one."""
         if not reloading:
             self.alive = False
         await self.supervisor.cancel(self._tasks)
         coord = self.live.coord
-        if coord is not None:
+        if coord is not None and not keep_coordinator:
+            self.live.coord = None
             await coord.resign()  # a successor need not wait for the lease to expire
             with contextlib.suppress(Exception):
                 await coord.backend.close()
