@@ -240,7 +240,9 @@ class Registry:
         self.config.write_text(json.dumps(config))  # JSON is YAML
 
     async def start(self) -> Registry:
-        env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}  # peers.md gotcha
+        env = {
+            k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"
+        }  # the registry's S3 client takes it for its own CA and fails
         with (self.dir / "registry.log").open("wb") as log:
             self.proc = await asyncio.create_subprocess_exec(
                 "/usr/bin/docker-registry",

@@ -14,13 +14,13 @@ from collections.abc import Mapping
 from trafficd.engine.policy import EnginePolicy
 from trafficd.model import UNREACHABLE, Evidence, Observation, Probe, Tallies
 
-# Quay's debug failure text names the location (quay.md, "Observed on real Quay").
+# Quay's debug failure text names the location (docs/design.md, "What real Quay does").
 _PREFERRED_FAILED = re.compile(r"Preferred storage '([^']+)' check failed")
 
 
 Latest = Mapping[tuple[str, Probe, str], Observation]
 _CHECK_PROBES = {Probe.INSTANCE: "instance", Probe.REGISTRY: "registry"}
-SHARED_SERVICES = ("database", "redis")  # one for the whole deployment (quay.md)
+SHARED_SERVICES = ("database", "redis")  # one for the whole deployment (docs/design.md)
 
 
 def named_locations(o: Observation) -> frozenset[str]:

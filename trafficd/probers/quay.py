@@ -5,7 +5,7 @@ First stage of the pipeline for site health. It connects to the site's
 and TLS SNI, and verifies the certificate against that hostname (what `curl
 --connect-to` does), so the global load balancer is bypassed. Requests go
 through `http1` (kept-alive connections per site). Quay's body (`{"data":
-{"services": {...}}, "status_code": N}`, reference/quay.md) becomes an
+{"services": {...}}, "status_code": N}`, docs/design.md, "What real Quay does") becomes an
 `Observation`, with, in debug mode, each service's failure text
 (`service_texts`) and the storage locations those texts name
 (`storage_faults`); nothing raises into the caller. `QuayProber` says how debug
@@ -469,7 +469,7 @@ def _unverified() -> ssl.SSLContext:
 
 
 def classify(services: Mapping[str, bool]) -> str:
-    """`storage` is site-local; `database`/`redis` are shared by every site (quay.md)."""
+    """`storage` is site-local; `database`/`redis` are shared by every site (docs/design.md)."""
     kinds = []
     if services.get("storage") is False:
         kinds.append("storage")

@@ -4,7 +4,7 @@ Implements `base.StorageBackend` for S3Storage, STSS3Storage, the CDN-fronted
 drivers (the CDN only serves downloads; the bucket underneath is probed),
 MultiCDNStorage, GoogleCloudStorage (HMAC interoperability keys),
 RadosGWStorage, RHOCSStorage and IBMCloudStorage. Endpoints follow Quay's
-rules (reference/quay.md); uploads carry `ServerSideEncryption: AES256`
+rules (its storage drivers' endpoint logic); uploads carry `ServerSideEncryption: AES256`
 exactly where Quay's driver sends it, since buckets that require SSE reject
 anything else.
 """
