@@ -5,7 +5,8 @@ first run through the pure engine on the would-be overrides: one a safety rule
 refuses is answered with the rule's name and nothing is stored. With
 coordination a command is written to the shared store first (any instance
 takes it; the leader acts on it at its next round), and every instance keeps
-it in its own state.json too.
+it in its own state.json too; while the store has come back empty and the
+leader has not re-published, a command is refused (503) rather than undone.
 """
 
 from __future__ import annotations
