@@ -168,6 +168,12 @@ async def test_bad_input(runtime: Runtime, api: Client) -> None:
     assert await resp.json() == {"error": "reason: a non-empty string is required"}
     resp = await api.post("/api/v1/sites/eu/drain", headers=h, json={"reason": "x", "for": "soon"})
     assert resp.status == 400 and "soon" in (await resp.json())["error"]
+    # A flag that is not a JSON boolean: refused, never taken as true (issue 19 review).
+    resp = await api.post(
+        "/api/v1/sites/eu/drain", headers=h, json={"reason": "x", "force": "false"}
+    )
+    assert resp.status == 400 and (await resp.json())["error"].startswith("force: ")
+    assert runtime.rounds.overrides == {}
     resp = await api.post("/api/v1/sites/mars/drain", headers=h, json={"reason": "x"})
     assert resp.status == 404 and await resp.json() == {"error": "unknown site 'mars'"}
     resp = await api.post(
