@@ -58,7 +58,7 @@ def test_state_round_trip(tmp_path: Path) -> None:
                 step_since=20.0,
                 step_responses={
                     "total": Responses(total=9, errors=9),  # a source may have any name
-                    "/run/a.sock be/eu": Responses(total=412, errors=3),
+                    "/run/a.sock be/eu": Responses(total=412, errors=3, started="4711"),
                     "/run/b.sock be/eu": Responses(total=7, errors=0),
                 },
                 step_read_at=23.0,

@@ -136,15 +136,18 @@ class Observation:
 
 @dataclass(frozen=True, slots=True)
 class Responses:
-    """The HTTP responses live traffic got from one site, as its load balancer counts them:
-    cumulative since the counters started (HAProxy's `show stat` of the site's server,
-    summed over every socket serving it; a reload restarts them from zero).
+    """The HTTP responses live traffic got from one site, as one load balancer counter
+    counts them: cumulative since the counter started (HAProxy's `show stat` of the
+    site's server on one socket; a reload or restart of HAProxy starts it from zero).
 
-    The runtime reads them; the engine's canary compares them with the counts it kept at
-    the start of a return step (`decide(..., canary=...)`)."""
+    The runtime reads them; the engine's canary compares them with the last reading it
+    counted in a return step (`decide(..., canary=...)`). `started` names the process
+    that counts (HAProxy's pid; empty where unknown): counts of another process are a
+    restarted counter's, even when they have already grown past the old ones."""
 
     total: int  # every response: hrsp_1xx .. hrsp_5xx and hrsp_other
     errors: int  # 5xx responses (hrsp_5xx)
+    started: str = ""
 
 
 @dataclass(frozen=True, slots=True)

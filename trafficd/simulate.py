@@ -18,7 +18,7 @@ and loaded, as across a daemon restart) and `responses` (a site's
 cumulative HTTP response counters as its load balancer counts them, read at
 the event's time: the engine's canary input; `total` and `errors` for one
 counter, or `sources` mapping each counter, one socket's, to its `total` and
-`errors`, or `unread`: the sockets that could not be read; a timeline without any
+`errors` (and `started`, the counting process: HAProxy's pid), or `unread`: the sockets that could not be read; a timeline without any
 has no load balancer). Each reading stands, with its time, until the next: the
 daemon reads every interval, a timeline gives the readings that matter, and a
 step goes up only once a reading at or after its end counted it.
@@ -145,7 +145,11 @@ def _reading(obj: dict[str, Any], at: float) -> CanaryReading:
         return CanaryReading(at, {}, tuple(obj["unread"]))
     sources = obj.get("sources") or {"lb": obj}
     return CanaryReading(
-        at, {str(k): Responses(int(v["total"]), int(v["errors"])) for k, v in sources.items()}
+        at,
+        {
+            str(k): Responses(int(v["total"]), int(v["errors"]), str(v.get("started") or ""))
+            for k, v in sources.items()
+        },
     )
 
 

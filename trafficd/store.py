@@ -87,12 +87,15 @@ def memory_to_json(m: SiteMemory) -> dict[str, Any]:
     }
 
 
-def _responses_to_json(r: Responses) -> dict[str, int]:
-    return {"total": r.total, "errors": r.errors}
+def _responses_to_json(r: Responses) -> dict[str, Any]:
+    out: dict[str, Any] = {"total": r.total, "errors": r.errors}
+    if r.started:
+        out["started"] = r.started
+    return out
 
 
 def _responses(obj: Any) -> Responses:
-    return Responses(int(obj["total"]), int(obj["errors"]))
+    return Responses(int(obj["total"]), int(obj["errors"]), str(obj.get("started") or ""))
 
 
 def _step_sources(obj: Any) -> dict[str, Responses] | None:

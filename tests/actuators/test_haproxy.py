@@ -204,6 +204,11 @@ async def test_the_canary_counts_each_sites_responses_on_every_socket_apart(
     canary = await read_canary([r.actuator])
     assert canary.responses == {}
     assert canary.incomplete == {"eu": (second.admin_socket,), "us": (second.admin_socket,)}
+    # Started again: its counters are another process's (a new pid), whatever they read.
+    second.start()
+    again = (await read_canary([r.actuator])).responses["eu"]
+    assert again[b].started.isdigit() and eu[b].started.isdigit()
+    assert again[b].started != eu[b].started and again[a].started == eu[a].started
     await r.actuator.close()
 
 

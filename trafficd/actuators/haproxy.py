@@ -187,6 +187,23 @@ class HAProxy(Actuator[Current, Change], Splitting, TrafficReporting[Current], R
             if row.get("pxname") and row.get("svname")
         }
 
+    async def _counters(self, socket: str) -> tuple[str, dict[tuple[str, str], dict[str, str]]]:
+        """The pid of the HAProxy process behind the socket (`show info`), then its
+        servers' rows: a reload or restart between two readings is a new pid, whose
+        counters started from zero, even once they have grown past the old process's."""
+        info = await self.command(socket, "show info")
+        pid = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in info.splitlines()
+                if line.startswith("Pid:")
+            ),
+            "",
+        )
+        # A reload between the two commands stamps the new process's counters with the
+        # old pid once: they went back, so they count as restarted all the same.
+        return pid, await self._stat(socket)
+
     async def _sessions(self, socket: str) -> dict[tuple[str, str], int]:
         """stot of every server."""
         return {
@@ -208,25 +225,26 @@ class HAProxy(Actuator[Current, Change], Splitting, TrafficReporting[Current], R
         counters (a TCP-mode backend) cannot count it: neither adds a counter, and a
         site no socket counts has no reading (its probes alone judge its return)."""
         stats = await asyncio.gather(
-            *(self._stat(socket) for socket in self.sockets), return_exceptions=True
+            *(self._counters(socket) for socket in self.sockets), return_exceptions=True
         )
         counts: dict[str, dict[str, Responses]] = {site: {} for site in self.servers}
         incomplete: dict[str, tuple[str, ...]] = {}
-        for socket, stat in zip(self.sockets, stats, strict=True):
-            if isinstance(stat, BaseException):
-                if not isinstance(stat, ActuatorError):
-                    raise stat
-                log.warning("%s: canary: %s", self.ident, stat)
+        for socket, read in zip(self.sockets, stats, strict=True):
+            if isinstance(read, BaseException):
+                if not isinstance(read, ActuatorError):
+                    raise read
+                log.warning("%s: canary: %s", self.ident, read)
                 for site in self.servers:
                     incomplete[site] = (*incomplete.get(site, ()), socket)
                 continue
+            pid, stat = read
             for site, (backend, server) in self.servers.items():
                 row = stat.get((backend, server)) or {}
                 values = [row.get(column) or "" for column in RESPONSE_COLUMNS]
                 if not all(v.isdigit() for v in values):  # no such server, or not HTTP
                     continue
                 total, errors = sum(map(int, values)), int(row["hrsp_5xx"])
-                counts[site][f"{socket} {backend}/{server}"] = Responses(total, errors)
+                counts[site][f"{socket} {backend}/{server}"] = Responses(total, errors, pid)
         return Canary(
             {s: c for s, c in counts.items() if c and s not in incomplete},
             incomplete,

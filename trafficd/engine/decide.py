@@ -422,14 +422,15 @@ class _Round:
                     was = base.get(source)
                     if was is None:
                         continue  # new here: its counts so far may be from before the step
-                    if now.total < was.total or now.errors < was.errors:
+                    other = bool(was.started and now.started) and was.started != now.started
+                    if other or now.total < was.total or now.errors < was.errors:
                         restarted.append(source)
                         was = Responses(0, 0)
                     total, errors = total + now.total - was.total, errors + now.errors - was.errors
                 if restarted:
                     self.notes[spec.name].append(
-                        f"canary: the counters of {', '.join(restarted)} went back (a reload?); "
-                        "counting what they counted since"
+                        f"canary: the counters of {', '.join(restarted)} started again "
+                        "(a reload?); counting what they counted since"
                     )
                 so_far = memory.step_counted or Responses(0, 0)
                 memory = replace(
