@@ -18,10 +18,11 @@ and loaded, as across a daemon restart) and `responses` (a site's
 cumulative HTTP response counters as its load balancer counts them, read at
 the event's time: the engine's canary input; `total` and `errors` for one
 counter, or `sources` mapping each counter, one socket's, to its `total` and
-`errors` (and `started`, the counting process: HAProxy's pid), or `unread`: the sockets that could not be read; a timeline without any
-has no load balancer). Each reading stands, with its time, until the next: the
-daemon reads every interval, a timeline gives the readings that matter, and a
-step goes up only once a reading at or after its end counted it.
+`errors` (and `started`, the counting process: HAProxy's pid), or `unread`: the
+sockets that could not be read; a timeline without any has no load balancer).
+Each reading stands, with its time, until the next: the daemon reads every
+interval, a timeline gives the readings that matter, and a step goes up only
+once a reading at or after its end counted it.
 """
 
 from __future__ import annotations
