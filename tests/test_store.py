@@ -76,6 +76,7 @@ def test_state_round_trip(tmp_path: Path) -> None:
     )
     overrides = {"us": Override("hold", "release day", "admin", 5.0, expires=3605.0)}
     pause = Pause("dns migration", "ops", 7.0, hands_off=True)
+    store.highest_token = 41  # the highest fencing token seen (coordination)
     store.save(engine, overrides, pause, {"command": {"believed": {"eu": "stopped"}}})
     raw = json.loads((tmp_path / "state.json").read_text())  # strict JSON: no Infinity
     assert raw["engine"]["sites"]["us"]["since"] is None
@@ -89,8 +90,23 @@ def test_state_round_trip(tmp_path: Path) -> None:
     assert loaded.overrides == overrides
     assert loaded.pause == pause
     assert loaded.actuator_memory == {"command": {"believed": {"eu": "stopped"}}}
+    assert loaded.highest_token == 41
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".state.")] == []
     store.close()
+
+
+def test_the_highest_token_loaded_is_kept_by_every_later_save(tmp_path: Path) -> None:
+    """Saves come from callers that know nothing of the token (a command, a reload):
+    the token a restarted instance read back must not be lost on its first save."""
+    first = Store(tmp_path)
+    first.highest_token = 7
+    first.save(EngineState(), {}, None, {})
+    first.close()
+    again = Store(tmp_path)
+    assert again.load().highest_token == 7 and again.highest_token == 7
+    again.save(EngineState(last_round=3.0), {}, None, {})
+    again.close()
+    assert Store(tmp_path).load().highest_token == 7
 
 
 def test_a_state_file_from_before_the_gradual_return_loads_as_not_returning() -> None:
@@ -138,6 +154,8 @@ def test_no_state_file_is_the_fresh_state(tmp_path: Path) -> None:
         ('{"pause": {"reason": "r", "who": "w", "at": "soon"}}', "could not convert"),
         ('{"actuators": {"command": ["stopped"]}}', "every actuator's memory must be an object"),
         ('{"version": 2, "engine": {}}', "format 2 is newer than this trafficd reads"),
+        ('{"highest_token": "12"}', "highest_token: expected a whole number >= 0, not '12'"),
+        ('{"highest_token": -1}', "highest_token: expected a whole number >= 0, not -1"),
     ],
 )
 def test_a_corrupt_state_file_is_an_error_naming_the_file(
@@ -172,6 +190,7 @@ def test_an_older_state_file_loads_with_fresh_values_for_what_it_lacks(tmp_path:
     assert loaded.engine.locations == {} and loaded.engine.last_round == 12.0
     assert loaded.overrides == {"us": Override("hold", "r", "ops", 5.0)}
     assert loaded.pause is None and loaded.actuator_memory == {}
+    assert loaded.highest_token == 0  # kept since coordination numbers above it
 
 
 def test_a_crash_during_save_keeps_the_old_state(

@@ -3,8 +3,10 @@
 Beside the pipeline (docs/design.md's data flow: the engine's state and the
 operators' commands go in, the daemon reloads them at start). `state.json`
 in `state_dir` holds overrides, the pause, every site's engine memory
-(state, cause, timestamps, counters) and each actuator's memory (replica
-counts, believed instance states); `Store.load` reads it back as a typed
+(state, cause, timestamps, counters), each actuator's memory (replica
+counts, believed instance states) and, with coordination, the highest fencing
+token the instance has seen (a shared store that restarts empty numbers its next
+leader above it, coordination/base.py); `Store.load` reads it back as a typed
 `SavedState`. It is written atomically: a
 temporary file, fsync, rename, fsync of the directory, so a crash leaves
 the old file or the new one, never half of one.
@@ -220,6 +222,7 @@ class SavedState:
     overrides: Mapping[str, Override] = field(default_factory=dict)
     pause: Pause | None = None
     actuator_memory: Mapping[str, ActuatorMemory] = field(default_factory=dict)
+    highest_token: int = 0  # the highest fencing token seen (coordination); 0: none
 
     @classmethod
     def from_json(cls, raw: object) -> SavedState:
@@ -242,7 +245,15 @@ class SavedState:
             },
             pause=Pause.from_json(raw["pause"]) if raw.get("pause") else None,
             actuator_memory={str(ident): m for ident, m in memory.items()},
+            # Absent from files written before it was kept, and alone (no coordination).
+            highest_token=_token(raw.get("highest_token", 0)),
         )
+
+
+def _token(obj: object) -> int:
+    if isinstance(obj, bool) or not isinstance(obj, int) or obj < 0:
+        raise ValueError(f"highest_token: expected a whole number >= 0, not {obj!r}")
+    return obj
 
 
 class Store:
@@ -261,6 +272,10 @@ class Store:
         )
         self._handler.setFormatter(logging.Formatter("%(message)s"))
         self._audit.addHandler(self._handler)
+        # The highest fencing token this instance has seen (coordination): `load` reads
+        # it back, every `save` writes it, the runtime raises it (runtime/leader.py), so
+        # the callers that save the engine and the overrides need not carry it.
+        self.highest_token = 0
 
     def close(self) -> None:
         self._audit.removeHandler(self._handler)
@@ -272,9 +287,11 @@ class Store:
         if not self.state_path.exists():
             return SavedState()
         try:
-            return SavedState.from_json(json.loads(self.state_path.read_text()))
+            saved = SavedState.from_json(json.loads(self.state_path.read_text()))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise StateFileError(f"{self.state_path}: unreadable state: {exc}") from None
+        self.highest_token = max(self.highest_token, saved.highest_token)
+        return saved
 
     def save(
         self,
@@ -290,6 +307,7 @@ class Store:
             "overrides": {site: o.to_json() for site, o in sorted(overrides.items())},
             "pause": pause.to_json() if pause else None,
             "actuators": dict(actuator_memory),
+            "highest_token": self.highest_token,
         }
         data = json.dumps(doc, indent=1, sort_keys=True).encode()
         fd, tmp = tempfile.mkstemp(prefix=".state.", dir=self.dir)

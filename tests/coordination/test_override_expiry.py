@@ -29,6 +29,14 @@ class WriteBeforeDelete:
     def __init__(self, inner: SharedStore, key: str, write: Callable[[], Awaitable[None]]) -> None:
         self.inner, self.key, self.write, self.fired = inner, key, write, False
 
+    @property
+    def highest_token(self) -> int:
+        return self.inner.highest_token
+
+    @highest_token.setter
+    def highest_token(self, token: int) -> None:
+        self.inner.highest_token = token
+
     async def _interleave(self, key: str) -> None:
         if key == self.key and not self.fired:
             self.fired = True

@@ -5,6 +5,16 @@ observations, the leader's lease and the shared state in a store that every
 trafficd instance reaches. A backend (`redis`, `etcd`) is a key-value store with
 TTLs, one lease-backed lock whose holder gets a fencing token that only grows,
 and writes fenced by that lock. Everything the coordinator needs is here.
+
+A store that restarts empty (a cache-only Redis, an etcd whose data is gone)
+would number from 1 again, and rfc2136's fence compares tokens for equality: a
+stale former leader could hold the very token a new one is given. So every
+client remembers the highest token it has been given or has read
+(`highest_token`; the runtime keeps it in state.json across restarts), and an
+acquisition sets the store's counter above it in the same atomic step. (Not a
+token made of the store's generation and a counter: the generation is a random
+id, unordered, written only after the election; nor a wall clock, which can step
+back. What an instance has seen needs neither.)
 """
 
 from __future__ import annotations
@@ -18,6 +28,11 @@ class SharedStoreError(Exception):
 
 
 class SharedStore(Protocol):
+    # The highest fencing token this client was given (`campaign`) or read (`holder`),
+    # or was told of by raising it (the runtime, from state.json): every acquisition
+    # through this client gets a larger one, even from a store that restarted empty.
+    highest_token: int
+
     async def put(self, key: str, value: str, ttl: float | None = None) -> None:
         """Set `key`; with `ttl`, it disappears `ttl` seconds after the last put."""
 
@@ -34,7 +49,8 @@ class SharedStore(Protocol):
 
     async def campaign(self, lock: str, holder: str, ttl: float) -> int | None:
         """Take the lock or renew it for `ttl`: the fencing token while `holder` holds
-        it (new on every acquisition, larger than every earlier one), else None."""
+        it (new on every acquisition, larger than every earlier one and than
+        `highest_token`), else None."""
 
     async def holder(self, lock: str) -> tuple[str, int] | None:
         """Who holds the lock now, and its token."""

@@ -5,10 +5,15 @@ regions. The gateway (`/v3/kv/*`, `/v3/lease/*`, base64 keys and values) is
 part of every etcd server, so no gRPC client is needed; each URL of
 `coordination.urls` is tried in turn. The lock is a key created in a
 transaction only if absent (`create_revision == 0`), attached to a lease of
-`ttl` seconds that renewing keeps alive; the fencing token is the key's
-create revision, which etcd only ever increases. A fenced write is a
-transaction comparing the lock's value and create revision, a compare-and-delete
-one comparing the key's value. Keys written with a TTL share one lease per TTL,
+`ttl` seconds that renewing keeps alive; its value is `holder|token`. The
+fencing token is one more than the largest of a counter key beside the lock
+(`<lock>:epoch`), the client's `highest_token` and the store's revision, and
+the same transaction writes it to the counter, comparing the counter unchanged.
+(It was the lock's create revision: an etcd that restarted empty numbers its
+revisions from 1 again, base.py. The revision stays in the maximum so that a
+token is still larger than an older trafficd's, numbered by revision.) A fenced
+write is a transaction comparing the lock's value, a compare-and-delete one
+comparing the key's value. Keys written with a TTL share one lease per TTL,
 refreshed on every put.
 """
 
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -29,6 +35,25 @@ def _b64(text: str) -> str:
 
 def _unb64(text: str) -> str:
     return base64.b64decode(text).decode()
+
+
+def _int(text: str) -> int:
+    """A counter's value; an unreadable one counts as 0 (the other terms of the maximum
+    still hold the token above every earlier one)."""
+    try:
+        return int(text)
+    except ValueError:
+        return 0
+
+
+def _holder(kv: Mapping[str, Any]) -> tuple[str, int]:
+    """The lock's holder and token: `holder|token`, or an older trafficd's value (the
+    holder alone, numbered by the key's create revision)."""
+    value = _unb64(kv.get("value", ""))
+    name, bar, token = value.rpartition("|")
+    if bar and token.isascii() and token.isdigit():
+        return name, int(token)
+    return value, int(kv["create_revision"])
 
 
 def _range_end(prefix: str) -> str:
@@ -49,6 +74,7 @@ class EtcdStore:
         self._session: aiohttp.ClientSession | None = None
         self._leases: dict[int, str] = {}  # ttl seconds -> lease id, for keys with a TTL
         self._lock_lease: str | None = None
+        self.highest_token = 0  # base.SharedStore.highest_token
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -123,22 +149,47 @@ class EtcdStore:
         kvs = await self._range(lock)
         if kvs:
             kv = kvs[0]
-            if _unb64(kv.get("value", "")) != holder or kv.get("lease") != self._lock_lease:
+            if _holder(kv)[0] != holder or kv.get("lease") != self._lock_lease:
                 return None
             answer = await self._post("/v3/lease/keepalive", {"ID": self._lock_lease})
             if int(answer.get("result", {}).get("TTL", 0)) <= 0:
                 return None  # expired meanwhile: the key goes with it
-            return int(kv["create_revision"])
+            return self._saw(_holder(kv)[1])
+        counter = lock + ":epoch"
+        read = await self._post("/v3/kv/range", {"key": _b64(counter)})
+        found = read.get("kvs", [])
+        seen = _int(_unb64(found[0].get("value", ""))) if found else 0
+        revision = int(read.get("header", {}).get("revision", 0))
+        token = max(seen, self.highest_token, revision) + 1
         granted = await self._post("/v3/lease/grant", {"TTL": max(2, math.ceil(ttl))})
         lease = str(granted["ID"])
         answer = await self._post(
             "/v3/kv/txn",
             {
                 "compare": [
-                    {"key": _b64(lock), "target": "CREATE", "result": "EQUAL", "create_revision": 0}
+                    {
+                        "key": _b64(lock),
+                        "target": "CREATE",
+                        "result": "EQUAL",
+                        "create_revision": 0,
+                    },
+                    # Nobody numbered meanwhile (a counter never written has 0).
+                    {
+                        "key": _b64(counter),
+                        "target": "MOD",
+                        "result": "EQUAL",
+                        "mod_revision": int(found[0]["mod_revision"]) if found else 0,
+                    },
                 ],
                 "success": [
-                    {"request_put": {"key": _b64(lock), "value": _b64(holder), "lease": lease}}
+                    {
+                        "request_put": {
+                            "key": _b64(lock),
+                            "value": _b64(f"{holder}|{token}"),
+                            "lease": lease,
+                        }
+                    },
+                    {"request_put": {"key": _b64(counter), "value": _b64(str(token))}},
                 ],
             },
         )
@@ -146,15 +197,21 @@ class EtcdStore:
             await self._post("/v3/lease/revoke", {"ID": lease})
             return None
         self._lock_lease = lease
-        return int(answer["header"]["revision"])
+        return self._saw(token)
 
     async def holder(self, lock: str) -> tuple[str, int] | None:
         kvs = await self._range(lock)
         if not kvs:
             return None
-        return _unb64(kvs[0].get("value", "")), int(kvs[0]["create_revision"])
+        name, token = _holder(kvs[0])
+        return name, self._saw(token)
+
+    def _saw(self, token: int) -> int:
+        self.highest_token = max(self.highest_token, token)
+        return token
 
     async def fenced_put(self, lock: str, holder: str, token: int, key: str, value: str) -> bool:
+        # The value names the acquisition: no two acquisitions share a token.
         answer = await self._post(
             "/v3/kv/txn",
             {
@@ -163,13 +220,7 @@ class EtcdStore:
                         "key": _b64(lock),
                         "target": "VALUE",
                         "result": "EQUAL",
-                        "value": _b64(holder),
-                    },
-                    {
-                        "key": _b64(lock),
-                        "target": "CREATE",
-                        "result": "EQUAL",
-                        "create_revision": token,
+                        "value": _b64(f"{holder}|{token}"),
                     },
                 ],
                 "success": [{"request_put": {"key": _b64(key), "value": _b64(value)}}],

@@ -2,7 +2,9 @@
 
 Implements `base.SharedStore`. The lock is `SET NX PX` semantics in one Lua script
 that also takes the next value of a counter (`INCR`) as the fencing token, so
-acquiring and numbering cannot be separated; renewing is a compare-and-PEXPIRE,
+acquiring and numbering cannot be separated; the counter is first raised to the
+client's `highest_token` if it is lower (a Redis that restarted empty has none,
+base.py); renewing is a compare-and-PEXPIRE,
 a fenced write a compare-and-SET, an override's expiry a compare-and-DEL, all
 scripts (atomic on the server). The lock's value is `holder|token`.
 """
@@ -25,6 +27,10 @@ if cur then
     return tonumber(token)
   end
   return false
+end
+local counter = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+if counter < tonumber(ARGV[3]) then
+  redis.call('SET', KEYS[2], ARGV[3])
 end
 local token = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], ARGV[1] .. '|' .. token, 'PX', ARGV[2])
@@ -55,6 +61,7 @@ class RedisStore:
     def __init__(self, urls: list[str], *, timeout: float) -> None:
         # One endpoint: Redis replicas do not take writes (Sentinel is left for later).
         self.url = urls[0]
+        self.highest_token = 0  # base.SharedStore.highest_token
         self._client: Any = aioredis.from_url(
             self.url,
             socket_timeout=timeout,
@@ -100,17 +107,24 @@ class RedisStore:
         return result
 
     async def campaign(self, lock: str, holder: str, ttl: float) -> int | None:
+        args: list[str | int] = [holder, int(ttl * 1000), self.highest_token]
         token = await self._call(
-            "campaign", self._campaign(keys=[lock, lock + ":epoch"], args=[holder, int(ttl * 1000)])
+            "campaign", self._campaign(keys=[lock, lock + ":epoch"], args=args)
         )
-        return int(token) if token else None
+        if not token:
+            return None
+        return self._saw(int(token))
 
     async def holder(self, lock: str) -> tuple[str, int] | None:
         value = await self.get(lock)
         if value is None or "|" not in value:
             return None
         name, _, token = value.rpartition("|")
-        return name, int(token)
+        return name, self._saw(int(token))
+
+    def _saw(self, token: int) -> int:
+        self.highest_token = max(self.highest_token, token)
+        return token
 
     async def fenced_put(self, lock: str, holder: str, token: int, key: str, value: str) -> bool:
         done = await self._call(

@@ -144,6 +144,7 @@ class Leader:
         assert coord is not None
         now, wall = self.clock.now(), self.clock.wall()
         was_leading = coord.leading()
+        self._seed_token(coord)
         try:
             published = await coord.observations()
             leading = await coord.campaign()
@@ -155,6 +156,7 @@ class Leader:
             self.effects.coordination(coord)
             return
         coord.found()
+        self._keep_token(coord)
         self.observations.merge(published, now, self.live.config.all_vantages)
         if generation is not None:
             self._generation = generation
@@ -185,6 +187,21 @@ class Leader:
             self._follow(shared, now)
         self.ready = self.ready or self.rounds.decision is not None
         self.effects.coordination(coord)
+
+    def _seed_token(self, coord: Coordinator) -> None:
+        """The highest fencing token state.json kept reaches the store's client before it
+        campaigns: a store that restarted empty numbers the next leader above it
+        (coordination/base.py)."""
+        backend, kept = coord.backend, self.effects.store.highest_token
+        backend.highest_token = max(backend.highest_token, kept)
+
+    def _keep_token(self, coord: Coordinator) -> None:
+        """A token seen for the first time (ours or the leader's) is saved before this
+        round acts on it."""
+        store, seen = self.effects.store, coord.backend.highest_token
+        if seen > store.highest_token:
+            store.highest_token = seen
+            self.effects.save()
 
     def _shared_doc(self, decision: Decision) -> dict[str, Any]:
         return {
