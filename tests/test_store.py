@@ -253,3 +253,13 @@ def test_per_source_counts_are_kept_where_a_trafficd_of_one_sum_does_not_read_th
     assert "step_responses" not in saved
     assert saved["step_sources"] == {"/run/a.sock be/eu": {"total": 412, "errors": 3}}
     assert memory_from_json(saved) == memory
+
+
+def test_a_state_file_that_cannot_be_read_is_a_state_file_error(tmp_path: Path) -> None:
+    """A directory where state.json should be (or no permission): the same clear error as
+    a malformed file, naming it, not an OSError's traceback (issue 19 review)."""
+    store = Store(tmp_path)
+    store.state_path.mkdir()
+    with pytest.raises(StateFileError, match=r"state\.json: Is a directory"):
+        store.load()
+    store.close()

@@ -287,7 +287,11 @@ class Store:
         if not self.state_path.exists():
             return SavedState()
         try:
-            saved = SavedState.from_json(json.loads(self.state_path.read_text()))
+            text = self.state_path.read_text()
+        except OSError as exc:  # a directory in its place, no permission, an I/O error
+            raise StateFileError(f"{self.state_path}: {exc.strerror or exc}") from None
+        try:
+            saved = SavedState.from_json(json.loads(text))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise StateFileError(f"{self.state_path}: unreadable state: {exc}") from None
         self.highest_token = max(self.highest_token, saved.highest_token)
