@@ -137,6 +137,15 @@ def test_simulate_text_output(files: tuple[Path, Path], capsys: pytest.CaptureFi
             '{"t": 0, "vantage": "v", "probe": "instance", "site": "us", "ok": "yes"}',
             "incident.jsonl:2: ok must be true, false or null",
         ),
+        (
+            '{"kind": "manual", "t": 1, "action": "drain", "site": "us", "reason": "x",'
+            ' "force": "false"}',
+            "incident.jsonl:2: force: true or false is expected",
+        ),
+        (
+            '{"kind": "responses", "t": 1, "site": "us", "unread": []}',
+            "incident.jsonl:2: a responses event's unread lists the sockets not read",
+        ),
     ],
 )
 def test_a_malformed_timeline_names_the_line(

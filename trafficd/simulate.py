@@ -115,6 +115,10 @@ def _event(obj: dict[str, Any]) -> dict[str, Any]:
             raise ValueError("a manual event needs its site")
         if obj.get("for") is not None:
             parse_duration(obj["for"])
+        for flag in ("force", "stop_instances", "hands_off"):
+            # As the API: only a JSON boolean (a string "false" would be taken as true).
+            if obj.get(flag) is not None and not isinstance(obj[flag], bool):
+                raise ValueError(f"{flag}: true or false is expected")
     elif kind == "clock" and not isinstance(obj.get("step"), int | float):
         raise ValueError("a clock event needs step (seconds the wall clock jumps)")
     elif kind == "responses":
