@@ -1,12 +1,18 @@
-"""The site gauges (runtime/export.py) of a returning site and of a canary drain."""
+"""The site gauges (runtime/export.py) of a returning site and of a canary drain, and
+the series of the sites and locations a reload removes."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prometheus_client import CollectorRegistry
 
+from tests.runtime.test_runtime import Rig
+from trafficd.config import load
 from trafficd.engine import EnginePolicy, SiteSpec, decide
 from trafficd.metrics import Metrics
 from trafficd.model import Cause, EngineState, SiteMemory, State
+from trafficd.runtime.commands import Command
 from trafficd.runtime.export import Export
 
 
@@ -37,3 +43,75 @@ def test_a_returning_site_shows_its_step_and_weight_and_a_canary_drain_its_cause
     assert value("trafficd_site_return_step", site="us") == 0
     assert value("trafficd_site_weight", site="us") == 0
     assert value("trafficd_site_cause", site="us", cause="canary") == 1
+
+
+async def test_a_reload_that_removes_a_site_removes_its_series(tmp_path: Path) -> None:
+    """eu drained by hand, then removed from the file: its gauges (state, override,
+    weight, probes) must not go on saying drained, or its alerts fire for ever."""
+    rig = Rig(tmp_path)
+    runtime = rig.runtime
+    try:
+        await rig.interval()
+        await runtime.commands.execute(
+            Command.parse("drain", "eu", "ops", {"reason": "retire", "force": True})
+        )
+        sample = runtime.metrics.registry.get_sample_value
+        assert sample("trafficd_site_state", {"site": "eu", "state": "draining"}) == 1
+        path = tmp_path / "trafficd.yaml"
+        text = path.read_text()
+        path.write_text(text[: text.index("  eu: {")] + text[text.index("probes:") :])
+        new = load(path)
+        assert set(new.sites) == {"us"}
+        await runtime.reload(new)
+        assert not series(runtime.metrics.registry, "site", "eu")
+        assert sample("trafficd_site_state", {"site": "us", "state": "active"}) == 1
+        assert sample("trafficd_storage_up", {"location": "eustorage", "vantage": "test"}) == 1
+    finally:
+        await runtime.stop()
+        runtime.close()
+
+
+async def test_a_reload_that_removes_a_location_removes_its_series_and_one_that_adds_it_back_shows_it(
+    tmp_path: Path,
+) -> None:
+    rig = Rig(tmp_path)
+    runtime = rig.runtime
+    try:
+        await rig.interval()
+        runtime.metrics.replication_backlog_blobs.labels(location="eustorage").set(3)
+        path = tmp_path / "trafficd.yaml"
+        old = path.read_text()
+        text = old.replace(f"  eustorage: [LocalStorage, {{storage_path: {tmp_path}/eu}}]\n", "")
+        path.write_text(text[: text.index("  eu: {")] + text[text.index("probes:") :])
+        new = load(path)
+        assert set(new.storage) == {"usstorage"}
+        await runtime.reload(new)
+        registry = runtime.metrics.registry
+        assert not series(registry, "location", "eustorage")
+        assert not series(registry, "site", "eu")
+        assert series(registry, "location", "usstorage")
+        path.write_text(old)
+        await runtime.reload(load(path))  # eu and eustorage again: shown at once
+        sample = registry.get_sample_value
+        assert sample("trafficd_site_state", {"site": "eu", "state": "active"}) == 1
+        assert sample("trafficd_manual_override", {"site": "eu", "kind": "drain"}) == 0
+        rig.prober.config = runtime.live.config
+        await rig.interval()
+        assert sample("trafficd_storage_up", {"location": "eustorage", "vantage": "test"}) == 1
+        assert (
+            sample("trafficd_probe_success", {"site": "eu", "probe": "endtoend", "vantage": "test"})
+            == 1
+        )
+    finally:
+        await runtime.stop()
+        runtime.close()
+
+
+def series(registry: CollectorRegistry, label: str, value: str) -> list[str]:
+    """Every sample (by name) of the registry whose `label` is `value`."""
+    return [
+        s.name
+        for family in registry.collect()
+        for s in family.samples
+        if s.labels.get(label) == value
+    ]
