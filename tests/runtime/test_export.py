@@ -71,9 +71,12 @@ async def test_a_reload_that_removes_a_site_removes_its_series(tmp_path: Path) -
         runtime.close()
 
 
-async def test_a_reload_that_removes_a_location_removes_its_series_and_one_that_adds_it_back_shows_it(
+async def test_a_location_removed_by_a_reload_loses_its_series_and_added_back_shows_them(
     tmp_path: Path,
 ) -> None:
+    """eustorage (and eu, on it) removed: every location series goes, whoever wrote it
+    (the probes, the replication monitor); both configured again: their gauges are
+    written again at once, not left out as unchanged."""
     rig = Rig(tmp_path)
     runtime = rig.runtime
     try:
