@@ -3,14 +3,20 @@
 Beside the pipeline: probers, the engine's runner, actuators and the API
 update the `Metrics` object the daemon creates; tests build their own
 registry and read values back with `get_sample_value`. Names, types and
-labels are fixed by the contract.
+labels are fixed by the contract. `forget` removes the series of a site or a location
+no longer configured (a reload), so that its gauges do not show it for ever.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from typing import TypeVar
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from trafficd import __version__
+
+M = TypeVar("M", Gauge, Counter, Histogram)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -18,15 +24,24 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        # Every labelled metric with its label names in order: remove() takes the values
+        # in that order, and prometheus_client keeps the names private.
+        self._labelled: list[tuple[Gauge | Counter | Histogram, tuple[str, ...]]] = []
 
         def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
-            return Gauge(name, doc, labels, registry=registry)
+            return keep(Gauge(name, doc, labels, registry=registry), labels)
 
         def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
-            return Counter(name, doc, labels, registry=registry)
+            return keep(Counter(name, doc, labels, registry=registry), labels)
 
         def histogram(name: str, doc: str, labels: tuple[str, ...]) -> Histogram:
-            return Histogram(name, doc, labels, registry=registry, buckets=LATENCY_BUCKETS)
+            metric = Histogram(name, doc, labels, registry=registry, buckets=LATENCY_BUCKETS)
+            return keep(metric, labels)
+
+        def keep(metric: M, labels: tuple[str, ...]) -> M:
+            if labels:
+                self._labelled.append((metric, labels))
+            return metric
 
         self.site_state = gauge(
             "trafficd_site_state", "1 for the site's current state", ("site", "state")
@@ -138,6 +153,11 @@ class Metrics:
             "trafficd_manual_override", "operator override", ("site", "kind")
         )
         self.paused = gauge("trafficd_paused", "automatic changes paused")
+        self.state_save_errors = counter(
+            "trafficd_state_save_errors_total",
+            "state.json writes that failed (a full or read-only disk); the state is saved "
+            "again every round until one succeeds",
+        )
         self.config_last_reload_successful = gauge(
             "trafficd_config_last_reload_successful", "the last configuration load succeeded"
         )
@@ -204,3 +224,20 @@ class Metrics:
             "trafficd_vantage_fresh", "a vantage's observations are fresh", ("vantage",)
         )
         self.coordination_up = gauge("trafficd_coordination_up", "the shared store answers")
+
+    def forget(self, label: str, values: Collection[str]) -> None:
+        """Every series whose `label` is one of `values` removed, from every metric with
+        that label (a histogram's buckets, sum and count with it)."""
+        if not values:
+            return
+        for metric, names in self._labelled:
+            if label not in names:
+                continue
+            held = {
+                tuple(sample.labels[n] for n in names)
+                for family in metric.collect()
+                for sample in family.samples
+                if sample.labels.get(label) in values
+            }
+            for labelvalues in held:
+                metric.remove(*labelvalues)

@@ -7,6 +7,11 @@ the process log, the notification queue the webhook actuators read, and the
 events that wake the engine loop and the reconcile loops. Every other part
 says what happened; this module makes it happen, the same way wherever it
 came from (a probe, a round, a command, a reload, a take-over).
+
+A state.json that cannot be written (a full or read-only disk) stops nothing: the
+decision is in force and the reconcile loops are woken first; the failure is
+logged, counted (`trafficd_state_save_errors_total`) and the save tried again
+every round until it succeeds.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ class Effects:
         # A return step began: read the canary now, its base (actuation's canary loop),
         # so the step is counted from its start, not from up to an interval later.
         self.canary_due = asyncio.Event()
+        self.unsaved = False  # the last save failed: tried again every round
 
     # --- audit, log, notify -----------------------------------------------------------
 
@@ -88,7 +94,8 @@ class Effects:
     def round(self, rnd: Round, now: float) -> None:
         """A round's outcome: expiries, transitions, return steps and refusals audited,
         logged and sent; the gauges; and, when anything changed, the state saved and every
-        reconcile loop woken."""
+        reconcile loop woken (first: a save that fails must not keep the decision from
+        them); the state saved again while a save failed."""
         self.expired(rnd.expired)
         decision = rnd.decision
         vantage = self.live.config.vantage
@@ -141,8 +148,9 @@ class Effects:
             self.refused(refusal, t=now)
         self.decided()
         if rnd.changed:
-            self.save()
             self.wake_actuators()
+        if rnd.changed or self.unsaved:
+            self.save()
 
     def decided(self) -> None:
         """The gauges of the decision in force (decided here, or followed)."""
@@ -218,13 +226,34 @@ class Effects:
         self.round_due.set()  # a passed gate may let a site return: decide now
 
     def coordination(self, coord: Coordinator | None) -> None:
+        """Every coordinated round ends here, a follower's too: a failed save retried."""
         self.export.coordination(coord, self.live.config)
+        if self.unsaved:
+            self.save()
 
     # --- save and wake ----------------------------------------------------------------
 
     def save(self) -> None:
+        """state.json written; on an OSError (ENOSPC, EROFS, EIO) the state is marked
+        unsaved, to be saved again at the next round, and said once until it is saved:
+        the decision, the command or the apply that asked for the save stands."""
         r = self.rounds
-        self.store.save(r.engine, r.overrides, r.pause, self.memory.collect())
+        try:
+            self.store.save(r.engine, r.overrides, r.pause, self.memory.collect())
+        except OSError as exc:
+            self.export.metrics.state_save_errors.inc()
+            if not self.unsaved:
+                # strerror, not the exception: nothing but the cause and the file
+                log.error(
+                    "%s not saved: %s; tried again every round",
+                    self.store.state_path,
+                    exc.strerror or type(exc).__name__,
+                )
+            self.unsaved = True
+            return
+        if self.unsaved:
+            log.warning("%s saved again", self.store.state_path)
+        self.unsaved = False
 
     def wake_actuators(self) -> None:
         for wake in self.wakeups.values():

@@ -4,7 +4,9 @@ Written only by effects.py (the one place a round's outcome reaches the world),
 on the `Metrics` of metrics.py. Series are looked up once and kept, and a
 site's gauges are rewritten only when what they show changed: with a round per
 arrival and hundreds of sites, prometheus_client's labels() would otherwise
-cost more than the engine itself.
+cost more than the engine itself. A reload that removes a site or a storage
+location removes its series too (`configured`): a gauge no one writes any more
+would show the last value for ever, and its alert would fire for ever.
 """
 
 from __future__ import annotations
@@ -31,11 +33,30 @@ class Export:
         self._probe_series: dict[Key, tuple[Gauge, Histogram]] = {}
         self._quay_series: dict[tuple[str, str, str], Gauge] = {}
         self._shown: dict[str, tuple[Any, ...]] = {}
+        self._sites: set[str] = set()  # those of the configuration in force
+        self._locations: set[str] = set()
 
     def configured(self, config: Config) -> None:
-        """Counters start at 0 for every site: Prometheus' increase() misses the first
-        event of a series that appears already at 1."""
-        for site in config.sites:
+        """The configuration in force (at start and at each reload): the series of the
+        sites and locations it no longer has removed, whoever wrote them; and counters
+        at 0 for every site, as Prometheus' increase() misses the first event of a
+        series that appears already at 1."""
+        sites, locations = set(config.sites), set(config.storage)
+        gone_sites, gone_locations = self._sites - sites, self._locations - locations
+        self._sites, self._locations = sites, locations
+        self.metrics.forget("site", gone_sites)
+        self.metrics.forget("location", gone_locations)
+        for key in [
+            (vantage, probe, target)
+            for vantage, probe, target in self._probe_series
+            if target in (gone_locations if probe is Probe.STORAGE else gone_sites)
+        ]:
+            del self._probe_series[key]
+        for quay in [k for k in self._quay_series if k[0] in gone_sites]:
+            del self._quay_series[quay]
+        for site in gone_sites:
+            self._shown.pop(site, None)  # written again in full if it comes back
+        for site in sites:
             for rule in SAFETY_RULES:
                 self.metrics.safety_blocks.labels(site=site, rule=rule)
 
