@@ -47,7 +47,7 @@ def test_promtool_checks_the_rules() -> None:
         [promtool(), "check", "rules", str(RULES)], capture_output=True, text=True, check=False
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 21 rules found" in out.stdout
+    assert "SUCCESS: 22 rules found" in out.stdout
 
 
 @pytest.mark.peers
