@@ -118,3 +118,25 @@ def series(registry: CollectorRegistry, label: str, value: str) -> list[str]:
         for s in family.samples
         if s.labels.get(label) == value
     ]
+
+
+async def test_an_actuator_or_vantage_removed_by_a_reload_loses_its_series(
+    tmp_path: Path,
+) -> None:
+    """A removed actuator's out-of-sync gauge would keep TrafficdActuatorOutOfSync firing
+    for ever, a removed vantage's staleness its alert (review of issue 19's reloads)."""
+    rig = Rig(tmp_path)
+    runtime = rig.runtime
+    try:
+        await rig.interval()
+        runtime.metrics.actuator_in_sync.labels(actuator="lb", target="lb").set(0)
+        runtime.metrics.vantage_fresh.labels(vantage="gone").set(0)
+        runtime.effects.export._vantages.add("gone")  # configured before this reload
+        assert series(runtime.metrics.registry, "actuator", "lb")
+        await runtime.reload(load(tmp_path / "trafficd.yaml"))  # lb is no longer built
+        assert not series(runtime.metrics.registry, "actuator", "lb")
+        assert not series(runtime.metrics.registry, "vantage", "gone")
+        assert series(runtime.metrics.registry, "vantage", "test")  # still configured
+    finally:
+        await runtime.stop()
+        runtime.close()

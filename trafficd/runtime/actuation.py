@@ -98,6 +98,9 @@ class Actuation:
             made = {a.ident: s for a, s in zip(actuators, config.actuators, strict=True)}
         else:
             made = {a.ident: a for a in actuators}  # built by the caller: the same object
+        # An actuator the reload removed: its series go (an out-of-sync gauge left at 0
+        # would keep TrafficdActuatorOutOfSync firing for ever).
+        self.metrics.forget("actuator", set(self._made) - set(made))
         self._made, self._sites = made, dict(config.sites)
         self.reconcilers, self.targets, self.memory.actuators = [], [], []
         self.effects.wakeups = {}

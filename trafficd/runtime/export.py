@@ -35,6 +35,7 @@ class Export:
         self._shown: dict[str, tuple[Any, ...]] = {}
         self._sites: set[str] = set()  # those of the configuration in force
         self._locations: set[str] = set()
+        self._vantages: set[str] = set()
 
     def configured(self, config: Config) -> None:
         """The configuration in force (at start and at each reload): the series of the
@@ -42,14 +43,18 @@ class Export:
         at 0 for every site, as Prometheus' increase() misses the first event of a
         series that appears already at 1."""
         sites, locations = set(config.sites), set(config.storage)
+        vantages = set(config.all_vantages)
         gone_sites, gone_locations = self._sites - sites, self._locations - locations
-        self._sites, self._locations = sites, locations
+        gone_vantages = self._vantages - vantages if self._vantages else set()
+        self._sites, self._locations, self._vantages = sites, locations, vantages
         self.metrics.forget("site", gone_sites)
         self.metrics.forget("location", gone_locations)
+        self.metrics.forget("vantage", gone_vantages)
         for key in [
             (vantage, probe, target)
             for vantage, probe, target in self._probe_series
             if target in (gone_locations if probe is Probe.STORAGE else gone_sites)
+            or vantage in gone_vantages
         ]:
             del self._probe_series[key]
         for quay in [k for k in self._quay_series if k[0] in gone_sites]:
