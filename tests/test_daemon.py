@@ -98,3 +98,24 @@ async def test_a_sighup_while_the_daemon_starts_is_queued_and_runs_once_started(
     finally:
         daemon.stopping.set()
         await asyncio.wait_for(run, 10)
+
+
+async def test_a_reload_whose_token_file_is_missing_is_rejected(tmp_path: Path) -> None:
+    """load() does not read api_token_file; the tokens were read only after the new
+    configuration was in force: the error escaped, the new configuration ran with the
+    old tokens and the gauge said the reload succeeded (issue 19 review)."""
+    path = write_config(tmp_path)
+    daemon = Daemon(path, load(path))
+    daemon.runtime.start()
+    daemon._running = True
+    try:
+        path.write_text(
+            path.read_text().replace("api_token_file: token", "api_token_file: missing-token")
+        )
+        load(path)  # check-config accepts it
+        assert await daemon.reload() is False
+        assert daemon.registry.get_sample_value("trafficd_config_last_reload_successful") == 0
+        assert daemon.config.api_token_file == "token"  # the old one runs on
+    finally:
+        await daemon.runtime.stop()
+        daemon.runtime.close()

@@ -127,12 +127,25 @@ class Daemon:
         if new.api_limits != old.api_limits:
             log.warning("reload: api_limits change only at restart")
         try:
+            tokens = load_tokens(new, self.config_path)  # load() does not read the files
+        except OSError as exc:  # the file's name and the reason, never its content
+            log.error("reload rejected: api_token_file: %s: %s", exc.filename, exc.strerror)
+            self.metrics.config_last_reload_successful.set(0)
+            return False
+        try:
             await self.runtime.reload(new)
         except ReloadError as exc:
             log.error("reload rejected: %s; the old configuration runs on", exc)
             self.metrics.config_last_reload_successful.set(0)
             return False
-        self.tokens = load_tokens(new, self.config_path)
+        except Exception:
+            # Not even the old configuration started again: nothing runs. Not alive, so
+            # /healthz fails and a supervisor restarts the daemon.
+            log.exception("reload: no configuration could start; the daemon is not alive")
+            self.runtime.alive = False
+            self.metrics.config_last_reload_successful.set(0)
+            return False
+        self.tokens = tokens
         self.metrics.config_last_reload_successful.set(1)
         log.info("configuration reloaded from %s", self.config_path)
         return True

@@ -1,10 +1,12 @@
 """Test doubles behind the runtime's real interfaces: a fake clock (its two readings), a
 scripted prober (probe tasks, probers/schedule.py's `ProbeTask`) and recording
-actuators (actuators/base.py's `Actuator`, reconciled by the real `Reconciler`).
-Nothing here sleeps or reads the system's time."""
+actuators (actuators/base.py's `Actuator`, reconciled by the real `Reconciler`) and
+a shared store in memory (coordination's `SharedStore`). Nothing here sleeps or
+reads the system's time."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -149,3 +151,75 @@ class CountingActuator(RecordingActuator, ResponseCounting):
             {s: {self.ident: Responses(total, errors)} for s, (total, errors) in readable.items()},
             {s: (self.ident,) for s in sorted(self.unreadable)},
         )
+
+
+class MemoryStore:
+    """A double of coordination's SharedStore, in a dict (the real ones are tested against
+    redis-server and etcd in tests/coordination/): `gate` names an operation whose next
+    call waits for `release`, to hold a round between two of its reads."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, str] = {}
+        self.highest_token = 0
+        self.counter = 0
+        self.gate: str | None = None
+        self.reached = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def _op(self, name: str) -> None:
+        await asyncio.sleep(0)
+        if self.gate == name:
+            self.gate = None
+            self.reached.set()
+            await self.release.wait()
+
+    async def put(self, key: str, value: str, ttl: float | None = None) -> None:
+        await self._op("put")
+        self.data[key] = value
+
+    async def get(self, key: str) -> str | None:
+        await self._op("get:" + key.rsplit("/", 1)[-1])
+        return self.data.get(key)
+
+    async def delete(self, key: str) -> None:
+        await self._op("delete")
+        self.data.pop(key, None)
+
+    async def delete_if(self, key: str, value: str) -> bool:
+        if self.data.get(key) == value:
+            del self.data[key]
+            return True
+        return False
+
+    async def scan(self, prefix: str) -> dict[str, str]:
+        await self._op("scan")
+        return {k: v for k, v in self.data.items() if k.startswith(prefix)}
+
+    async def campaign(self, lock: str, holder: str, ttl: float) -> int | None:
+        cur = self.data.get(lock)
+        if cur is not None:
+            name, _, tok = cur.rpartition("|")
+            return int(tok) if name == holder else None
+        self.counter = max(self.counter, self.highest_token) + 1
+        self.data[lock] = f"{holder}|{self.counter}"
+        self.highest_token = self.counter
+        return self.counter
+
+    async def holder(self, lock: str) -> tuple[str, int] | None:
+        cur = self.data.get(lock)
+        if cur is None:
+            return None
+        name, _, tok = cur.rpartition("|")
+        return name, int(tok)
+
+    async def fenced_put(self, lock: str, holder: str, token: int, key: str, value: str) -> bool:
+        if self.data.get(lock) != f"{holder}|{token}":
+            return False
+        self.data[key] = value
+        return True
+
+    async def resign(self, lock: str, holder: str, token: int) -> None:
+        self.data.pop(lock, None)
+
+    async def close(self) -> None:
+        pass

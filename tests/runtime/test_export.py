@@ -14,6 +14,7 @@ from trafficd.metrics import Metrics
 from trafficd.model import Cause, EngineState, SiteMemory, State
 from trafficd.runtime.commands import Command
 from trafficd.runtime.export import Export
+from trafficd.runtime.wiring import Runtime
 
 
 def test_a_returning_site_shows_its_step_and_weight_and_a_canary_drain_its_cause() -> None:
@@ -137,6 +138,51 @@ async def test_an_actuator_or_vantage_removed_by_a_reload_loses_its_series(
         assert not series(runtime.metrics.registry, "actuator", "lb")
         assert not series(runtime.metrics.registry, "vantage", "gone")
         assert series(runtime.metrics.registry, "vantage", "test")  # still configured
+    finally:
+        await runtime.stop()
+        runtime.close()
+
+
+async def test_a_target_removed_from_an_actuator_that_stays_loses_its_series(
+    tmp_path: Path,
+) -> None:
+    """A command actuator's targets are its sites: eu removed, its out-of-sync gauge
+    (trafficd_actuator_in_sync{actuator=systemd,target=eu} 0) kept the critical alert
+    firing for ever (issue 19 review)."""
+
+    def config(sites: tuple[str, ...]) -> Path:
+        lines = [
+            "vantage: test",
+            "state_dir: state",
+            "storage:",
+            *(f"  {s}storage: [LocalStorage, {{storage_path: {tmp_path}/{s}}}]" for s in sites),
+            "sites:",
+            *(
+                f'  {s}: {{url: "http://q.test", connect: "127.0.0.1:{i + 1}",'
+                f" storage: [{s}storage], addresses: [192.0.2.{i + 10}],"
+                " command: {stop: [/bin/true], start: [/bin/true], timeout: 5s}}"
+                for i, s in enumerate(sites)
+            ),
+            "probes: {interval: 1s, timeout: 500ms}",
+            "policy: {fall: 2, rise: 2, hold_down: 0s, min_active_sites: 1}",
+            "actuators:",
+            "  - {type: command, id: systemd}",
+        ]
+        path = tmp_path / "trafficd.yaml"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    path = config(("us", "eu"))
+    runtime = Runtime.open(load(path), path)
+    try:
+        runtime.start()
+        runtime.metrics.actuator_in_sync.labels(actuator="systemd", target="eu").set(0)
+        runtime.metrics.actuator_in_sync.labels(actuator="systemd", target="us").set(1)
+        config(("us",))
+        await runtime.reload(load(path))
+        sample = runtime.metrics.registry.get_sample_value
+        assert sample("trafficd_actuator_in_sync", {"actuator": "systemd", "target": "eu"}) is None
+        assert sample("trafficd_actuator_in_sync", {"actuator": "systemd", "target": "us"}) == 1
     finally:
         await runtime.stop()
         runtime.close()

@@ -99,7 +99,8 @@ class Actuation:
         else:
             made = {a.ident: a for a in actuators}  # built by the caller: the same object
         # An actuator the reload removed: its series go (an out-of-sync gauge left at 0
-        # would keep TrafficdActuatorOutOfSync firing for ever).
+        # would keep TrafficdActuatorOutOfSync firing for ever); a target one that stays
+        # no longer has (a site removed from a command actuator, an HAProxy socket) below.
         self.metrics.forget("actuator", set(self._made) - set(made))
         self._made, self._sites = made, dict(config.sites)
         self.reconcilers, self.targets, self.memory.actuators = [], [], []
@@ -127,6 +128,10 @@ class Actuation:
                     return self.reconcile_loop(rec, wake)
 
                 tasks.append((f"reconcile/{actuator.ident}/{target}", loop))
+        built = {(rec.actuator.ident, name) for rec in self.targets for name in rec.parts}
+        for ident, target in set(kept) - built:
+            if ident in made:
+                self.metrics.forget_where({"actuator": ident, "target": target})
         return [
             *tasks,
             ("preflight", self.preflight_loop),

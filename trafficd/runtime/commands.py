@@ -210,7 +210,10 @@ class Commands:
             return
         try:
             before = await coord.generation()
-            if before is None:
+            # No generation and no shared state: the store came back empty. A shared
+            # state without a generation is an older trafficd's store, during a rolling
+            # upgrade: its overrides are the current ones (leader.py), commands go in.
+            if before is None and await coord.load_state() is None:
                 raise UnavailableError(
                     "the shared store has come back empty and the leader has not"
                     " re-published the overrides and the pause it holds yet: the command"

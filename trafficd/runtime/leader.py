@@ -145,6 +145,7 @@ class Leader:
         now, wall = self.clock.now(), self.clock.wall()
         was_leading = coord.leading()
         self._seed_token(coord)
+        commands = self.rounds.commands
         try:
             published = await coord.observations()
             leading = await coord.campaign()
@@ -168,7 +169,12 @@ class Leader:
             # store: its overrides are the current ones.)
             overrides = {**self.rounds.overrides, **overrides}
             pause = pause or self.rounds.pause
-        if self.rounds.take(overrides, pause):
+        if self.rounds.commands != commands:
+            # A command was taken here while this round awaited the store: what it read
+            # is older than what this instance holds (and wrote to the store); the next
+            # round reads both.
+            overrides, pause = dict(self.rounds.overrides), self.rounds.pause
+        elif self.rounds.take(overrides, pause):
             self.effects.save()  # kept durably by every instance, for a store that comes back empty
         if leading and not was_leading:
             self._take_over(coord, shared)

@@ -66,6 +66,7 @@ class Rounds:
         self.overrides: dict[str, Override] = dict(overrides)
         self.pause = pause
         self.decision: Decision | None = None  # none until the first round (or followed)
+        self.commands = 0  # operators' commands taken here, ever
 
     def expire(self, wall: float) -> tuple[tuple[str, Override], ...]:
         """Removes the overrides whose expiry (wall time) has passed; returns them."""
@@ -116,7 +117,10 @@ class Rounds:
         return self.engine, latest, self.policy, dict(self.overrides), self.pause, now
 
     def command(self, site: str | None, override: Override | None, pause: Pause | None) -> None:
-        """An operator's command taken: the site's override set or removed, the pause."""
+        """An operator's command taken: the site's override set or removed, the pause
+        (`commands` counts them: a coordinated round that read the store before one came
+        in must not take its stale read over it)."""
+        self.commands += 1
         if site is not None:
             if override is None:
                 self.overrides.pop(site, None)

@@ -130,7 +130,7 @@ class Runtime:
             self.start()
         except Exception as exc:
             log.error("reload: the new configuration could not start: %s", exc)
-            await self.stop(reloading=True)
+            await self.stop(reloading=True, keep_coordinator=keep)
             self._configure(old)
             self.start()  # what ran before: if this fails too, the daemon is not alive
             raise ReloadError(str(exc)) from exc
