@@ -82,3 +82,28 @@ async def test_the_reconciler_takes_over_once_and_stops_when_the_guard_says_so(
         assert sites_of(bind.named.addresses()) == {"us"}
     finally:
         await actuator.close()
+
+
+async def test_a_former_leader_never_writes_its_token_over_the_new_leaders(
+    bind: BindHarness,
+) -> None:
+    """Issue 19 review: the take-over wrote the fence record before asking the guard, so
+    a former leader whose fence() still gave its old token (a reload re-runs the take-
+    over) overwrote the new leader's token, and the new leader, fenced once, never wrote
+    it again: the former leader's updates then held and the new leader's failed."""
+    new = build(bind.config)
+    assert isinstance(new, RFC2136)
+    former = build(bind.config)
+
+    async def not_leading() -> bool:
+        return False
+
+    rec = Reconciler(former, guard=not_leading, fence=lambda: 7)
+    try:
+        await new.take_over(8)
+        outcome = await rec.reconcile(ALL_UP)
+        assert outcome.error is not None and "not the leader any more" in outcome.error
+        assert fence_token(bind) == {"8"}  # the new leader's, untouched
+    finally:
+        await new.close()
+        await former.close()

@@ -478,6 +478,10 @@ class Reconciler:
         token = self.fence() if self.fence is not None else None
         if token is None or not isinstance(part, Fencing) or token == self._fenced.get(name):
             return
+        # Asked first: a former leader writing its token would fence the new one out.
+        if self.guard is not None and not await self.guard():
+            ident = self.actuator.ident
+            raise ActuatorPermanentError(f"{ident}: not the leader any more; nothing applied")
         await part.take_over(token)
         self._fenced[name] = token
 
