@@ -118,7 +118,8 @@ class Daemon:
             log.error("reload rejected: %s: %s", self.config_path, exc.strerror or exc)
             self.metrics.config_last_reload_successful.set(0)
             return False
-        if not self.listeners.reload_tls(new):
+        certificates = self.listeners.load_tls(new)  # in use only if the reload is taken
+        if certificates is None:
             self.metrics.config_last_reload_successful.set(0)
             return False
         old = self.config
@@ -146,6 +147,7 @@ class Daemon:
             self.metrics.config_last_reload_successful.set(0)
             return False
         self.tokens = tokens
+        self.listeners.use_tls(certificates)
         self.metrics.config_last_reload_successful.set(1)
         log.info("configuration reloaded from %s", self.config_path)
         return True

@@ -74,8 +74,9 @@ class Listeners:
             bound.append(f"{'https' if tls else 'http'}://{address}")
         return bound
 
-    def reload_tls(self, new: Config) -> bool:
-        """Every certificate and key of `new` loaded, or none (False: the reload fails)."""
+    def load_tls(self, new: Config) -> list[tuple[ServerTLS, ssl.SSLContext]] | None:
+        """Every certificate and key of `new` loaded, not yet in use (`use_tls`), or None:
+        the reload fails (one that cannot load keeps every certificate in use)."""
         files = listener_tls(new, self.config_dir)
         loaded: list[tuple[ServerTLS, ssl.SSLContext]] = []
         for name, tls in self._tls.items():
@@ -97,14 +98,18 @@ class Listeners:
                     wanted[1],
                     getattr(exc, "strerror", None) or exc,
                 )
-                return False
+                return None
             loaded.append((tls, context))
         for name in files:
             if files[name] is not None and name not in self._tls and self.runners:
                 log.warning("reload: turning TLS on on %s takes a restart", name)
+        return loaded
+
+    @staticmethod
+    def use_tls(loaded: list[tuple[ServerTLS, ssl.SSLContext]]) -> None:
+        """The certificates `load_tls` loaded, in use once the reload is taken."""
         for tls, context in loaded:
             tls.current = context  # the next handshake on that listener takes it
-        return True
 
     async def stop(self) -> None:
         for runner in self.runners:
