@@ -29,6 +29,7 @@ from trafficd.api import (
 from trafficd.config import load
 from trafficd.daemon import Daemon
 from trafficd.model import Observation, Probe
+from trafficd.runtime.commands import Command
 from trafficd.runtime.wiring import Runtime
 from trafficd.simulate import read_timeline
 from trafficd.store import read_events
@@ -255,18 +256,20 @@ async def test_state_survives_a_restart(tmp_path: Path) -> None:
     path = write_config(tmp_path)
     first = Daemon(path, load(path))
     healthy(first.runtime, T0)
-    first.tick(T0)
-    await first.command("drain", "eu", "admin", {"reason": "maintenance", "stop_instances": True})
+    first.runtime.leader.tick(T0)
+    await first.runtime.commands.execute(
+        Command.parse("drain", "eu", "admin", {"reason": "maintenance", "stop_instances": True})
+    )
     for r in range(1, 4):  # the manual drain goes on to drained after shutdown_grace (60 s)
         healthy(first.runtime, T0 + 60 * r)
-        first.tick(T0 + 60 * r)
+        first.runtime.leader.tick(T0 + 60 * r)
     assert first.runtime.rounds.engine.site("eu").state.value == "drained"
     first.store.close()
     second = Daemon(path, load(path))  # what `trafficd run` does at start
     assert second.runtime.rounds.engine.site("eu").state.value == "drained"
-    assert second.overrides["eu"].reason == "maintenance"
+    assert second.runtime.rounds.overrides["eu"].reason == "maintenance"
     healthy(second.runtime, T0 + 300)
-    decision = second.tick(T0 + 300)
+    decision = second.runtime.leader.tick(T0 + 300)
     assert decision.sites["eu"].state.value == "drained"
     assert decision.sites["eu"].instances == "stopped"
     assert decision.transitions == ()

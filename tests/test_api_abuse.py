@@ -412,7 +412,7 @@ async def test_header_sizes_and_slow_bodies_are_bounded(bounded: tuple[Daemon, i
     start = time.monotonic()
     assert await asyncio.wait_for(_answer(reader), 5) == 408
     assert 0.9 <= time.monotonic() - start < 3
-    assert daemon.pause is None
+    assert daemon.runtime.rounds.pause is None
     writer.close()
 
 

@@ -283,7 +283,10 @@ async def test_a_client_certificate_subject_is_the_who(
         call, mutual.base, "", "POST", "/api/v1/pause", {"reason": "tls"}, context=context
     )
     assert isinstance(result, dict) and result["paused"] is True
-    assert mutual.daemon.pause is not None and mutual.daemon.pause.who == "ops"
+    assert (
+        mutual.daemon.runtime.rounds.pause is not None
+        and mutual.daemon.runtime.rounds.pause.who == "ops"
+    )
     # A token, when given, decides: a bad one fails even with a good certificate.
     with pytest.raises(ClientError) as caught:
         await mutual.get("/api/v1/sites", context, token="wrong-token")

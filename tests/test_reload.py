@@ -111,7 +111,8 @@ async def running(tmp_path: Path, haproxy: HAProxyPeer) -> AsyncIterator[Daemon]
     run = asyncio.create_task(daemon.run())
     try:
         await until("the daemon runs", lambda: daemon.runtime.alive)
-        daemon.tick()  # a first decision now: the probes' first round is up to 30 s away
+        # A first decision now: the probes' first round is up to 30 s away.
+        daemon.runtime.leader.tick()
         yield daemon
     finally:
         daemon.stopping.set()
@@ -178,11 +179,13 @@ async def test_a_reload_that_adds_a_site_is_applied_at_once(
     took = await until("ap at its weight", lambda: weights(haproxy.admin_socket)["ap"] == 50, 3.0)
     assert took < 1.0
     assert restarts(daemon, f"reconcile/lb/{haproxy.admin_socket}") == 0
-    assert daemon.decision is not None and set(daemon.decision.sites) == {"us", "eu", "ap"}
+    assert daemon.runtime.rounds.decision is not None and set(
+        daemon.runtime.rounds.decision.sites
+    ) == {"us", "eu", "ap"}
 
     # And removed again: the decision drops it at once and the loop runs without it.
     write_config(tmp_path, port, ["us", "eu"], haproxy.admin_socket)
     assert await daemon.reload()
-    assert set(daemon.decision.sites) == {"us", "eu"}
+    assert set(daemon.runtime.rounds.decision.sites) == {"us", "eu"}
     await until("lb in sync", in_sync, 3.0)
     assert restarts(daemon, f"reconcile/lb/{haproxy.admin_socket}") == 0

@@ -15,19 +15,14 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from trafficd.api import load_tokens
 from trafficd.clock import EngineClock
 from trafficd.config.loader import load
 from trafficd.config.model import Config
 from trafficd.config.source import ConfigError
-from trafficd.coordination import Coordinator
 from trafficd.listeners import Listeners
-from trafficd.model import Decision, Override, Pause
-from trafficd.runtime.commands import Command
 from trafficd.runtime.wiring import ReloadError, Runtime
 
 log = logging.getLogger(__name__)
@@ -67,34 +62,6 @@ class Daemon:
     @property
     def config(self) -> Config:
         return self.runtime.live.config
-
-    @property
-    def decision(self) -> Decision | None:
-        return self.runtime.rounds.decision
-
-    @property
-    def overrides(self) -> dict[str, Override]:
-        return self.runtime.rounds.overrides
-
-    @property
-    def pause(self) -> Pause | None:
-        return self.runtime.rounds.pause
-
-    @property
-    def coord(self) -> Coordinator | None:
-        return self.runtime.live.coord
-
-    @coord.setter
-    def coord(self, coord: Coordinator | None) -> None:
-        self.runtime.live.coord = coord
-
-    def tick(self, now: float | None = None, *, wall: float | None = None) -> Decision:
-        return self.runtime.leader.tick(now, wall=wall)
-
-    async def command(
-        self, action: str, site: str | None, who: str, body: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        return await self.runtime.commands.execute(Command.parse(action, site, who, body))
 
     # --- start, reload, stop ----------------------------------------------------------
 

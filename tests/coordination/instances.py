@@ -30,22 +30,24 @@ def instance(tmp: Path, vantage: str, peer: RedisPeer | EtcdPeer) -> Daemon:
     path = write_config(directory, extra)
     path.write_text(path.read_text().replace("vantage: test", f"vantage: {vantage}", 1))
     daemon = Daemon(path, load(path))
-    daemon.coord = Coordinator(daemon.config, BACKENDS[kind]([peer.url], timeout=1.0))
+    daemon.runtime.live.coord = Coordinator(daemon.config, BACKENDS[kind]([peer.url], timeout=1.0))
     return daemon
 
 
 async def answered_round(daemon: Daemon) -> None:
     """A round that reached the store (the first after a restart may meet a dead connection)."""
-    assert daemon.coord is not None
+    assert daemon.runtime.live.coord is not None
     for _ in range(5):
         await daemon.runtime.leader.coordinated_round()
-        if daemon.coord.up:
+        if daemon.runtime.live.coord.up:
             return
-    raise AssertionError(f"{daemon.config.vantage}: the store never answered: {daemon.coord.error}")
+    raise AssertionError(
+        f"{daemon.config.vantage}: the store never answered: {daemon.runtime.live.coord.error}"
+    )
 
 
 async def close(*daemons: Daemon) -> None:
     for daemon in daemons:
-        if daemon.coord is not None:
-            await daemon.coord.backend.close()
+        if daemon.runtime.live.coord is not None:
+            await daemon.runtime.live.coord.backend.close()
         daemon.store.close()

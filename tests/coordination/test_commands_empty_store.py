@@ -21,7 +21,7 @@ from tests.coordination.test_store_loss import restart_empty
 from trafficd.coordination import SharedStoreError
 from trafficd.daemon import Daemon
 from trafficd.model import Override
-from trafficd.runtime.commands import UnavailableError
+from trafficd.runtime.commands import Command, UnavailableError
 
 pytestmark = pytest.mark.peers
 
@@ -33,7 +33,7 @@ async def refused_while_empty(daemon: Daemon, action: str, site: str | None) -> 
     message = ""
     for _ in range(5):
         with pytest.raises(UnavailableError) as refused:
-            await daemon.command(action, site, "ops", {})
+            await daemon.runtime.commands.execute(Command.parse(action, site, "ops", {}))
         message = str(refused.value)
         if EMPTY in message:
             return message
@@ -43,11 +43,15 @@ async def refused_while_empty(daemon: Daemon, action: str, site: str | None) -> 
 async def drained_eu(leader: Daemon, follower: Daemon) -> None:
     await answered_round(leader)
     await answered_round(follower)
-    await follower.command("drain", "eu", "ops", {"reason": "maintenance"})
-    await follower.command("pause", None, "ops", {"reason": "backup"})
+    await follower.runtime.commands.execute(
+        Command.parse("drain", "eu", "ops", {"reason": "maintenance"})
+    )
+    await follower.runtime.commands.execute(
+        Command.parse("pause", None, "ops", {"reason": "backup"})
+    )
     await answered_round(leader)
     await answered_round(follower)
-    assert "eu" in leader.overrides and leader.pause is not None
+    assert "eu" in leader.runtime.rounds.overrides and leader.runtime.rounds.pause is not None
 
 
 async def test_an_undrain_in_the_empty_store_window_is_refused_not_undone(
@@ -64,16 +68,18 @@ async def test_an_undrain_in_the_empty_store_window_is_refused_not_undone(
         message = await refused_while_empty(follower, "undrain", "eu")
         assert "retry after the leader's next round" in message
         await refused_while_empty(follower, "resume", None)
-        assert "eu" in follower.overrides and follower.pause is not None
+        assert (
+            "eu" in follower.runtime.rounds.overrides and follower.runtime.rounds.pause is not None
+        )
         await answered_round(leader)  # re-publishes the drain and the pause
-        await follower.command("undrain", "eu", "ops", {})
-        await follower.command("resume", None, "ops", {})
-        assert "eu" not in follower.overrides
+        await follower.runtime.commands.execute(Command.parse("undrain", "eu", "ops", {}))
+        await follower.runtime.commands.execute(Command.parse("resume", None, "ops", {}))
+        assert "eu" not in follower.runtime.rounds.overrides
         await answered_round(leader)
         await answered_round(follower)
         for daemon in (leader, follower):
-            assert "eu" not in daemon.overrides, daemon.config.vantage
-            assert daemon.pause is None, daemon.config.vantage
+            assert "eu" not in daemon.runtime.rounds.overrides, daemon.config.vantage
+            assert daemon.runtime.rounds.pause is None, daemon.config.vantage
     finally:
         await close(leader, follower)
 
@@ -87,7 +93,7 @@ async def test_a_store_that_restarts_empty_during_the_write_refuses_the_command(
     leader, follower = instance(tmp_path, "test", store), instance(tmp_path, "b", store)
     try:
         await drained_eu(leader, follower)
-        coord = follower.coord
+        coord = follower.runtime.live.coord
         assert coord is not None
         put_override = coord.put_override
 
@@ -101,14 +107,14 @@ async def test_a_store_that_restarts_empty_during_the_write_refuses_the_command(
 
         coord.put_override = restart_then_put  # type: ignore[method-assign]
         with pytest.raises(UnavailableError, match=EMPTY):
-            await follower.command("undrain", "eu", "ops", {})
+            await follower.runtime.commands.execute(Command.parse("undrain", "eu", "ops", {}))
         coord.put_override = put_override  # type: ignore[method-assign]
-        assert "eu" in follower.overrides, "a refused undrain changed the follower"
+        assert "eu" in follower.runtime.rounds.overrides, "a refused undrain changed the follower"
         await answered_round(leader)
-        assert "eu" in leader.overrides  # what the operator was told: not taken
-        await follower.command("undrain", "eu", "ops", {})
+        assert "eu" in leader.runtime.rounds.overrides  # what the operator was told: not taken
+        await follower.runtime.commands.execute(Command.parse("undrain", "eu", "ops", {}))
         await answered_round(leader)
-        assert "eu" not in leader.overrides
+        assert "eu" not in leader.runtime.rounds.overrides
     finally:
         await close(leader, follower)
 
@@ -124,8 +130,12 @@ async def test_a_drain_is_taken_once_the_leader_has_republished(
         restart_empty(store)
         await refused_while_empty(follower, "release", "us")
         await answered_round(leader)
-        answers.append(await follower.command("drain", "eu", "ops", {"reason": "upgrade"}))
+        answers.append(
+            await follower.runtime.commands.execute(
+                Command.parse("drain", "eu", "ops", {"reason": "upgrade"})
+            )
+        )
         await answered_round(leader)
-        assert answers[0]["ok"] and "eu" in leader.overrides
+        assert answers[0]["ok"] and "eu" in leader.runtime.rounds.overrides
     finally:
         await close(leader, follower)

@@ -104,7 +104,9 @@ async def test_a_new_client_told_the_highest_token_numbers_above_it(
 def _restarted(daemon: Daemon, peer: RedisPeer | EtcdPeer) -> Daemon:
     """The same instance started again: its config, its state_dir, a new store client."""
     again = Daemon(daemon.config_path, load(daemon.config_path))
-    again.coord = Coordinator(again.config, BACKENDS[backend_name(peer)]([peer.url], timeout=1.0))
+    again.runtime.live.coord = Coordinator(
+        again.config, BACKENDS[backend_name(peer)]([peer.url], timeout=1.0)
+    )
     return again
 
 
@@ -119,8 +121,8 @@ async def test_every_instance_keeps_the_highest_token_and_leads_above_it_after_r
     try:
         await answered_round(leader)
         await answered_round(follower)
-        assert leader.coord is not None and leader.coord.leading()
-        before = leader.coord.token
+        assert leader.runtime.live.coord is not None and leader.runtime.live.coord.leading()
+        before = leader.runtime.live.coord.token
         assert before is not None
         for daemon in (leader, follower):
             kept = Store(daemon.store.dir).load().highest_token
@@ -132,8 +134,8 @@ async def test_every_instance_keeps_the_highest_token_and_leads_above_it_after_r
         again = _restarted(leader, store)
         running = [again]
         await answered_round(again)
-        assert again.coord is not None and again.coord.leading()
-        after = again.coord.token
+        assert again.runtime.live.coord is not None and again.runtime.live.coord.leading()
+        after = again.runtime.live.coord.token
         assert after is not None and after > before, f"token {after} after {before}"
         assert Store(again.store.dir).load().highest_token == after
     finally:

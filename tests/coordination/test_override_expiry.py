@@ -82,12 +82,12 @@ async def test_an_override_written_during_the_round_survives_the_expiry(
     other = Coordinator(leader.config, BACKENDS[backend_name(store)]([store.url], timeout=1.0))
     try:
         await answered_round(leader)
-        assert leader.coord is not None and leader.coord.leading()
+        assert leader.runtime.live.coord is not None and leader.runtime.live.coord.leading()
         now = time.time()
         expired = Override("drain", "old window", "ops", now - 120, expires=now - 60)
         fresh = Override("hold", "new window", "oncall", now)
         await other.put_override("eu", expired)
-        coord = leader.coord
+        coord = leader.runtime.live.coord
         real = coord.backend
         wrapped = WriteBeforeDelete(
             real, coord.keys["override"] + "eu", lambda: other.put_override("eu", fresh)
@@ -101,7 +101,7 @@ async def test_an_override_written_during_the_round_survives_the_expiry(
         assert [(e["site"], e["reason"]) for e in expiries] == [("eu", "old window")]
 
         await answered_round(leader)  # the next round acts on the fresh one
-        assert leader.overrides == {"eu": fresh}
+        assert leader.runtime.rounds.overrides == {"eu": fresh}
 
         # An expired override nobody replaced is removed.
         await other.put_override("us", expired)

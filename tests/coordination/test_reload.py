@@ -22,13 +22,13 @@ async def test_a_reload_of_the_leader_keeps_the_lease(
     try:
         await answered_round(leader)
         await answered_round(follower)
-        assert leader.coord is not None and leader.coord.leading()
-        token = leader.coord.token
+        assert leader.runtime.live.coord is not None and leader.runtime.live.coord.leading()
+        token = leader.runtime.live.coord.token
         await leader.runtime.reload(leader.config)  # what a SIGHUP runs, the same file
         await answered_round(follower)
-        assert follower.coord is not None and not follower.coord.leading()
-        assert leader.coord is not None and leader.coord.leading()
-        assert leader.coord.token == token  # no new election, no new fencing token
+        assert follower.runtime.live.coord is not None and not follower.runtime.live.coord.leading()
+        assert leader.runtime.live.coord is not None and leader.runtime.live.coord.leading()
+        assert leader.runtime.live.coord.token == token  # no new election, no new fencing token
     finally:
         await leader.runtime.stop()
         await close(leader, follower)

@@ -19,6 +19,7 @@ from tests.coordination.instances import answered_round, close, instance
 from tests.coordination.peers import EtcdPeer, RedisPeer
 from trafficd.coordination import BACKENDS, Coordinator
 from trafficd.model import State
+from trafficd.runtime.commands import Command
 from trafficd.store import Store
 
 pytestmark = pytest.mark.peers
@@ -38,29 +39,35 @@ async def test_the_leader_republishes_overrides_and_pause_into_an_empty_store(
     try:
         await answered_round(leader)
         await answered_round(follower)
-        assert leader.coord is not None and leader.coord.leading()
+        assert leader.runtime.live.coord is not None and leader.runtime.live.coord.leading()
         # Commands reach the store through either instance.
-        await follower.command("drain", "eu", "ops", {"reason": "maintenance"})
-        await leader.command("hold", "us", "ops", {"reason": "keep serving"})
-        await follower.command("pause", None, "ops", {"reason": "backup", "hands_off": True})
+        await follower.runtime.commands.execute(
+            Command.parse("drain", "eu", "ops", {"reason": "maintenance"})
+        )
+        await leader.runtime.commands.execute(
+            Command.parse("hold", "us", "ops", {"reason": "keep serving"})
+        )
+        await follower.runtime.commands.execute(
+            Command.parse("pause", None, "ops", {"reason": "backup", "hands_off": True})
+        )
         await answered_round(leader)
         await answered_round(follower)
-        assert leader.decision is not None
-        assert leader.decision.sites["eu"].state is State.DRAINING
+        assert leader.runtime.rounds.decision is not None
+        assert leader.runtime.rounds.decision.sites["eu"].state is State.DRAINING
 
         restart_empty(store)
         await answered_round(leader)  # the leader notices first and re-publishes
         await answered_round(follower)
 
         for daemon in (leader, follower):
-            assert set(daemon.overrides) == {"eu", "us"}, daemon.config.vantage
-            assert daemon.overrides["eu"].kind == "drain"
-            assert daemon.overrides["us"].kind == "hold"
-            assert daemon.pause is not None and daemon.pause.hands_off
+            assert set(daemon.runtime.rounds.overrides) == {"eu", "us"}, daemon.config.vantage
+            assert daemon.runtime.rounds.overrides["eu"].kind == "drain"
+            assert daemon.runtime.rounds.overrides["us"].kind == "hold"
+            assert daemon.runtime.rounds.pause is not None and daemon.runtime.rounds.pause.hands_off
             saved = Store(daemon.store.dir).load()  # durably, in every state_dir
             assert set(saved.overrides) == {"eu", "us"}
             assert saved.pause is not None and saved.pause.hands_off
-        assert leader.decision.sites["eu"].state is State.DRAINING  # not restoring
+        assert leader.runtime.rounds.decision.sites["eu"].state is State.DRAINING  # not restoring
         assert leader.registry.get_sample_value("trafficd_paused") == 1
 
         # The store holds them again, for any instance and any future leader.

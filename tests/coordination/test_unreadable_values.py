@@ -22,7 +22,7 @@ async def test_unreadable_overrides_and_pause_are_skipped(
     store: RedisPeer | EtcdPeer, tmp_path: Path
 ) -> None:
     leader = instance(tmp_path, "test", store)
-    coord = leader.coord
+    coord = leader.runtime.live.coord
     assert coord is not None
     try:
         hold = Override("hold", "release day", "ops", time.time())
@@ -33,6 +33,8 @@ async def test_unreadable_overrides_and_pause_are_skipped(
         assert await coord.overrides() == {"us": hold}
         assert await coord.pause() is None
         await answered_round(leader)  # the leader's round reads them too
-        assert leader.overrides == {"us": hold} and leader.pause is None
+        assert (
+            leader.runtime.rounds.overrides == {"us": hold} and leader.runtime.rounds.pause is None
+        )
     finally:
         await close(leader)

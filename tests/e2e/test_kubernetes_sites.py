@@ -22,6 +22,7 @@ import pytest
 from tests.actuators.kube_fake import FakeCluster, deployment, kubeconfig, serve
 from trafficd.config import load
 from trafficd.daemon import Daemon
+from trafficd.runtime.commands import Command
 
 NS = "quay"
 WAIT = 3.0  # the kubernetes actuator's timeout (its bounded wait for availability)
@@ -94,10 +95,14 @@ async def test_a_site_never_available_does_not_delay_another_sites_stop(
     d = Daemon(path, load(path))
     d.runtime.start()
     try:
-        await wait_until("a first decision", lambda: d.decision is not None, timeout=5)
+        await wait_until(
+            "a first decision", lambda: d.runtime.rounds.decision is not None, timeout=5
+        )
         await asyncio.sleep(0.5)  # a's reconcile is now inside its wait for availability
         asked = time.monotonic()
-        answer = await d.command("drain", "b", "admin", {"reason": "drill", "stop_instances": True})
+        answer = await d.runtime.commands.execute(
+            Command.parse("drain", "b", "admin", {"reason": "drill", "stop_instances": True})
+        )
         assert answer["state"] == "draining", answer
         stopped = await wait_until("b scaled to 0", lambda: replicas(clusters["b"]) == 0, WAIT)
         print(f"\nmeasured: drain b -> b scaled to 0: {stopped - asked:.2f}s (a waits {WAIT:g}s)")
