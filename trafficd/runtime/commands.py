@@ -91,7 +91,8 @@ class Command:
             site,
             who,
             reason=reason.strip(),
-            duration=_duration(body["for"]) if "for" in body else None,
+            # null, as before this was checked: no duration (a client's unset field).
+            duration=None if body.get("for") is None else _duration(body["for"]),
             force=_flag(body, "force"),
             stop_instances=_flag(body, "stop_instances"),
             hands_off=_flag(body, "hands_off"),
@@ -99,9 +100,12 @@ class Command:
 
 
 def _flag(body: Mapping[str, Any], key: str) -> bool:
-    """A JSON true or false; absent is false. `"false"`, 0 or null is refused, never
-    taken as true (`bool("false")` would force a drain past min_active_sites)."""
-    value = body.get(key, False)
+    """A JSON true or false; absent or null is false (as it always was). `"false"` or 0
+    is refused, never taken as true (`bool("false")` would force a drain past
+    min_active_sites)."""
+    value = body.get(key)
+    if value is None:
+        return False
     if not isinstance(value, bool):
         raise ValueError(f"{key}: true or false is expected, not {_json_type(value)}")
     return value
