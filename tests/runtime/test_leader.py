@@ -19,6 +19,7 @@ from trafficd.coordination import Coordinator
 from trafficd.model import State
 from trafficd.runtime.commands import Command
 from trafficd.runtime.wiring import ReloadError
+from trafficd.store import read_events
 
 
 def coordinated(rig: Rig) -> MemoryStore:
@@ -110,3 +111,34 @@ async def test_a_rejected_reload_keeps_the_lease(tmp_path: Path) -> None:
     finally:
         await runtime.stop()
         runtime.close()
+
+
+async def test_an_expired_hold_is_audited_once_when_a_drain_is_tried_first(
+    tmp_path: Path,
+) -> None:
+    """A drain's trial expired the overrides past their time locally and audited it; the
+    leader's next round took the store's copy back and expired it again: two `expired`
+    events for one hold (issue 19 review)."""
+    rig = Rig(tmp_path)
+    coordinated(rig)
+    runtime = rig.runtime
+    try:
+        await rig.interval()
+        await runtime.leader.coordinated_round()
+        assert runtime.live.leads()
+        hold = {"reason": "keep serving", "for": "2s"}
+        await runtime.commands.execute(Command.parse("hold", "us", "ops", hold))
+        rig.clock.advance(3.0)  # the hold's time is over (no round of the rig's own)
+        drain = {"reason": "maintenance", "force": True}
+        await runtime.commands.execute(Command.parse("drain", "eu", "ops", drain))
+        await runtime.leader.coordinated_round()
+        await runtime.leader.coordinated_round()
+        expired = [
+            e
+            for e in read_events(runtime.store.dir)
+            if e["kind"] == "manual" and e.get("action") == "expired"
+        ]
+        assert [e["site"] for e in expired] == ["us"]
+        assert "us" not in runtime.rounds.overrides
+    finally:
+        runtime.store.close()

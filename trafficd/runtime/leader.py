@@ -78,9 +78,10 @@ class Leader:
         return rnd.decision
 
     def trial(self, site: str, override: Override, now: float, wall: float) -> Refusal | None:
-        """Would this drain be refused? A round on the would-be overrides, nothing kept
-        (the overrides expired by then go first, as in a round)."""
-        self.effects.expired(self.rounds.expire(wall))
+        """Would this drain be refused? A round on the would-be overrides, nothing kept:
+        the engine leaves out the overrides expired by `wall`, and the next round expires
+        them (here, with coordination, the store's copy would come back in that round
+        and be expired, and audited, a second time)."""
         blocks = self.replication.restore_blocks()
         latest = self.observations.latest
         return self.rounds.trial(latest, site, override, now, wall, restore_blocks=blocks)
@@ -158,6 +159,8 @@ class Leader:
             return
         coord.found()
         self._keep_token(coord)
+        read = overrides  # as the store holds them: what the expiry below deletes from
+        overrides = {s: o for s, o in overrides.items() if self.rounds.expired.get(s) != o}
         self.observations.merge(published, now, self.live.config.all_vantages)
         if generation is not None:
             self._generation = generation
@@ -180,9 +183,10 @@ class Leader:
             self._take_over(coord, shared)
         if leading:
             decision = self.tick(now, wall=wall)
-            for site in set(overrides) - set(self.rounds.overrides):  # expired in the round
+            for site in set(read) - set(self.rounds.overrides):  # expired, here or in the round
                 with contextlib.suppress(SharedStoreError):
                     await coord.expire_override(site)  # never one written meanwhile
+                self.rounds.expired.pop(site, None)
             try:
                 if generation is None:
                     await self._republish(coord)

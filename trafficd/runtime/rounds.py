@@ -67,12 +67,17 @@ class Rounds:
         self.pause = pause
         self.decision: Decision | None = None  # none until the first round (or followed)
         self.commands = 0  # operators' commands taken here, ever
+        # The overrides this instance expired (and audited), by site: with coordination,
+        # the store's copy is still there until the leader's round deletes it, and must
+        # not be taken back and expired a second time.
+        self.expired: dict[str, Override] = {}
 
     def expire(self, wall: float) -> tuple[tuple[str, Override], ...]:
         """Removes the overrides whose expiry (wall time) has passed; returns them."""
         expired = tuple((s, o) for s, o in self.overrides.items() if not o.live(wall))
-        for site, _ in expired:
+        for site, o in expired:
             del self.overrides[site]
+            self.expired[site] = o
         return expired
 
     def tick(
