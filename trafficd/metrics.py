@@ -9,7 +9,7 @@ no longer configured (a reload), so that its gauges do not show it for ever.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -225,34 +225,26 @@ class Metrics:
         )
         self.coordination_up = gauge("trafficd_coordination_up", "the shared store answers")
 
-    def forget_where(self, labels: Mapping[str, str]) -> None:
-        """Every series whose labels include all of `labels` removed, from every metric
-        that has them all (a target an actuator no longer has: its actuator and target)."""
-        for metric, names in self._labelled:
-            if not set(labels) <= set(names):
-                continue
-            held = {
-                tuple(sample.labels[n] for n in names)
-                for family in metric.collect()
-                for sample in family.samples
-                if all(sample.labels.get(k) == v for k, v in labels.items())
-            }
-            for labelvalues in held:
-                metric.remove(*labelvalues)
-
     def forget(self, label: str, values: Collection[str]) -> None:
         """Every series whose `label` is one of `values` removed, from every metric with
         that label (a histogram's buckets, sum and count with it)."""
-        if not values:
-            return
+        if values:
+            self._remove({label}, lambda labels: labels.get(label) in values)
+
+    def forget_where(self, labels: Mapping[str, str]) -> None:
+        """Every series whose labels include all of `labels` removed, from every metric
+        that has them all (a target an actuator no longer has: its actuator and target)."""
+        self._remove(set(labels), lambda held: all(held.get(k) == v for k, v in labels.items()))
+
+    def _remove(self, needed: set[str], match: Callable[[Mapping[str, str]], bool]) -> None:
         for metric, names in self._labelled:
-            if label not in names:
+            if not needed <= set(names):
                 continue
             held = {
                 tuple(sample.labels[n] for n in names)
                 for family in metric.collect()
                 for sample in family.samples
-                if sample.labels.get(label) in values
+                if match(sample.labels)
             }
             for labelvalues in held:
                 metric.remove(*labelvalues)

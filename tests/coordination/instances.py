@@ -46,6 +46,15 @@ async def answered_round(daemon: Daemon) -> None:
     )
 
 
+async def first_rounds(leader: Daemon, follower: Daemon) -> Coordinator:
+    """Each instance's first round answered, `leader`'s first: it leads (its coordinator)."""
+    await answered_round(leader)
+    await answered_round(follower)
+    coord = leader.runtime.live.coord
+    assert coord is not None and coord.leading()
+    return coord
+
+
 async def close(*daemons: Daemon) -> None:
     for daemon in daemons:
         if daemon.runtime.live.coord is not None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.coordination.instances import answered_round, close, instance
+from tests.coordination.instances import answered_round, close, first_rounds, instance
 from tests.coordination.peers import EtcdPeer, RedisPeer
 from tests.coordination.test_store_loss import restart_empty
 from trafficd.coordination import SharedStoreError
@@ -41,8 +41,7 @@ async def refused_while_empty(daemon: Daemon, action: str, site: str | None) -> 
 
 
 async def drained_eu(leader: Daemon, follower: Daemon) -> None:
-    await answered_round(leader)
-    await answered_round(follower)
+    await first_rounds(leader, follower)
     await follower.runtime.commands.execute(
         Command.parse("drain", "eu", "ops", {"reason": "maintenance"})
     )
@@ -125,8 +124,7 @@ async def test_a_drain_is_taken_once_the_leader_has_republished(
     leader, follower = instance(tmp_path, "test", store), instance(tmp_path, "b", store)
     answers: list[dict[str, Any]] = []
     try:
-        await answered_round(leader)
-        await answered_round(follower)
+        await first_rounds(leader, follower)
         restart_empty(store)
         await refused_while_empty(follower, "release", "us")
         await answered_round(leader)

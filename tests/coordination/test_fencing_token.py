@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.coordination.conftest import backend_name
-from tests.coordination.instances import answered_round, close, instance
+from tests.coordination.instances import answered_round, close, first_rounds, instance
 from tests.coordination.peers import EtcdPeer, RedisPeer
 from tests.coordination.test_store_loss import restart_empty
 from trafficd.config import load
@@ -28,6 +28,16 @@ from trafficd.store import Store
 pytestmark = pytest.mark.peers
 
 LOCK = "t/leader"
+
+
+async def _several_acquisitions(backend: SharedStore) -> int:
+    """Three acquisitions given up, then a fourth held: its token (a counter past 1)."""
+    for _ in range(3):
+        token = await backend.campaign(LOCK, "a", 5.0)
+        await backend.resign(LOCK, "a", token or 0)
+    held = await backend.campaign(LOCK, "a", 5.0)
+    assert held is not None
+    return held
 
 
 async def _campaign_after_restart(backend: SharedStore, holder: str) -> int | None:
@@ -46,11 +56,7 @@ async def test_the_fencing_token_still_grows_after_the_store_restarts_empty(
     kind = backend_name(store)
     backend = BACKENDS[kind]([store.url], timeout=1.0)
     try:
-        for _ in range(3):
-            token = await backend.campaign(LOCK, "a", 5.0)
-            await backend.resign(LOCK, "a", token or 0)
-        before = await backend.campaign(LOCK, "a", 5.0)
-        assert before is not None
+        before = await _several_acquisitions(backend)
         restart_empty(store)
         await asyncio.sleep(0.2)
         after = await _campaign_after_restart(backend, "b")
@@ -67,11 +73,7 @@ async def test_a_token_read_as_a_follower_is_numbered_above(
     a = BACKENDS[kind]([store.url], timeout=1.0)
     b = BACKENDS[kind]([store.url], timeout=1.0)
     try:
-        for _ in range(3):
-            token = await a.campaign(LOCK, "a", 5.0)
-            await a.resign(LOCK, "a", token or 0)
-        first = await a.campaign(LOCK, "a", 5.0)
-        assert first is not None
+        first = await _several_acquisitions(a)
         assert await b.holder(LOCK) == ("a", first)
         assert b.highest_token == first
         restart_empty(store)
@@ -119,10 +121,7 @@ async def test_every_instance_keeps_the_highest_token_and_leads_above_it_after_r
     leader, follower = instance(tmp_path, "test", store), instance(tmp_path, "b", store)
     running = [leader, follower]
     try:
-        await answered_round(leader)
-        await answered_round(follower)
-        assert leader.runtime.live.coord is not None and leader.runtime.live.coord.leading()
-        before = leader.runtime.live.coord.token
+        before = (await first_rounds(leader, follower)).token
         assert before is not None
         for daemon in (leader, follower):
             kept = Store(daemon.store.dir).load().highest_token

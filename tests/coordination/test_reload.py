@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.coordination.instances import answered_round, close, instance
+from tests.coordination.instances import answered_round, close, first_rounds, instance
 from tests.coordination.peers import EtcdPeer, RedisPeer
 
 pytestmark = pytest.mark.peers
@@ -20,10 +20,7 @@ async def test_a_reload_of_the_leader_keeps_the_lease(
 ) -> None:
     leader, follower = instance(tmp_path, "test", store), instance(tmp_path, "b", store)
     try:
-        await answered_round(leader)
-        await answered_round(follower)
-        assert leader.runtime.live.coord is not None and leader.runtime.live.coord.leading()
-        token = leader.runtime.live.coord.token
+        token = (await first_rounds(leader, follower)).token
         await leader.runtime.reload(leader.config)  # what a SIGHUP runs, the same file
         await answered_round(follower)
         assert follower.runtime.live.coord is not None and not follower.runtime.live.coord.leading()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.coordination.instances import answered_round, close, instance
+from tests.coordination.instances import answered_round, close, first_rounds, instance
 from tests.coordination.peers import EtcdPeer, RedisPeer
 from trafficd.coordination import BACKENDS, Coordinator
 from trafficd.model import State
@@ -37,9 +37,7 @@ async def test_the_leader_republishes_overrides_and_pause_into_an_empty_store(
 ) -> None:
     leader, follower = instance(tmp_path, "test", store), instance(tmp_path, "b", store)
     try:
-        await answered_round(leader)
-        await answered_round(follower)
-        assert leader.runtime.live.coord is not None and leader.runtime.live.coord.leading()
+        await first_rounds(leader, follower)
         # Commands reach the store through either instance.
         await follower.runtime.commands.execute(
             Command.parse("drain", "eu", "ops", {"reason": "maintenance"})

@@ -27,6 +27,17 @@ class SharedStoreError(Exception):
     (The state file's own error is `trafficd.store.StateFileError`.)"""
 
 
+class TokenMemory:
+    """`SharedStore.highest_token`, kept the same way by every backend: raised by every
+    token a client is given or reads (`seen`)."""
+
+    highest_token = 0
+
+    def seen(self, token: int) -> int:
+        self.highest_token = max(self.highest_token, token)
+        return token
+
+
 class SharedStore(Protocol):
     # The highest fencing token this client was given (`campaign`) or read (`holder`),
     # or was told of by raising it (the runtime, from state.json): every acquisition

@@ -26,7 +26,7 @@ from typing import Any
 
 import aiohttp
 
-from trafficd.coordination.base import SharedStoreError
+from trafficd.coordination.base import SharedStoreError, TokenMemory
 
 
 def _b64(text: str) -> str:
@@ -67,14 +67,13 @@ def _range_end(prefix: str) -> str:
     return base64.b64encode(bytes(raw)).decode()
 
 
-class EtcdStore:
+class EtcdStore(TokenMemory):
     def __init__(self, urls: list[str], *, timeout: float) -> None:
         self.urls = [u.rstrip("/") for u in urls]
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
         self._leases: dict[int, str] = {}  # ttl seconds -> lease id, for keys with a TTL
         self._lock_lease: str | None = None
-        self.highest_token = 0  # base.SharedStore.highest_token
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -154,7 +153,7 @@ class EtcdStore:
             answer = await self._post("/v3/lease/keepalive", {"ID": self._lock_lease})
             if int(answer.get("result", {}).get("TTL", 0)) <= 0:
                 return None  # expired meanwhile: the key goes with it
-            return self._saw(_holder(kv)[1])
+            return self.seen(_holder(kv)[1])
         counter = lock + ":epoch"
         read = await self._post("/v3/kv/range", {"key": _b64(counter)})
         found = read.get("kvs", [])
@@ -197,18 +196,14 @@ class EtcdStore:
             await self._post("/v3/lease/revoke", {"ID": lease})
             return None
         self._lock_lease = lease
-        return self._saw(token)
+        return self.seen(token)
 
     async def holder(self, lock: str) -> tuple[str, int] | None:
         kvs = await self._range(lock)
         if not kvs:
             return None
         name, token = _holder(kvs[0])
-        return name, self._saw(token)
-
-    def _saw(self, token: int) -> int:
-        self.highest_token = max(self.highest_token, token)
-        return token
+        return name, self.seen(token)
 
     async def fenced_put(self, lock: str, holder: str, token: int, key: str, value: str) -> bool:
         # The value names the acquisition: no two acquisitions share a token.

@@ -16,7 +16,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from trafficd.coordination.base import SharedStoreError
+from trafficd.coordination.base import SharedStoreError, TokenMemory
 
 _CAMPAIGN = """
 local cur = redis.call('GET', KEYS[1])
@@ -57,11 +57,10 @@ return 0
 """
 
 
-class RedisStore:
+class RedisStore(TokenMemory):
     def __init__(self, urls: list[str], *, timeout: float) -> None:
         # One endpoint: Redis replicas do not take writes (Sentinel is left for later).
         self.url = urls[0]
-        self.highest_token = 0  # base.SharedStore.highest_token
         self._client: Any = aioredis.from_url(
             self.url,
             socket_timeout=timeout,
@@ -113,18 +112,14 @@ class RedisStore:
         )
         if not token:
             return None
-        return self._saw(int(token))
+        return self.seen(int(token))
 
     async def holder(self, lock: str) -> tuple[str, int] | None:
         value = await self.get(lock)
         if value is None or "|" not in value:
             return None
         name, _, token = value.rpartition("|")
-        return name, self._saw(int(token))
-
-    def _saw(self, token: int) -> int:
-        self.highest_token = max(self.highest_token, token)
-        return token
+        return name, self.seen(int(token))
 
     async def fenced_put(self, lock: str, holder: str, token: int, key: str, value: str) -> bool:
         done = await self._call(

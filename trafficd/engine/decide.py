@@ -106,6 +106,18 @@ def stopped_sites(previous: EngineState, policy: EnginePolicy) -> frozenset[str]
     )
 
 
+def _returned(memory: SiteMemory) -> SiteMemory:
+    """No return in steps under way: at its whole weight, or out of active."""
+    return replace(
+        memory,
+        returning=0,
+        step_since=NEVER,
+        step_responses=None,
+        step_read_at=NEVER,
+        step_counted=None,
+    )
+
+
 class _Round:
     """The mutable bookkeeping of one call to `decide`."""
 
@@ -552,14 +564,7 @@ class _Round:
             )
         )
         if up >= 100:
-            return replace(
-                memory,
-                returning=0,
-                step_since=now,
-                step_responses=None,
-                step_read_at=NEVER,
-                step_counted=None,
-            )
+            return _returned(memory)
         # The step's last reading is the next step's base: what is served from it on is
         # counted there, so no response between two steps goes unjudged.
         return replace(memory, returning=up, step_since=now, step_counted=None)
@@ -648,14 +653,7 @@ class _Round:
                 step_counted=None,
             )
         elif memory.returning or memory.step_read_at > NEVER:
-            new = replace(
-                new,
-                returning=0,
-                step_since=NEVER,
-                step_responses=None,
-                step_read_at=NEVER,
-                step_counted=None,
-            )
+            new = _returned(new)
         if to is State.DRAINING and memory.state in (State.ACTIVE, State.RESTORING):
             new = replace(new, drained_at=self.now, stop_instances=stop_instances, manual=manual)
             if automatic:

@@ -86,7 +86,7 @@ class Actuation:
         or changed by the reload must read back before it confirms anything."""
         config = self.live.config
         kept = {
-            (rec.actuator.ident, name): (self._made.get(rec.actuator.ident), rec, name)
+            (rec.actuator.ident, name): (self._made.get(rec.actuator.ident), rec)
             for rec in self.targets
             for name in rec.parts
         }
@@ -113,12 +113,11 @@ class Actuation:
                 continue
             for target in self.reconcilers[-1].parts:
                 rec = self._reconciler(actuator, target)
-                old = kept.get((actuator.ident, target))
-                if same_sites and old is not None and old[0] == made[actuator.ident]:
-                    _, before, name = old
-                    rec.traffic[name] = before.traffic.get(name)
-                    if name in before.outcomes:
-                        rec.outcomes[name] = before.outcomes[name]
+                made_from, before = kept.get((actuator.ident, target), (None, None))
+                if same_sites and before is not None and made_from == made[actuator.ident]:
+                    rec.traffic[target] = before.traffic.get(target)
+                    if target in before.outcomes:
+                        rec.outcomes[target] = before.outcomes[target]
                 self.targets.append(rec)
                 wake = asyncio.Event()
                 wake.set()

@@ -45,7 +45,7 @@ class Export:
         sites, locations = set(config.sites), set(config.storage)
         vantages = set(config.all_vantages)
         gone_sites, gone_locations = self._sites - sites, self._locations - locations
-        gone_vantages = self._vantages - vantages if self._vantages else set()
+        gone_vantages = self._vantages - vantages
         self._sites, self._locations, self._vantages = sites, locations, vantages
         self.metrics.forget("site", gone_sites)
         self.metrics.forget("location", gone_locations)
